@@ -1,0 +1,155 @@
+"""Settings: the only place papermail reads the environment.
+
+Every value comes from a ``PAPERMAIL_*`` variable or ``.env``. With neither
+``PAPERMAIL_REDIS_URL`` nor ``PAPERMAIL_DATABASE_URL`` set, papermail runs
+embedded: SQLite under ``var/``, in-process fakeredis, Celery eager and the
+outbox backend, so one process can demo the whole pipeline.
+"""
+
+from __future__ import annotations
+
+from email.utils import parseaddr
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "papermail-development-secret-change-me"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class InsecureConfiguration(RuntimeError):
+    """Raised when production mode would start with a development default."""
+
+
+def _no_crlf(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("must not contain CR or LF (it ends up in a mail header)")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PAPERMAIL_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    base_url: str = "http://127.0.0.1:8000"
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    var_dir: Path = Path("var")
+    templates_dir: Path = PROJECT_ROOT / "templates"
+
+    # Mail
+    mail_backend: Literal["smtp", "outbox", "memory"] | None = None
+    outbox_dir: Path | None = None
+    mail_from: str = "papermail <digest@papermail.localhost>"
+    reply_to: str | None = None
+    list_name: str = "papermail daily papers"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_timeout: float = 30.0
+
+    # Sources
+    hf_api_base: str = "https://huggingface.co"
+    http_timeout: float = 20.0
+    http_retries: int = 4
+    ingest_days_back: int = Field(default=2, ge=1, le=14)
+
+    # Schedule (UTC)
+    ingest_interval_minutes: int = Field(default=30, ge=1)
+    edition_hour_utc: int = Field(default=6, ge=0, le=23)
+    edition_minute_utc: int = Field(default=0, ge=0, le=59)
+    weekly_edition_weekday: int = Field(default=0, ge=0, le=6, description="0 = Monday")
+    plan_minute: int = Field(default=5, ge=0, le=59)
+
+    # Editions and delivery
+    edition_size: int = Field(default=50, ge=1, le=200)
+    default_max_papers: int = Field(default=10, ge=1, le=30)
+    batch_size: int = Field(default=100, ge=1, le=5000)
+    send_rate_per_second: float = Field(default=0.0, ge=0.0, description="0 = unlimited")
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: float = Field(default=60.0, gt=0)
+    bounce_threshold: int = Field(default=3, ge=1)
+    lease_seconds: int = Field(default=300, ge=10)
+    variant_ttl_seconds: int = Field(default=3 * 24 * 3600, ge=60)
+
+    # Operations
+    ops_username: str = "ops"
+    ops_password: SecretStr | None = None
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("mail_from", "list_name", "reply_to")
+    @classmethod
+    def _header_safe(cls, value: str | None) -> str | None:
+        return None if value is None else _no_crlf(value)
+
+    @field_validator("base_url", "hf_api_base")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _sender_has_domain(self) -> Settings:
+        if "@" not in parseaddr(self.mail_from)[1]:
+            raise ValueError(f"PAPERMAIL_MAIL_FROM has no address with a domain: {self.mail_from!r}")
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None and self.database_url is None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'papermail.db'}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def effective_mail_backend(self) -> str:
+        return self.mail_backend or ("outbox" if self.embedded else "smtp")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def effective_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.var_dir / "outbox"
+
+    @property
+    def sender_address(self) -> str:
+        return parseaddr(self.mail_from)[1]
+
+    @property
+    def mail_domain(self) -> str:
+        """Domain for Message-IDs and List-Id: the sender's own."""
+        return self.sender_address.rsplit("@", 1)[1].lower()
+
+    def check_production_ready(self) -> None:
+        """Refuse to run production with development defaults."""
+        if self.environment != "production":
+            return
+        problems = []
+        if self.secret_key.get_secret_value() == DEFAULT_SECRET or len(
+            self.secret_key.get_secret_value()
+        ) < 32:
+            problems.append("PAPERMAIL_SECRET_KEY is the default or shorter than 32 characters")
+        if self.embedded:
+            problems.append("PAPERMAIL_REDIS_URL and PAPERMAIL_DATABASE_URL must be set")
+        if not self.base_url.startswith("https://"):
+            problems.append("PAPERMAIL_BASE_URL must be https:// (List-Unsubscribe needs it)")
+        if problems:
+            raise InsecureConfiguration("refusing to start in production: " + "; ".join(problems))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

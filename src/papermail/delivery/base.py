@@ -1,0 +1,46 @@
+"""The contract every delivery backend keeps.
+
+A backend opens connections; a connection sends one message at a time and says
+how it went by raising (or not). Sending code never knows which backend it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    sender: str  # envelope MAIL FROM (bare address)
+    recipient: str  # envelope RCPT TO (bare address)
+    data: bytes  # the full RFC 5322 message, CRLF line endings
+    message_id: str  # "<...@domain>", also in data
+
+
+class DeliveryError(Exception):
+    """Base for delivery failures; ``code`` is the SMTP reply code when there was one."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientError(DeliveryError):
+    """Try again later: 4xx replies, dropped connections, timeouts."""
+
+
+class PermanentError(DeliveryError):
+    """Never try this recipient again with this message: 5xx replies."""
+
+
+class MailConnection(Protocol):
+    def send(self, message: OutgoingMessage) -> None:
+        """Deliver one message, or raise TransientError / PermanentError."""
+
+    def close(self) -> None: ...
+
+
+class MailBackend(Protocol):
+    def open(self) -> MailConnection:
+        """A connection reused for a whole batch; close it when the batch ends."""

@@ -1,0 +1,236 @@
+"""The relational model. Everything that must survive a restart lives here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as plain strings with a CHECK constraint: portable and readable in psql.
+    return Enum(cls, name=name, native_enum=False, values_callable=lambda e: [m.value for m in e],
+                length=16, validate_strings=True)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class SubscriberStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    SUPPRESSED = "suppressed"
+
+
+class Frequency(enum.StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
+class MailFormat(enum.StrEnum):
+    HTML = "html"
+    TEXT = "text"
+
+
+class EditionKind(enum.StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Paper(Base):
+    __tablename__ = "papers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # arXiv id
+    title: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    authors: Mapped[list[str]] = mapped_column(default=list)
+    published_at: Mapped[dt.datetime | None]
+    submitted_on_daily_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    upvotes: Mapped[int] = mapped_column(default=0)
+    num_comments: Mapped[int] = mapped_column(default=0)
+    github_repo: Mapped[str | None] = mapped_column(String(512))
+    github_stars: Mapped[int | None]
+    project_page: Mapped[str | None] = mapped_column(String(512))
+    organization: Mapped[str | None] = mapped_column(String(256))
+    ai_summary: Mapped[str | None] = mapped_column(Text)
+    ai_keywords: Mapped[list[str]] = mapped_column(default=list)
+    thumbnail: Mapped[str | None] = mapped_column(String(512))
+    source: Mapped[str] = mapped_column(String(16), default="hf")
+    first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PaperSnapshot(Base):
+    """One observation of a paper's votes; the history behind upvote velocity."""
+
+    __tablename__ = "paper_snapshots"
+    __table_args__ = (Index("ix_paper_snapshots_paper_observed", "paper_id", "observed_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    paper_id: Mapped[str] = mapped_column(ForeignKey("papers.id", ondelete="CASCADE"))
+    observed_at: Mapped[dt.datetime]
+    upvotes: Mapped[int]
+    num_comments: Mapped[int] = mapped_column(default=0)
+
+
+class Edition(Base):
+    __tablename__ = "editions"
+    __table_args__ = (UniqueConstraint("day", "kind", name="uq_editions_day_kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[dt.date]
+    kind: Mapped[EditionKind] = mapped_column(_enum(EditionKind, "edition_kind"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    items: Mapped[list[EditionItem]] = relationship(
+        back_populates="edition", order_by="EditionItem.rank", cascade="all, delete-orphan"
+    )
+
+
+class EditionItem(Base):
+    __tablename__ = "edition_items"
+
+    edition_id: Mapped[int] = mapped_column(
+        ForeignKey("editions.id", ondelete="CASCADE"), primary_key=True
+    )
+    paper_id: Mapped[str] = mapped_column(ForeignKey("papers.id"), primary_key=True)
+    rank: Mapped[int]
+    score: Mapped[float] = mapped_column(Float)
+
+    edition: Mapped[Edition] = relationship(back_populates="items")
+    paper: Mapped[Paper] = relationship(lazy="joined")
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+    __table_args__ = (Index("ix_subscribers_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised
+    status: Mapped[SubscriberStatus] = mapped_column(
+        _enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.PENDING
+    )
+    frequency: Mapped[Frequency] = mapped_column(_enum(Frequency, "frequency"),
+                                                 default=Frequency.DAILY)
+    max_papers: Mapped[int] = mapped_column(default=10)
+    topics: Mapped[list[str]] = mapped_column(default=list)
+    follow_organizations: Mapped[list[str]] = mapped_column(default=list)
+    follow_authors: Mapped[list[str]] = mapped_column(default=list)
+    format: Mapped[MailFormat] = mapped_column(_enum(MailFormat, "mail_format"),
+                                               default=MailFormat.HTML)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    send_hour: Mapped[int] = mapped_column(default=7)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[dt.datetime | None]
+    unsubscribed_at: Mapped[dt.datetime | None]
+    unsubscribe_reason: Mapped[str | None] = mapped_column(String(500))
+    bounce_count: Mapped[int] = mapped_column(default=0)
+    token_version: Mapped[int] = mapped_column(default=1)
+
+
+class Variant(Base):
+    """What a group of subscribers receive: (edition, selected papers + reasons, format).
+
+    Durable, so a send batch can re-render it after Redis lost the compiled copy.
+    """
+
+    __tablename__ = "variants"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"),
+                                            index=True)
+    format: Mapped[MailFormat] = mapped_column(_enum(MailFormat, "mail_format"))
+    # [[paper_id, reason], ...] in the order they appear in the email.
+    selection: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(Base):
+    """The ledger: one row per subscriber per edition, the truth about what was sent."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "edition_id", name="uq_deliveries_subscriber_edition"),
+        Index("ix_deliveries_edition_status", "edition_id", "status"),
+        Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    variant_key: Mapped[str] = mapped_column(ForeignKey("variants.key"))
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_until: Mapped[dt.datetime | None]
+    next_attempt_at: Mapped[dt.datetime | None]
+    dispatched_at: Mapped[dt.datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    last_error: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[dt.datetime | None]
+
+
+class JobRun(Base):
+    """One run of a pipeline stage, for operators: when, how long, what it did."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (Index("ix_job_runs_stage_started", "stage", "started_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32))  # ingest | edition | planning | ...
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+    ok: Mapped[bool | None]
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

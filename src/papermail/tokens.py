@@ -1,0 +1,102 @@
+"""Signed, purpose-bound links: confirm, preferences, unsubscribe.
+
+A token names one subscriber and one purpose; the purpose is the signing salt,
+so a preferences token cannot be replayed as an unsubscribe token. Tokens also
+carry the subscriber's ``token_version``: bumping it revokes every outstanding
+confirm/preferences link, while unsubscribe links keep working for months
+(RFC 8058 and common decency: an old email must still let people leave).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+
+class Purpose(enum.StrEnum):
+    CONFIRM = "confirm"
+    PREFERENCES = "preferences"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+# How long each kind of link stays good. None = no expiry.
+MAX_AGE: dict[Purpose, dt.timedelta | None] = {
+    Purpose.CONFIRM: dt.timedelta(days=2),
+    Purpose.PREFERENCES: dt.timedelta(days=90),
+    Purpose.UNSUBSCRIBE: None,
+}
+
+
+class InvalidToken(Exception):
+    """The token is malformed, tampered with, expired or for another purpose."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    subscriber_id: int
+    token_version: int
+    purpose: Purpose
+
+
+class TokenSigner:
+    def __init__(self, secret: str) -> None:
+        self._serializers = {
+            purpose: URLSafeTimedSerializer(secret, salt=f"papermail.{purpose.value}")
+            for purpose in Purpose
+        }
+
+    def make(self, purpose: Purpose, *, subscriber_id: int, token_version: int) -> str:
+        return str(self._serializers[purpose].dumps([subscriber_id, token_version]))
+
+    def read(self, purpose: Purpose, token: str) -> TokenClaims:
+        max_age = MAX_AGE[purpose]
+        try:
+            payload = self._serializers[purpose].loads(
+                token, max_age=None if max_age is None else int(max_age.total_seconds())
+            )
+        except SignatureExpired as exc:
+            raise InvalidToken("expired") from exc
+        except BadSignature as exc:
+            raise InvalidToken("bad signature") from exc
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in payload)
+        ):
+            raise InvalidToken("malformed payload")
+        return TokenClaims(subscriber_id=payload[0], token_version=payload[1], purpose=purpose)
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """Absolute URLs for everything an email links to."""
+
+    base_url: str
+    signer: TokenSigner
+
+    def confirm(self, subscriber_id: int, token_version: int) -> str:
+        return self._url("confirm", Purpose.CONFIRM, subscriber_id, token_version)
+
+    def preferences(self, subscriber_id: int, token_version: int) -> str:
+        return self._url("preferences", Purpose.PREFERENCES, subscriber_id, token_version)
+
+    def unsubscribe(self, subscriber_id: int, token_version: int) -> str:
+        return self._url("unsubscribe", Purpose.UNSUBSCRIBE, subscriber_id, token_version)
+
+    def edition(self, day: dt.date, kind: str = "daily") -> str:
+        suffix = "" if kind == "daily" else f"?kind={kind}"
+        return f"{self.base_url}/editions/{day.isoformat()}{suffix}"
+
+    def paper(self, paper_id: str) -> str:
+        return f"https://huggingface.co/papers/{paper_id}"
+
+    def _url(self, path: str, purpose: Purpose, subscriber_id: int, version: int) -> str:
+        token = self.signer.make(purpose, subscriber_id=subscriber_id, token_version=version)
+        return f"{self.base_url}/{path}/{token}"
