@@ -1,0 +1,255 @@
+"""SMTP delivery: one lazily opened connection reused for a whole batch.
+
+Error mapping (what sending.py relies on):
+
+- a 5xx reply to MAIL, RCPT or DATA            -> PermanentError(code)
+- a 4xx reply, a dropped connection, a timeout -> TransientError(code or None)
+- a server that refuses *us* (auth, STARTTLS, a 5xx greeting or EHLO)
+                                               -> SmtpConfigurationError, a TransientError:
+  it is the operator's problem and hits every message alike, so rows wait and retry
+  instead of bouncing subscribers.
+
+A failure never poisons the rest of the batch: after a refusal the transaction is
+RSET, and a broken connection is dropped so the next send() reconnects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import ssl as _ssl
+
+from papermail.delivery.base import (
+    DeliveryError,
+    OutgoingMessage,
+    PermanentError,
+    TransientError,
+)
+
+__all__ = ["SmtpBackend", "SmtpConfigurationError", "SmtpConnection"]
+
+# Reply code meaning "service not available, closing the channel" (RFC 5321 3.8).
+_CLOSING = 421
+
+
+class SmtpConfigurationError(TransientError):
+    """The server refuses this client (credentials, TLS, greeting): fix config, then retry."""
+
+
+class _Refused(Exception):
+    """A reply other than the one expected, on a connection that is still usable."""
+
+    def __init__(self, stage: str, code: int, reply: bytes) -> None:
+        super().__init__(f"{stage} refused: {code} {reply.decode('utf-8', 'replace')}")
+        self.stage = stage
+        self.code = code
+
+    def as_delivery_error(self) -> DeliveryError:
+        error = PermanentError if 500 <= self.code <= 599 else TransientError
+        return error(str(self), code=self.code)
+
+
+class SmtpBackend:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+        ssl: bool = False,
+        timeout: float = 30.0,
+        local_hostname: str | None = None,
+    ) -> None:
+        if starttls and ssl:
+            raise ValueError("choose STARTTLS or implicit SSL, not both")
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.starttls = starttls
+        self.ssl = ssl
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+
+    def open(self) -> SmtpConnection:
+        return SmtpConnection(self)
+
+    def connect(self) -> smtplib.SMTP:
+        """A greeted, secured and authenticated client, or a TransientError."""
+        try:
+            client = self._client()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _setup_error(self, exc) from exc
+        try:
+            self._prepare(client)
+        except BaseException as exc:
+            _close_quietly(client)
+            if isinstance(exc, smtplib.SMTPException | OSError):
+                raise _setup_error(self, exc) from exc
+            raise
+        return client
+
+    def _client(self) -> smtplib.SMTP:
+        if self.ssl:
+            return smtplib.SMTP_SSL(
+                self.host,
+                self.port,
+                local_hostname=self.local_hostname,
+                timeout=self.timeout,
+                context=_ssl.create_default_context(),
+            )
+        return smtplib.SMTP(
+            self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout
+        )
+
+    def _prepare(self, client: smtplib.SMTP) -> None:
+        client.ehlo_or_helo_if_needed()
+        if self.starttls:
+            client.starttls(context=_ssl.create_default_context())
+            client.ehlo()  # capabilities change once the channel is encrypted
+        if self.username is not None:
+            client.login(self.username, self.password or "")
+
+
+class SmtpConnection:
+    """Sends messages over one SMTP session, reconnecting after the server drops it."""
+
+    def __init__(self, backend: SmtpBackend) -> None:
+        self._backend = backend
+        self._client: smtplib.SMTP | None = None
+        self.connects = 0  # sessions opened so far; tests and logs like to know
+
+    def send(self, message: OutgoingMessage) -> None:
+        _check_envelope(message)
+        if self._client is not None:
+            try:
+                self._transaction(self._client, message, reused=True)
+                return
+            except _StaleConnection:
+                # The server closed an idle session, or ended it at its per-connection
+                # message limit ("421 too many messages"), before accepting anything for
+                # this message: one retry on a fresh session is safe and spares the row
+                # a backoff.
+                self._discard()
+        self._transaction(self._connect(), message, reused=False)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.quit()
+            _close_quietly(client)
+
+    def _connect(self) -> smtplib.SMTP:
+        self._client = self._backend.connect()
+        self.connects += 1
+        return self._client
+
+    def _discard(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            _close_quietly(client)
+
+    def _transaction(self, client: smtplib.SMTP, message: OutgoingMessage, *, reused: bool) -> None:
+        stage = "MAIL FROM"
+        try:
+            _expect(stage, client.mail(message.sender, _mail_options(client, message)), 250)
+            stage = "RCPT TO"
+            _expect(stage, client.rcpt(message.recipient), 250, 251)
+            stage = "DATA"
+            _expect(stage, client.docmd("DATA"), 354)
+            stage = "end of DATA"
+            client.send(_data_payload(message.data))
+            _expect(stage, client.getreply(), 250)
+        except _Refused as refused:
+            if reused and refused.stage == "MAIL FROM" and refused.code == _CLOSING:
+                raise _StaleConnection from refused
+            self._recover(client, refused.code)
+            raise refused.as_delivery_error() from None
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            # OSError covers resets, refused connections and socket timeouts.
+            self._discard()
+            if reused and stage == "MAIL FROM":
+                raise _StaleConnection from exc
+            # Lost after the data went out, the message may or may not have been
+            # accepted; retrying risks a duplicate, dropping it risks a loss. Retry.
+            raise TransientError(f"connection lost at {stage}: {exc!r}") from exc
+
+    def _recover(self, client: smtplib.SMTP, code: int) -> None:
+        """After a refusal, leave the session clean for the next message (or drop it)."""
+        if code == _CLOSING:
+            self._discard()
+            return
+        try:
+            rset_code, _ = client.rset()
+        except (smtplib.SMTPException, OSError):
+            rset_code = 0
+        if rset_code != 250:
+            self._discard()
+
+
+class _StaleConnection(Exception):
+    """A reused session died before MAIL FROM was accepted."""
+
+
+def _expect(stage: str, reply: tuple[int, bytes], *ok: int) -> None:
+    code, text = reply
+    if code not in ok:
+        raise _Refused(stage, code, text)
+
+
+def _mail_options(client: smtplib.SMTP, message: OutgoingMessage) -> list[str]:
+    options = []
+    if client.has_extn("8bitmime") and not message.data.isascii():
+        options.append("BODY=8BITMIME")
+    if not (message.sender.isascii() and message.recipient.isascii()):
+        if not client.has_extn("smtputf8"):
+            raise PermanentError("the SMTP server cannot deliver to non-ASCII addresses")
+        options.append("SMTPUTF8")
+    return options
+
+
+def _check_envelope(message: OutgoingMessage) -> None:
+    # smtplib would put these straight into the command line: SMTP command injection.
+    for address in (message.sender, message.recipient):
+        if any(c in address for c in "\r\n<>"):
+            raise PermanentError(f"invalid envelope address {address!r}")
+
+
+def _data_payload(data: bytes) -> bytes:
+    """Dot-stuff and terminate the message, exactly as smtplib.SMTP.data() would.
+
+    smtplib does this with a regex that costs ~0.25 ms per 60 KB message while holding
+    the GIL; bytes.replace does the same work about 20 times faster.
+    """
+    stuffed = data.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
+
+
+def _setup_error(backend: SmtpBackend, exc: BaseException) -> TransientError:
+    """Map a failure while connecting, greeting, securing or logging in."""
+    where = f"{backend.host}:{backend.port}"
+    if isinstance(exc, smtplib.SMTPResponseException):  # greeting, EHLO, STARTTLS, AUTH
+        code, text = exc.smtp_code, exc.smtp_error
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        error = SmtpConfigurationError if 500 <= code <= 599 else TransientError
+        return error(f"{where} refused this client: {code} {text}", code=code)
+    if isinstance(exc, _ssl.SSLCertVerificationError):
+        return SmtpConfigurationError(f"{where} presented an untrusted certificate: {exc}")
+    if isinstance(exc, smtplib.SMTPServerDisconnected | OSError):
+        # refused, reset, timed out: the server may well be back in a minute
+        return TransientError(f"cannot reach {where}: {exc!r}")
+    # no STARTTLS or AUTH offered, no auth mechanism in common
+    return SmtpConfigurationError(f"cannot set up a session with {where}: {exc}")
+
+
+def _close_quietly(client: smtplib.SMTP) -> None:
+    with contextlib.suppress(OSError):
+        client.close()

@@ -1,0 +1,231 @@
+"""RFC 5322 message assembly.
+
+Two paths that must produce equally valid bytes:
+
+* ``build_message`` uses the standard ``email`` package. One-off emails
+  (confirmations) take it, and tests use it as the oracle.
+* ``MessageTemplate`` is the hot path for digests. A variant's headers and body
+  parts are encoded once (quoted-printable, CRLF); each subscriber's message is
+  then a join of pre-encoded bytes with the few personal values spliced in.
+  Every literal segment ends on a (soft) line break, so a spliced value always
+  starts at column 0 and no encoded line can grow past 76 characters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.quoprimime
+import html
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+
+CRLF = "\r\n"
+
+
+class HeaderInjection(ValueError):
+    """A value bound for a header contained CR, LF or NUL."""
+
+
+def header_safe(value: str) -> str:
+    if any(c in value for c in "\r\n\0"):
+        raise HeaderInjection(f"header value contains a line break: {value[:60]!r}")
+    return value
+
+
+def ascii_header_safe(value: str) -> str:
+    header_safe(value)
+    if not value.isascii():
+        raise HeaderInjection(f"header value must be ASCII: {value[:60]!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ListHeaders:
+    """RFC 2369 / 2919 / 8058 headers that make a digest a well-behaved list message."""
+
+    list_id: str  # "papermail daily papers <daily.papermail.example.org>"
+    unsubscribe_url: str  # https URL; POST with List-Unsubscribe=One-Click unsubscribes
+    archive_url: str | None = None
+
+
+def make_message_id(*, domain: str, edition_id: int, delivery_id: int) -> str:
+    """Stable across retries: a receiver can drop a second copy by Message-ID."""
+    return f"<papermail.e{edition_id}.d{delivery_id}@{domain}>"
+
+
+def random_message_id(domain: str) -> str:
+    return f"<papermail.{secrets.token_hex(12)}@{domain}>"
+
+
+def list_id(name: str, domain: str, kind: str = "daily") -> str:
+    return f"{header_safe(name)} <{kind}.{domain}>"
+
+
+def build_message(
+    *,
+    sender: str,
+    to: str,
+    subject: str,
+    text: str,
+    html_body: str | None,
+    message_id: str,
+    date: dt.datetime,
+    reply_to: str | None = None,
+    list_headers: ListHeaders | None = None,
+) -> bytes:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = header_safe(sender)
+    msg["To"] = ascii_header_safe(to)
+    msg["Subject"] = header_safe(subject)
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = ascii_header_safe(message_id)
+    if reply_to:
+        msg["Reply-To"] = header_safe(reply_to)
+    if list_headers:
+        for name, value in _list_header_pairs(list_headers):
+            msg[name] = value
+    msg.set_content(text, charset="utf-8", cte="quoted-printable")
+    if html_body is not None:
+        msg.add_alternative(html_body, subtype="html", charset="utf-8", cte="quoted-printable")
+    return msg.as_bytes()
+
+
+def _list_header_pairs(headers: ListHeaders) -> list[tuple[str, str]]:
+    pairs = [
+        ("List-Id", header_safe(headers.list_id)),
+        ("List-Unsubscribe", f"<{ascii_header_safe(headers.unsubscribe_url)}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ]
+    if headers.archive_url:
+        pairs.append(("List-Archive", f"<{ascii_header_safe(headers.archive_url)}>"))
+    return pairs
+
+
+# --- the hot path -------------------------------------------------------------------------
+
+Segment = bytes | str  # bytes: pre-encoded literal; str: the name of a slot to fill
+HTML_SLOT = "html:"
+
+
+def _qp(text: str) -> str:
+    # quoprimime works on code points < 256, so hand it UTF-8 bytes as latin-1.
+    return email.quoprimime.body_encode(text.encode("utf-8").decode("latin-1"), eol=CRLF)
+
+
+def _encode_literal(text: str) -> bytes:
+    encoded = _qp(text)
+    if not text.endswith("\n"):
+        encoded += "=" + CRLF  # soft break: the next segment starts a fresh line
+    return encoded.encode("ascii")
+
+
+def _encode_value(value: str) -> bytes:
+    # A value (a URL, an address) is short; encode it as its own soft-broken line(s).
+    return (_qp(value) + "=" + CRLF).encode("ascii") if value else b""
+
+
+def _encode_part(segments: tuple[str, ...], content_type: str) -> list[Segment]:
+    out: list[Segment] = [
+        (
+            f"Content-Type: {content_type}; charset=\"utf-8\"{CRLF}"
+            f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
+        ).encode("ascii")
+    ]
+    for index, segment in enumerate(segments):
+        if index % 2:
+            out.append(segment)  # slot name
+        elif segment:
+            out.append(_encode_literal(segment))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTemplate:
+    """A variant encoded once; ``render`` makes one subscriber's message in microseconds."""
+
+    head: bytes  # constant headers, CRLF-terminated
+    body: tuple[Segment, ...]  # the MIME body after the top-level headers
+    slots: frozenset[str]  # slot names; "html:" ones sit in the text/html part
+
+    @classmethod
+    def compile(
+        cls,
+        *,
+        sender: str,
+        subject: str,
+        text: tuple[str, ...],
+        html_body: tuple[str, ...] | None,
+        list_id: str,
+        reply_to: str | None = None,
+        archive_url: str | None = None,
+    ) -> MessageTemplate:
+        headers = [("From", sender), ("Subject", subject), ("List-Id", list_id)]
+        if reply_to:
+            headers.append(("Reply-To", reply_to))
+        if archive_url:
+            headers.append(("List-Archive", f"<{ascii_header_safe(archive_url)}>"))
+        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        headers.append(("MIME-Version", "1.0"))
+        text_part = _encode_part(text, "text/plain")
+        if html_body is None:
+            # Single part: the part's own headers simply continue the message headers.
+            body: list[Segment] = text_part
+        else:
+            boundary = f"==papermail_{secrets.token_hex(16)}=="
+            headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
+            delimiter = f"--{boundary}{CRLF}".encode("ascii")
+            # HTML slots are renamed so render() knows to HTML-escape their values.
+            html_part = [s if isinstance(s, bytes) else HTML_SLOT + s
+                         for s in _encode_part(html_body, "text/html")]
+            body = [CRLF.encode(), delimiter, *text_part, CRLF.encode(), delimiter, *html_part,
+                    f"{CRLF}--{boundary}--{CRLF}".encode("ascii")]
+        # The policy's own folding: RFC 2047 for non-ASCII subjects and names, 78-column lines.
+        head = "".join(
+            SMTP.fold(*SMTP.header_store_parse(name, header_safe(value))) for name, value in headers
+        )
+        return cls(
+            head=head.encode("ascii"),
+            body=_merge_literals(body),
+            slots=frozenset(s for s in body if isinstance(s, str)),
+        )
+
+    def render(
+        self,
+        *,
+        to: str,
+        message_id: str,
+        date: dt.datetime,
+        unsubscribe_url: str,
+        values: Mapping[str, str],
+    ) -> bytes:
+        personal = (
+            f"To: {ascii_header_safe(to)}{CRLF}"
+            f"Date: {format_datetime(date)}{CRLF}"
+            f"Message-ID: {ascii_header_safe(message_id)}{CRLF}"
+            f"List-Unsubscribe: <{ascii_header_safe(unsubscribe_url)}>{CRLF}"
+        ).encode("ascii")
+        encoded = {
+            name: _encode_value(
+                html.escape(values[name[len(HTML_SLOT):]], quote=True)
+                if name.startswith(HTML_SLOT)
+                else values[name]
+            )
+            for name in self.slots
+        }
+        return self.head + personal + b"".join(
+            encoded[s] if isinstance(s, str) else s for s in self.body
+        )
+
+
+def _merge_literals(body: list[Segment]) -> tuple[Segment, ...]:
+    merged: list[Segment] = []
+    for segment in body:
+        if isinstance(segment, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] = merged[-1] + segment
+        else:
+            merged.append(segment)
+    return tuple(merged)

@@ -1,0 +1,272 @@
+"""Plan an edition's deliveries: due subscribers -> ledger rows -> send batches.
+
+Planning streams subscribers in id order, a chunk at a time, so memory stays
+flat from ten thousand to a million subscribers. Each chunk is committed before
+its batches are published (a task must never name rows that do not exist yet).
+The unique (subscriber, edition) key makes re-planning harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from papermail import ranking
+from papermail.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionItem,
+    Frequency,
+    Subscriber,
+    SubscriberStatus,
+    Variant,
+)
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[list[int]], None]
+
+
+@dataclass
+class PlanReport:
+    edition_id: int
+    considered: int = 0
+    planned: int = 0
+    not_due: int = 0
+    variants: set[str] = field(default_factory=set)
+    batches: int = 0
+
+
+def variant_key(edition_id: int, fmt: str, selection: ranking.Selection) -> str:
+    payload = json.dumps([edition_id, fmt, selection], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def edition_candidates(session: Session, edition: Edition) -> list[ranking.Candidate]:
+    items = session.scalars(
+        select(EditionItem).where(EditionItem.edition_id == edition.id).order_by(EditionItem.rank)
+    )
+    return [
+        ranking.Candidate(
+            paper_id=item.paper_id,
+            rank=item.rank,
+            title=item.paper.title,
+            summary=item.paper.summary,
+            keywords=tuple(item.paper.ai_keywords or ()),
+            organization=item.paper.organization,
+            authors=tuple(item.paper.authors or ()),
+        )
+        for item in items
+    ]
+
+
+def last_send_slot(now: dt.datetime, *, timezone: str, send_hour: int) -> dt.datetime:
+    """The most recent instant at or before ``now`` when it was ``send_hour`` o'clock locally."""
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("unknown timezone %r, using UTC", timezone)
+        zone = ZoneInfo("UTC")
+    local = now.astimezone(zone)
+    slot = local.replace(hour=send_hour, minute=0, second=0, microsecond=0)
+    if slot > local:
+        slot = (local - dt.timedelta(days=1)).replace(
+            hour=send_hour, minute=0, second=0, microsecond=0
+        )
+    return slot.astimezone(dt.UTC)
+
+
+class _Planner:
+    """Per-run memo: subscribers with the same preferences share one variant."""
+
+    def __init__(self, session: Session, edition: Edition, now: dt.datetime, due_only: bool):
+        self.session, self.edition, self.now, self.due_only = session, edition, now, due_only
+        self.candidates = edition_candidates(session, edition)
+        self._keys: dict[tuple[object, ...], str] = {}
+        self._due: dict[tuple[str, int], bool] = {}
+        self.new_variants: list[dict[str, object]] = []
+
+    def is_due(self, timezone: str, send_hour: int) -> bool:
+        if not self.due_only:
+            return True
+        memo = (timezone, send_hour)
+        if memo not in self._due:
+            slot = last_send_slot(self.now, timezone=timezone, send_hour=send_hour)
+            self._due[memo] = slot >= self.edition.created_at
+        return self._due[memo]
+
+    def key_for(self, fmt: str, prefs: ranking.Preferences) -> str:
+        memo = (fmt, prefs)
+        if memo not in self._keys:
+            selection = ranking.select(self.candidates, prefs)
+            key = variant_key(self.edition.id, fmt, selection)
+            self._keys[memo] = key
+            self.new_variants.append(
+                {
+                    "key": key,
+                    "edition_id": self.edition.id,
+                    "format": fmt,
+                    "selection": [list(pair) for pair in selection],
+                    "created_at": self.now,
+                }
+            )
+        return self._keys[memo]
+
+
+def plan_edition(
+    session: Session,
+    *,
+    edition: Edition,
+    now: dt.datetime,
+    batch_size: int,
+    publish: Publish,
+    due_only: bool = True,
+    chunk_size: int = 5000,
+    only_subscribers: Sequence[int] | None = None,
+) -> PlanReport:
+    """Create missing delivery rows for subscribers who are due; publish them in batches.
+
+    Commits after each chunk (then publishes that chunk's batches).
+    """
+    planner = _Planner(session, edition, now, due_only)
+    report = PlanReport(edition_id=edition.id)
+    last_id = 0
+    while rows := _due_chunk(
+        session, edition, after_id=last_id, limit=chunk_size, only=only_subscribers
+    ):
+        last_id = rows[-1].id
+        report.considered += len(rows)
+        values = []
+        for row in rows:
+            if not planner.is_due(row.timezone, row.send_hour):
+                report.not_due += 1
+                continue
+            prefs = ranking.Preferences(
+                max_papers=row.max_papers,
+                topics=tuple(row.topics or ()),
+                organizations=tuple(row.follow_organizations or ()),
+                authors=tuple(row.follow_authors or ()),
+            )
+            key = planner.key_for(row.format.value, prefs)
+            report.variants.add(key)
+            values.append(
+                {
+                    "subscriber_id": row.id,
+                    "edition_id": edition.id,
+                    "variant_key": key,
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "created_at": now,
+                    "dispatched_at": now,
+                }
+            )
+        ids = _insert_rows(session, planner, values)
+        session.commit()
+        report.planned += len(ids)
+        for start in range(0, len(ids), batch_size):
+            publish(ids[start : start + batch_size])
+            report.batches += 1
+    return report
+
+
+def _due_chunk(
+    session: Session, edition: Edition, *, after_id: int, limit: int, only: Sequence[int] | None
+) -> Sequence:  # type: ignore[type-arg]
+    already = exists().where(
+        Delivery.subscriber_id == Subscriber.id, Delivery.edition_id == edition.id
+    )
+    query = (
+        select(
+            Subscriber.id,
+            Subscriber.timezone,
+            Subscriber.send_hour,
+            Subscriber.max_papers,
+            Subscriber.topics,
+            Subscriber.follow_organizations,
+            Subscriber.follow_authors,
+            Subscriber.format,
+        )
+        .where(
+            Subscriber.status == SubscriberStatus.ACTIVE,
+            Subscriber.frequency == Frequency(edition.kind.value),
+            Subscriber.id > after_id,
+            ~already,
+        )
+        .order_by(Subscriber.id)
+        .limit(limit)
+    )
+    if only is not None:
+        query = query.where(Subscriber.id.in_(list(only)))
+    return session.execute(query).all()
+
+
+def _insert_rows(session: Session, planner: _Planner, values: list[dict[str, object]]) -> list[int]:
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    if planner.new_variants:
+        session.execute(
+            insert(Variant).on_conflict_do_nothing(index_elements=["key"]), planner.new_variants
+        )
+        planner.new_variants = []
+    if not values:
+        return []
+    # executemany form: SQLAlchemy's insertmanyvalues splits it under each driver's
+    # bind-parameter limit (SQLite's is 32766) and still returns the new ids.
+    stmt = (
+        insert(Delivery)
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "edition_id"])
+        .returning(Delivery.id)
+    )
+    return sorted(session.scalars(stmt, values))
+
+
+def redispatch_due(
+    session: Session,
+    *,
+    now: dt.datetime,
+    batch_size: int,
+    publish: Publish,
+    stale_after: dt.timedelta = dt.timedelta(minutes=15),
+    limit: int = 50_000,
+) -> int:
+    """Publish rows that need a (new) send task: retries now due, expired leases, lost tasks.
+
+    ``dispatched_at`` marks rows already handed to a queued task, so a sweep
+    does not queue them twice; a task lost with its broker is re-queued once the
+    mark goes stale. Claims still guard against any double send.
+    """
+    retryable = and_(
+        Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.RETRY]),
+        or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+        or_(Delivery.dispatched_at.is_(None), Delivery.dispatched_at < now - stale_after),
+    )
+    abandoned = and_(
+        Delivery.status == DeliveryStatus.SENDING,
+        Delivery.lease_until < now,
+        or_(Delivery.dispatched_at.is_(None), Delivery.dispatched_at < now - stale_after),
+    )
+    ids = sorted(
+        session.scalars(
+            select(Delivery.id).where(or_(retryable, abandoned)).order_by(Delivery.id).limit(limit)
+        )
+    )
+    for start in range(0, len(ids), 1000):
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids[start : start + 1000]))
+            .values(dispatched_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()
+    for start in range(0, len(ids), batch_size):
+        publish(ids[start : start + batch_size])
+    return len(ids)

@@ -1,0 +1,160 @@
+"""Trending score and per-subscriber selection. Pure functions, no I/O.
+
+Hugging Face publishes no vote history, so papermail keeps its own snapshots
+and ranks like Hacker News: votes decay with age, ``(P - 1) / (T + 2) ** 1.8``.
+Velocity (votes per hour between recent snapshots) adds the votes a paper is
+on course to gain in the next few hours, so a fast riser beats a stale leader.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+GRAVITY = 1.8
+VELOCITY_HORIZON_HOURS = 6.0  # velocity counts as the votes expected over this many hours
+VELOCITY_WINDOW = dt.timedelta(hours=6)
+MIN_VELOCITY_SPAN = dt.timedelta(minutes=10)  # closer snapshots are noise
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    observed_at: dt.datetime
+    upvotes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PaperSignals:
+    paper_id: str
+    upvotes: int
+    num_comments: int
+    github_stars: int
+    submitted_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    paper_id: str
+    score: float
+
+
+def velocity(snapshots: Sequence[Snapshot], *, now: dt.datetime) -> float:
+    """Upvotes per hour across the recent window; 0 when history is too short."""
+    recent = sorted(
+        (s for s in snapshots if now - VELOCITY_WINDOW <= s.observed_at <= now),
+        key=lambda s: s.observed_at,
+    )
+    if len(recent) < 2:
+        return 0.0
+    first, last = recent[0], recent[-1]
+    span = last.observed_at - first.observed_at
+    if span < MIN_VELOCITY_SPAN:
+        return 0.0
+    return max(0, last.upvotes - first.upvotes) / (span.total_seconds() / 3600)
+
+
+def trending_score(
+    signals: PaperSignals, *, now: dt.datetime, votes_per_hour: float = 0.0
+) -> float:
+    age_hours = 0.0
+    if signals.submitted_at is not None:
+        age_hours = max(0.0, (now - signals.submitted_at).total_seconds() / 3600)
+    points = max(0, signals.upvotes - 1) + votes_per_hour * VELOCITY_HORIZON_HOURS
+    return points / (age_hours + 2) ** GRAVITY
+
+
+def rank(
+    papers: Iterable[PaperSignals],
+    *,
+    now: dt.datetime,
+    velocities: dict[str, float] | None = None,
+    limit: int | None = None,
+) -> list[Scored]:
+    """Best first; ties by comments, then GitHub stars, then id for a stable order."""
+    velocities = velocities or {}
+    scored = [
+        (trending_score(p, now=now, votes_per_hour=velocities.get(p.paper_id, 0.0)), p)
+        for p in papers
+    ]
+    scored.sort(
+        key=lambda sp: (-round(sp[0], 9), -sp[1].num_comments, -sp[1].github_stars, sp[1].paper_id)
+    )
+    chosen = scored if limit is None else scored[:limit]
+    return [Scored(paper_id=p.paper_id, score=score) for score, p in chosen]
+
+
+# --- per-subscriber selection -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A ranked paper of an edition, with the text preferences are matched against."""
+
+    paper_id: str
+    rank: int
+    title: str
+    summary: str
+    keywords: tuple[str, ...]
+    organization: str | None
+    authors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    max_papers: int
+    topics: tuple[str, ...] = ()
+    organizations: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+
+
+Selection = tuple[tuple[str, str], ...]  # ((paper_id, reason), ...) in email order
+
+
+def _topic_pattern(topic: str) -> re.Pattern[str]:
+    # Whole words, case-insensitive: "rl" must not match "world".
+    words = r"\s+".join(re.escape(w) for w in topic.split())
+    return re.compile(rf"(?<!\w){words}(?!\w)", re.IGNORECASE)
+
+
+def _matched_topic(
+    candidate: Candidate, patterns: Sequence[tuple[str, re.Pattern[str]]]
+) -> str | None:
+    haystacks = (candidate.title, " · ".join(candidate.keywords), candidate.summary)
+    for topic, pattern in patterns:
+        if any(pattern.search(text) for text in haystacks):
+            return topic
+    return None
+
+
+def _follow_reason(candidate: Candidate, prefs: Preferences) -> str | None:
+    org = (candidate.organization or "").casefold()
+    for wanted in prefs.organizations:
+        if org and wanted.casefold() in org:
+            return f"From {candidate.organization}, which you follow"
+    authors = {a.casefold(): a for a in candidate.authors}
+    for wanted in prefs.authors:
+        if wanted.casefold() in authors:
+            return f"By {authors[wanted.casefold()]}, whom you follow"
+    return None
+
+
+def select(candidates: Sequence[Candidate], prefs: Preferences) -> Selection:
+    """Followed organisations/authors first, then topic matches, then the top trending.
+
+    Topics boost rather than filter: a reader who follows "robotics" still gets
+    a full digest on a day with one robotics paper.
+    """
+    patterns = [(t, _topic_pattern(t)) for t in prefs.topics if t.strip()]
+    followed: list[tuple[str, str]] = []
+    matched: list[tuple[str, str]] = []
+    rest: list[tuple[str, str]] = []
+    for c in sorted(candidates, key=lambda c: c.rank):
+        if reason := _follow_reason(c, prefs):
+            followed.append((c.paper_id, reason))
+        elif patterns and (topic := _matched_topic(c, patterns)):
+            matched.append((c.paper_id, f"Matches your topic \u201c{topic}\u201d"))
+        else:
+            rest.append((c.paper_id, f"#{c.rank} trending"))
+    return tuple((followed + matched + rest)[: prefs.max_papers])

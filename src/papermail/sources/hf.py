@@ -1,0 +1,272 @@
+"""The Hugging Face Daily Papers API: fetch a day, page by page, into PaperIn.
+
+``fetch_daily`` either returns the whole day or raises SourceError; it never
+returns half a day, so callers ingest only after the fetch succeeded and a
+broken page can never leave a partial write behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from importlib import resources
+
+import httpx
+from pydantic import ValidationError
+
+from papermail.sources.base import (
+    FetchResult,
+    PaperIn,
+    RejectedItem,
+    SourceError,
+    SourceUnreachable,
+    clean_line,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLE_DAY = dt.date(2026, 11, 26)
+SAMPLE_RESOURCE = "sample_daily_papers.json"
+MAX_DELAY_SECONDS = 60.0  # neither a Retry-After nor the backoff may stall a worker longer
+
+
+def parse_page(raw: object) -> FetchResult:
+    """Validate one decoded page; bad items are rejected one by one, good ones kept."""
+    if not isinstance(raw, list):
+        raise SourceError(f"expected a JSON array of papers, got a JSON {_json_kind(raw)}")
+    papers, rejected = _parse_items(raw, start=0)
+    return FetchResult(papers=_unique(papers), rejected=rejected, pages=1)
+
+
+def fetch_daily(
+    client: httpx.Client,
+    *,
+    day: dt.date,
+    base_url: str,
+    page_size: int = 50,
+    max_pages: int = 20,
+    retries: int = 4,
+    backoff_seconds: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchResult:
+    """Every paper submitted on ``day``, de-duplicated by id (first occurrence wins).
+
+    Pages until an empty page, a short page, or ``max_pages``. ``retries`` is the
+    number of extra attempts per request. Raises SourceError (SourceUnreachable
+    for network failures) if any page cannot be fetched or is not a JSON array.
+    """
+    if page_size < 1 or max_pages < 1 or retries < 0:
+        raise ValueError("page_size and max_pages must be >= 1 and retries >= 0")
+    url = f"{base_url.rstrip('/')}/api/daily_papers"
+    papers: list[PaperIn] = []
+    rejected: list[RejectedItem] = []
+    seen_items = pages = 0
+    for page in range(max_pages):
+        params = {"date": day.isoformat(), "p": page, "limit": page_size}
+        response = _get(client, url=url, params=params, retries=retries,
+                        backoff_seconds=backoff_seconds, sleep=sleep)
+        items = _decode(response)
+        pages += 1
+        if not items:
+            break
+        page_papers, page_rejected = _parse_items(items, start=seen_items)
+        papers.extend(page_papers)
+        rejected.extend(page_rejected)
+        seen_items += len(items)
+        if len(items) < page_size:
+            break
+    else:
+        log.warning("stopped after %d pages for %s; the day may have more papers", max_pages, day)
+    unique = _unique(papers)
+    log.info("fetched %d papers (%d rejected) for %s in %d pages",
+             len(unique), len(rejected), day, pages)
+    return FetchResult(papers=unique, rejected=rejected, pages=pages)
+
+
+def load_sample() -> FetchResult:
+    """The bundled offline day (SAMPLE_DAY), validated exactly like a live page."""
+    text = resources.files("papermail.data").joinpath(SAMPLE_RESOURCE).read_text(encoding="utf-8")
+    return parse_page(json.loads(text))
+
+
+# HTTP
+
+
+def _get(
+    client: httpx.Client,
+    *,
+    url: str,
+    params: dict[str, str | int],
+    retries: int,
+    backoff_seconds: float,
+    sleep: Callable[[float], None],
+) -> httpx.Response:
+    shown = str(httpx.URL(url, params=params))
+    attempts = retries + 1
+    for attempt in range(attempts):
+        final = attempt == attempts - 1
+        try:
+            response = client.get(url, params=params)
+        except httpx.UnsupportedProtocol as exc:  # a bad base URL: retrying cannot help
+            raise SourceError(f"GET {shown}: {exc}") from exc
+        except httpx.TransportError as exc:  # DNS, connect, read, timeouts, dropped connections
+            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if final:
+                raise SourceUnreachable(
+                    f"GET {shown} failed after {attempts} attempts: {problem}") from exc
+            delay = _backoff(attempt, backoff_seconds)
+        else:
+            if response.is_success:
+                return response
+            status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+            if not _retryable(response.status_code):  # 400 = invalid date; more tries won't fix it
+                raise SourceError(f"GET {shown} answered {status}: {_excerpt(response)}")
+            if final:
+                raise SourceError(
+                    f"GET {shown} answered {status} after {attempts} attempts: {_excerpt(response)}")
+            problem = status
+            delay = _retry_after(response) or _backoff(attempt, backoff_seconds)
+        log.warning("GET %s: %s; retry %d/%d in %.1fs", shown, problem, attempt + 1, retries, delay)
+        sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def _backoff(attempt: int, base: float) -> float:
+    # Exponential with "equal jitter": at least half the step, so retries do spread out,
+    # and random in the other half, so many workers do not retry in lockstep.
+    step = min(MAX_DELAY_SECONDS, base * 2**attempt)
+    return step / 2 + random.uniform(0, step / 2)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    # Only the seconds form; the HTTP-date form falls back to our own backoff.
+    value = response.headers.get("Retry-After", "").strip()
+    if not value.isdigit():
+        return None
+    return min(float(value), MAX_DELAY_SECONDS)
+
+
+def _decode(response: httpx.Response) -> list[object]:
+    shown = str(response.request.url)
+    try:
+        raw = response.json()
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
+        kind = response.headers.get("Content-Type", "no content type")
+        raise SourceError(
+            f"GET {shown} returned a body that is not JSON ({kind}): {_excerpt(response)}"
+        ) from exc
+    if not isinstance(raw, list):
+        raise SourceError(f"GET {shown} returned a JSON {_json_kind(raw)} instead of an array "
+                          f"of papers: {_excerpt(response)}")
+    return raw
+
+
+def _excerpt(response: httpx.Response, limit: int = 160) -> str:
+    text = clean_line(response.text)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _json_kind(value: object) -> str:
+    names = {dict: "object", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+# Items
+
+
+def _parse_items(items: list[object], *, start: int) -> tuple[list[PaperIn], list[RejectedItem]]:
+    papers: list[PaperIn] = []
+    rejected: list[RejectedItem] = []
+    for offset, item in enumerate(items):
+        index = start + offset
+        try:
+            papers.append(PaperIn.model_validate(_fields(item)))
+        except (ValidationError, ValueError) as exc:
+            paper_id = _raw_id(item)
+            reason = _reason(exc)
+            log.warning("skipping item %d (paper %s): %s", index, paper_id, reason)
+            rejected.append(RejectedItem(index=index, paper_id=paper_id, reason=reason))
+    return papers, rejected
+
+
+def _fields(item: object) -> dict[str, object]:
+    """Flatten one API item (an outer object wrapping ``paper``) into PaperIn's fields."""
+    if not isinstance(item, dict):
+        raise ValueError(f"item is a JSON {_json_kind(item)}, not an object")
+    paper = item.get("paper")
+    if not isinstance(paper, dict):
+        raise ValueError("item has no 'paper' object")
+    return {
+        "id": paper.get("id"),
+        "title": _first(paper.get("title"), item.get("title")),
+        "summary": _first(paper.get("summary"), item.get("summary")),
+        "authors": _author_names(paper.get("authors")),
+        "published_at": _first(paper.get("publishedAt"), item.get("publishedAt")),
+        "submitted_on_daily_at": _first(paper.get("submittedOnDailyAt"),
+                                        item.get("submittedOnDailyAt")),
+        "upvotes": paper.get("upvotes"),  # only the paper carries votes
+        "num_comments": item.get("numComments"),  # only the outer item carries comments
+        "github_repo": paper.get("githubRepo"),
+        "github_stars": paper.get("githubStars"),
+        "project_page": paper.get("projectPage"),
+        "organization": _organization(paper.get("organization"), item.get("organization")),
+        "ai_summary": paper.get("ai_summary"),
+        "ai_keywords": paper.get("ai_keywords"),
+        "thumbnail": item.get("thumbnail"),
+        "source": "hf",
+    }
+
+
+def _first(*values: object) -> object:
+    return next((v for v in values if v is not None), None)
+
+
+def _author_names(raw: object) -> object:
+    # Entries are {"name": ..., "hidden": ...}; hidden only hides the profile link, the
+    # name is still the paper's author. Anything else passes through for PaperIn to judge.
+    if not isinstance(raw, list):
+        return raw
+    return [a.get("name") if isinstance(a, dict) else a for a in raw]
+
+
+def _organization(*raws: object) -> object:
+    # {"name": "MHUGLab", "fullname": "Multimedia and ..."} on the paper or the item; the
+    # first usable name wins, and garbage passes through only if nothing better exists.
+    names = [_first(r.get("fullname") or None, r.get("name") or None)
+             if isinstance(r, dict) else r for r in raws]
+    return next((n for n in names if isinstance(n, str) and n.strip()), _first(*names))
+
+
+def _raw_id(item: object) -> str | None:
+    paper = item.get("paper") if isinstance(item, dict) else None
+    raw = paper.get("id") if isinstance(paper, dict) else None
+    if not isinstance(raw, str):
+        return None
+    # Untrusted text headed for logs and reports: one short clean line.
+    return clean_line(raw)[:80] or None
+
+
+def _reason(exc: Exception) -> str:
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "item"
+        parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def _unique(papers: Iterable[PaperIn]) -> list[PaperIn]:
+    # A paper can sit on two pages when the listing shifts while we page through it.
+    by_id: dict[str, PaperIn] = {}
+    for paper in papers:
+        by_id.setdefault(paper.id, paper)
+    return list(by_id.values())

@@ -1,0 +1,148 @@
+"""Celery tasks: open what the stage needs, call one function, map errors to retries.
+
+Payloads are ids and dates, never ORM objects or rendered HTML. Batches are
+published only after the rows they name are committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from functools import lru_cache
+
+from papermail import pipeline
+from papermail.config import get_settings
+from papermail.db import session_scope
+from papermail.models import EditionKind, Variant
+from papermail.runtime import Runtime, utcnow
+from papermail.sending import send_batch as send_batch_domain
+from papermail.sources.base import SourceError, SourceUnreachable
+from papermail.variants import render_variants as render_variants_domain
+from workers.celery_app import app
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    """One per worker process, built lazily after the fork (engines must not cross it)."""
+    return Runtime(get_settings())
+
+
+def publish_batch(ids: list[int]) -> None:
+    send_batch.delay(ids)
+
+
+@app.task(name="papermail.ingest_papers", bind=True, max_retries=3)
+def ingest_papers(self, day: str | None = None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    rt, now = runtime(), utcnow()
+    days = (
+        [dt.date.fromisoformat(day)]
+        if day
+        else [now.date() - dt.timedelta(days=n) for n in range(rt.settings.ingest_days_back)]
+    )
+    try:
+        with rt.http_client() as client:
+            report = pipeline.ingest_days(
+                rt.sessions,
+                client=client,
+                base_url=rt.settings.hf_api_base,
+                days=days,
+                clock=utcnow,
+                retries=rt.settings.http_retries,
+            )
+    except SourceUnreachable as exc:
+        raise self.retry(exc=exc, countdown=300) from exc
+    except SourceError:
+        log.exception("ingest failed; nothing was written")
+        raise
+    return {
+        "fetched": report.fetched,
+        "inserted": report.inserted,
+        "rejected": len(report.rejected),
+    }
+
+
+@app.task(name="papermail.build_edition")
+def build_edition(day: str | None = None, kind: str = "daily") -> int | None:
+    rt = runtime()
+    summary = pipeline.build_edition(
+        rt.sessions,
+        day=dt.date.fromisoformat(day) if day else utcnow().date(),
+        kind=EditionKind(kind),
+        size=rt.settings.edition_size,
+        rank_hour=rt.settings.edition_hour_utc,
+        clock=utcnow,
+    )
+    return summary.edition_id
+
+
+@app.task(name="papermail.plan_deliveries")
+def plan_deliveries(due_only: bool = True) -> int:
+    rt = runtime()
+    reports = pipeline.plan(
+        rt.sessions,
+        now=utcnow(),
+        batch_size=rt.settings.batch_size,
+        publish=publish_batch,
+        on_edition=render_variants.delay,
+        due_only=due_only,
+        clock=utcnow,
+    )
+    return sum(r.planned for r in reports)
+
+
+@app.task(name="papermail.render_variants")
+def render_variants(edition_id: int) -> int:
+    rt = runtime()
+    with session_scope(rt.sessions) as session:
+        keys = session.scalars(
+            Variant.__table__.select()
+            .with_only_columns(Variant.key)
+            .where(Variant.edition_id == edition_id)
+        )
+        return render_variants_domain(
+            session,
+            keys=list(keys),
+            store=rt.store,
+            env=rt.env,
+            links=rt.links,
+            list_name=rt.settings.list_name,
+        )
+
+
+@app.task(name="papermail.send_batch")
+def send_batch(delivery_ids: list[int]) -> dict[str, int]:
+    rt = runtime()
+    with rt.sessions() as session:
+        report = send_batch_domain(
+            session,
+            delivery_ids=delivery_ids,
+            backend=rt.backend,
+            templates=rt.templates(),
+            limiter=rt.limiter,
+            links=rt.links,
+            identity=rt.identity,
+            policy=rt.send_policy,
+            clock=utcnow,
+            paused=rt.paused,
+        )
+    # Retries are re-queued by the redispatch sweep when due, not by a long countdown
+    # (an ETA beyond the broker's visibility timeout would be delivered twice).
+    return {
+        "sent": report.sent,
+        "retried": report.retried,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "released": report.released,
+    }
+
+
+@app.task(name="papermail.redispatch")
+def redispatch() -> int:
+    rt = runtime()
+    if rt.paused():
+        return 0
+    return pipeline.redispatch(
+        rt.sessions, now=utcnow(), batch_size=rt.settings.batch_size, publish=publish_batch
+    )
