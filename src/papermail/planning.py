@@ -92,6 +92,7 @@ class _Planner:
     def __init__(self, session: Session, edition: Edition, now: dt.datetime, due_only: bool):
         self.session, self.edition, self.now, self.due_only = session, edition, now, due_only
         self.candidates = edition_candidates(session, edition)
+        self.edition_start = dt.datetime.combine(edition.day, dt.time(), tzinfo=dt.UTC)
         self._keys: dict[tuple[object, ...], str] = {}
         self._due: dict[tuple[str, int], bool] = {}
         self.new_variants: list[dict[str, object]] = []
@@ -102,7 +103,10 @@ class _Planner:
         memo = (timezone, send_hour)
         if memo not in self._due:
             slot = last_send_slot(self.now, timezone=timezone, send_hour=send_hour)
-            self._due[memo] = slot >= self.edition.created_at
+            # Due once their local send hour has come on or after the edition's day began
+            # (UTC). Comparing with the edition's creation instead would skip, for a whole
+            # day, everyone whose send hour is the hour the edition is built.
+            self._due[memo] = slot >= self.edition_start
         return self._due[memo]
 
     def key_for(self, fmt: str, prefs: ranking.Preferences) -> str:

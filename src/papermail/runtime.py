@@ -7,8 +7,10 @@ one Runtime per process and hand its parts down explicitly.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import fakeredis
 import httpx
@@ -31,6 +33,15 @@ from papermail.variants import Identity, TemplateSource
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def templates_fingerprint(templates_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted((templates_dir / "email").rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(templates_dir).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def make_backend(settings: Settings) -> MailBackend:
@@ -89,7 +100,11 @@ class Runtime:
 
     @cached_property
     def store(self) -> VariantStore:
-        return VariantStore(self.redis, ttl_seconds=self.settings.variant_ttl_seconds)
+        # Keyed by the email templates' fingerprint: a deploy that changes a template
+        # never sends variants compiled from the old one.
+        prefix = f"papermail:variant:{templates_fingerprint(self.settings.templates_dir)}:"
+        return VariantStore(self.redis, ttl_seconds=self.settings.variant_ttl_seconds,
+                            prefix=prefix)
 
     @cached_property
     def identity(self) -> Identity:

@@ -115,6 +115,18 @@ class SmtpSink:
         thread.join(timeout=10)
         self._thread = None
 
+    def disconnect_all(self) -> None:
+        """Drop every open client connection now, as a restarting server would."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def abort_all() -> None:
+            for session in list(self._sessions):
+                session.abort()
+
+        asyncio.run_coroutine_threadsafe(abort_all(), loop).result(timeout=10)
+
     def __enter__(self) -> SmtpSink:
         return self.start()
 

@@ -9,13 +9,13 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from tests.conftest import FIXED_NOW
 
 from papermail import ingest
 from papermail.ingest import ingest_papers
 from papermail.models import Paper, PaperSnapshot
 from papermail.sources.base import FetchResult, PaperIn, RejectedItem, SourceError
 from papermail.sources.hf import SAMPLE_DAY, fetch_daily, load_sample
-from tests.conftest import FIXED_NOW
 
 LATER = FIXED_NOW + dt.timedelta(minutes=30)
 
@@ -136,6 +136,12 @@ def test_ingest_works_across_chunks(session: Session, monkeypatch: pytest.Monkey
     assert count(session, Paper) == 5 and count(session, PaperSnapshot) == 7
 
 
+def test_an_empty_result_writes_nothing(session: Session) -> None:
+    report = ingest_papers(session, result=result_of(), now=FIXED_NOW)
+    assert (report.fetched, report.inserted, report.updated, report.snapshots) == (0, 0, 0, 0)
+    assert count(session, Paper) == 0 and count(session, PaperSnapshot) == 0
+
+
 def test_rejections_are_passed_through_to_the_report(session: Session) -> None:
     rejected = [RejectedItem(index=3, paper_id="2611.00009", reason="upvotes: must be an integer")]
     report = ingest_papers(session, result=result_of(paper(), rejected=rejected), now=FIXED_NOW)
@@ -161,8 +167,9 @@ def test_a_page_that_is_not_json_leaves_the_database_unchanged(session: Session)
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.params["p"] == "0":  # a good first page that would change votes...
-            return httpx.Response(200, json=[{"paper": {"id": pid, "title": "Changed", "upvotes": 999}}
-                                             for pid in list(before)[:2]])
+            changed = [{"paper": {"id": pid, "title": "Changed", "upvotes": 999}}
+                       for pid in list(before)[:2]]
+            return httpx.Response(200, json=changed)
         return httpx.Response(200, text="<html>502 Bad Gateway</html>")  # ...then garbage
 
     with httpx.Client(transport=httpx.MockTransport(handler)) as client, \

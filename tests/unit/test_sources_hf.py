@@ -305,6 +305,13 @@ def test_absurdly_nested_json_raises_source_error() -> None:
         fetch(replay)
 
 
+@pytest.mark.parametrize("base_url", ["huggingface.co", "ftp://huggingface.co", ""])
+def test_base_url_must_be_absolute_http(base_url: str) -> None:
+    with httpx.Client(transport=httpx.MockTransport(Replay())) as client, \
+            pytest.raises(ValueError, match="absolute http"):
+        fetch_daily(client, day=DAY, base_url=base_url)
+
+
 def test_parse_page_refuses_anything_but_an_array() -> None:
     with pytest.raises(SourceError, match="expected a JSON array of papers, got a JSON object"):
         parse_page({"paper": {}})
@@ -325,4 +332,5 @@ def test_sample_is_forty_valid_papers_of_the_sample_day() -> None:
     assert sum(p.organization is not None for p in result.papers) >= 8
     assert sum(p.github_repo is not None for p in result.papers) >= 10
     assert 0 < sum(p.ai_summary is None for p in result.papers) < 10
-    assert {min(p.upvotes for p in result.papers), max(p.upvotes for p in result.papers)} == {0, 250}
+    upvotes = [p.upvotes for p in result.papers]
+    assert (min(upvotes), max(upvotes)) == (0, 250)

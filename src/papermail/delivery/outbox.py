@@ -164,9 +164,7 @@ def _render_index(entries: list[dict[str, Any]]) -> str:
 def _render_row(entry: dict[str, Any]) -> str:
     when = str(entry.get("time", ""))[:19].replace("T", " ")
     links = " ".join(
-        link
-        for link in (_link(entry.get("html"), "view"), _link(entry.get("eml"), ".eml"))
-        if link
+        link for link in (_link(entry.get("html"), "view"), _link(entry.get("eml"), ".eml")) if link
     )
     return (
         f"<tr><td class=when>{_e(when)}</td><td>{_e(entry.get('recipient'))}</td>"

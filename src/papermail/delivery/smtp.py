@@ -243,11 +243,14 @@ def _setup_error(backend: SmtpBackend, exc: BaseException) -> TransientError:
         return error(f"{where} refused this client: {code} {text}", code=code)
     if isinstance(exc, _ssl.SSLCertVerificationError):
         return SmtpConfigurationError(f"{where} presented an untrusted certificate: {exc}")
-    if isinstance(exc, smtplib.SMTPServerDisconnected | OSError):
-        # refused, reset, timed out: the server may well be back in a minute
-        return TransientError(f"cannot reach {where}: {exc!r}")
-    # no STARTTLS or AUTH offered, no auth mechanism in common
-    return SmtpConfigurationError(f"cannot set up a session with {where}: {exc}")
+    # (smtplib.SMTPException is itself an OSError, hence this order.)
+    if isinstance(exc, smtplib.SMTPException) and not isinstance(
+        exc, smtplib.SMTPServerDisconnected
+    ):
+        # no STARTTLS or AUTH offered, no auth mechanism in common
+        return SmtpConfigurationError(f"cannot set up a session with {where}: {exc}")
+    # refused, reset, timed out: the server may well be back in a minute
+    return TransientError(f"cannot reach {where}: {exc!r}")
 
 
 def _close_quietly(client: smtplib.SMTP) -> None:

@@ -1,14 +1,10 @@
 """What every paper source returns, and the rules a paper must pass to be kept.
 
-``PaperIn`` is the edge of trust. Everything after it may assume clean text,
-bounded sizes, absolute http(s) URLs, UTC datetimes and counts that fit an
-INTEGER column. A required field that fails rejects the paper; an optional field
-that fails becomes None (or empty) and is logged, because a broken project link
-is no reason to drop a trending paper.
-
-Text keeps its markup: a title like ``Attention <b>Is</b> Not All You Need`` is
-stored as written. Escaping is the renderer's job, and stripping tags here would
-silently change what authors wrote.
+PaperIn is the edge of trust: after it, text is clean, sizes are bounded, URLs are
+absolute http(s) and datetimes UTC. A bad required field rejects the paper; a bad
+optional field becomes None (and is logged), since a broken project link is no reason
+to drop a trending paper. Markup stays as written (``<b>Is</b>``): escaping is the
+renderer's job, and stripping tags here would change what the authors wrote.
 """
 
 from __future__ import annotations
@@ -72,7 +68,7 @@ def safe_url(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     url = value.strip()
-    if not url or len(url) > MAX_URL or any(ch.isspace() or ord(ch) < 32 for ch in url):
+    if not url or len(url) > MAX_URL or any(ch.isspace() or not ch.isprintable() for ch in url):
         return None
     try:
         parts = urlsplit(url)
@@ -117,16 +113,10 @@ def _note(info: ValidationInfo, message: str) -> None:
 
 
 def _parse_datetime(value: object) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
     try:
+        parsed = dt.datetime.fromisoformat(value.strip()) if isinstance(value, str) else value
+        if not isinstance(parsed, dt.datetime):
+            return None
         # The API writes "...Z"; anything without a zone is taken as UTC.
         return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
     except (OverflowError, ValueError):
@@ -289,7 +279,9 @@ class PaperIn(BaseModel):
             word = clean_line(raw) if isinstance(raw, str) else ""
             if word and len(word) <= MAX_KEYWORD and word not in keywords:
                 keywords.append(word)
-        return keywords[:MAX_KEYWORDS]
+            if len(keywords) == MAX_KEYWORDS:
+                break
+        return keywords
 
     @field_validator("source", mode="before")
     @classmethod

@@ -62,6 +62,8 @@ def fetch_daily(
     if page_size < 1 or max_pages < 1 or retries < 0:
         raise ValueError("page_size and max_pages must be >= 1 and retries >= 0")
     url = f"{base_url.rstrip('/')}/api/daily_papers"
+    if not _is_absolute_http(url):
+        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
     papers: list[PaperIn] = []
     rejected: list[RejectedItem] = []
     seen_items = pages = 0
@@ -96,6 +98,15 @@ def load_sample() -> FetchResult:
 # HTTP
 
 
+class _Retryable(Exception):
+    """One attempt failed in a way another attempt might not."""
+
+    def __init__(self, problem: str, *, network: bool, retry_after: float | None = None) -> None:
+        super().__init__(problem)
+        self.network = network
+        self.retry_after = retry_after
+
+
 def _get(
     client: httpx.Client,
     *,
@@ -108,31 +119,45 @@ def _get(
     shown = str(httpx.URL(url, params=params))
     attempts = retries + 1
     for attempt in range(attempts):
-        final = attempt == attempts - 1
         try:
-            response = client.get(url, params=params)
-        except httpx.UnsupportedProtocol as exc:  # a bad base URL: retrying cannot help
-            raise SourceError(f"GET {shown}: {exc}") from exc
-        except httpx.TransportError as exc:  # DNS, connect, read, timeouts, dropped connections
-            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if final:
-                raise SourceUnreachable(
-                    f"GET {shown} failed after {attempts} attempts: {problem}") from exc
-            delay = _backoff(attempt, backoff_seconds)
-        else:
-            if response.is_success:
-                return response
-            status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-            if not _retryable(response.status_code):  # 400 = invalid date; more tries won't fix it
-                raise SourceError(f"GET {shown} answered {status}: {_excerpt(response)}")
-            if final:
-                raise SourceError(
-                    f"GET {shown} answered {status} after {attempts} attempts: {_excerpt(response)}")
-            problem = status
-            delay = _retry_after(response) or _backoff(attempt, backoff_seconds)
-        log.warning("GET %s: %s; retry %d/%d in %.1fs", shown, problem, attempt + 1, retries, delay)
-        sleep(delay)
+            return _attempt(client, url=url, params=params, shown=shown)
+        except _Retryable as failure:
+            if attempt == attempts - 1:
+                error = SourceUnreachable if failure.network else SourceError
+                raise error(f"GET {shown} failed after {attempts} attempts: {failure}") from failure
+            delay = failure.retry_after or _backoff(attempt, backoff_seconds)
+            log.warning("GET %s: %s; retry %d/%d in %.1fs", shown, failure, attempt + 1, retries,
+                        delay)
+            sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _attempt(
+    client: httpx.Client, *, url: str, params: dict[str, str | int], shown: str
+) -> httpx.Response:
+    try:
+        response = client.get(url, params=params)
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # bad base URL: never retry
+        raise SourceError(f"GET {shown}: {exc}") from exc
+    except httpx.TransportError as exc:  # DNS, connect, read, timeouts, dropped connections
+        problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise _Retryable(problem, network=True) from exc
+    if response.is_success:
+        return response
+    status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    if _retryable(response.status_code):
+        raise _Retryable(f"{status}: {_excerpt(response)}", network=False,
+                         retry_after=_retry_after(response))
+    # 400 means an invalid date, other 4xx a wrong URL: more attempts will not fix either.
+    raise SourceError(f"GET {shown} answered {status}: {_excerpt(response)}")
+
+
+def _is_absolute_http(url: str) -> bool:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return parsed.scheme in {"http", "https"} and bool(parsed.host)
 
 
 def _retryable(status: int) -> bool:
@@ -170,7 +195,7 @@ def _decode(response: httpx.Response) -> list[object]:
 
 
 def _excerpt(response: httpx.Response, limit: int = 160) -> str:
-    text = clean_line(response.text)
+    text = clean_line(response.text[: limit * 4])  # an error page can be megabytes
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
@@ -251,7 +276,7 @@ def _raw_id(item: object) -> str | None:
     if not isinstance(raw, str):
         return None
     # Untrusted text headed for logs and reports: one short clean line.
-    return clean_line(raw)[:80] or None
+    return clean_line(raw[:200])[:80] or None
 
 
 def _reason(exc: Exception) -> str:

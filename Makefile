@@ -1,0 +1,59 @@
+# papermail: `make demo` to see it work, `make test` to prove it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test unit integration e2e lint format bench compose-check clean help
+
+help:
+	@echo "make demo      run the whole pipeline once, embedded, and say where to look"
+	@echo "make test      install dev dependencies and run every test"
+	@echo "make lint      ruff"
+	@echo "make bench     delivery benchmark on real PostgreSQL, Redis, Celery, SMTP sink"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install when the dependency list changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(VENV)/.installed $@
+
+demo: $(VENV)/.installed
+	$(BIN)/papermail demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+e2e: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src workers tests
+	$(BIN)/ruff format --check src workers tests
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format src workers tests
+	$(BIN)/ruff check --fix src workers tests
+
+BENCH_SUBSCRIBERS ?= 10000 100000
+bench: $(VENV)/.installed-dev
+	@for n in $(BENCH_SUBSCRIBERS); do $(BIN)/papermail bench --subscribers $$n || exit 1; done
+
+compose-check:
+	docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml is valid"
+
+clean:
+	rm -rf var test-artifacts .pytest_cache .ruff_cache

@@ -1,0 +1,182 @@
+"""Real services for integration tests: a PostgreSQL database, a Redis db, a Celery worker,
+and a local stand-in for the Hugging Face API. Everything listens on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+import redis
+
+PG_ADMIN_URL = os.environ.get("PAPERMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_BASE = os.environ.get("PAPERMAIL_TEST_REDIS", "redis://127.0.0.1:6379")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pg_available() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def redis_available() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_BASE, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+@contextmanager
+def temporary_database(prefix: str = "papermail_it") -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards; yields its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def sample_items_for(day: dt.date) -> list[dict[str, object]]:
+    """The bundled sample, re-dated to ``day`` (so tests do not depend on the calendar)."""
+    raw = json.loads(resources.files("papermail.data").joinpath("sample_daily_papers.json")
+                     .read_text(encoding="utf-8"))
+    stamp = f"{day.isoformat()}T"
+    for item in raw:
+        paper = item.get("paper") or {}
+        if isinstance(paper.get("submittedOnDailyAt"), str):
+            paper["submittedOnDailyAt"] = stamp + paper["submittedOnDailyAt"].split("T", 1)[1]
+    return raw
+
+
+class FakeHuggingFace:
+    """Serves /api/daily_papers: the sample for ``day_with_papers()``, [] for other days."""
+
+    def __init__(self, day_with_papers: Callable[[], dt.date]) -> None:
+        self.day_with_papers = day_with_papers
+        self.requests: list[str] = []
+        handler = self._handler()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                fake.requests.append(self.path)
+                url = urlsplit(self.path)
+                query = parse_qs(url.query)
+                if url.path != "/api/daily_papers":
+                    self.send_error(404)
+                    return
+                day = query.get("date", [""])[0]
+                page = int(query.get("p", ["0"])[0])
+                items = (sample_items_for(fake.day_with_papers())
+                         if day == fake.day_with_papers().isoformat() and page == 0 else [])
+                body = json.dumps(items).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        return Handler
+
+    def __enter__(self) -> FakeHuggingFace:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class CeleryWorker:
+    """``celery -A workers.celery_app worker`` as a child process with the given environment."""
+
+    def __init__(self, env: dict[str, str], *, concurrency: int = 2, name: str | None = None,
+                 log_path: Path | None = None) -> None:
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.concurrency = concurrency
+        self.name = name or f"papermail-test-{uuid.uuid4().hex[:6]}@%h"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 60) -> CeleryWorker:
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+             "--loglevel=INFO", f"--concurrency={self.concurrency}", "-n", self.name,
+             "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        from celery import Celery
+
+        app = Celery(broker=self.env["PAPERMAIL_REDIS_URL"])
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"celery worker exited with {self.process.returncode}")
+                if app.control.ping(timeout=1.0):
+                    return
+                time.sleep(0.5)
+        finally:
+            app.close()
+        raise TimeoutError("celery worker did not answer ping in time")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the whole process group (the main process and its pool children)."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.25,
+               message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
