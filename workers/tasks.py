@@ -33,6 +33,11 @@ def publish_batch(ids: list[int]) -> None:
     send_batch.delay(ids)
 
 
+def exclusive(name: str, *, timeout: int = 1800):  # type: ignore[no-untyped-def]
+    """A short-lived Redis lock: two overlapping runs of one stage would race on inserts."""
+    return runtime().redis.lock(f"papermail:lock:{name}", timeout=timeout, blocking=False)
+
+
 @app.task(name="papermail.ingest_papers", bind=True, max_retries=3)
 def ingest_papers(self, day: str | None = None) -> dict[str, int]:  # type: ignore[no-untyped-def]
     rt, now = runtime(), utcnow()
@@ -41,6 +46,10 @@ def ingest_papers(self, day: str | None = None) -> dict[str, int]:  # type: igno
         if day
         else [now.date() - dt.timedelta(days=n) for n in range(rt.settings.ingest_days_back)]
     )
+    lock = exclusive("ingest")
+    if not lock.acquire():
+        log.info("another ingest is running; skipping this one")
+        return {"fetched": 0, "inserted": 0, "rejected": 0}
     try:
         with rt.http_client() as client:
             report = pipeline.ingest_days(
@@ -56,6 +65,8 @@ def ingest_papers(self, day: str | None = None) -> dict[str, int]:  # type: igno
     except SourceError:
         log.exception("ingest failed; nothing was written")
         raise
+    finally:
+        lock.release()
     return {
         "fetched": report.fetched,
         "inserted": report.inserted,

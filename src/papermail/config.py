@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SECRET = "papermail-development-secret-change-me"
+DEFAULT_SECRET = "papermail-development-secret-change-me"  # noqa: S105 (refused in production)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -95,13 +95,17 @@ class Settings(BaseSettings):
 
     @field_validator("base_url", "hf_api_base")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
+    def _absolute_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
         return value.rstrip("/")
 
     @model_validator(mode="after")
     def _sender_has_domain(self) -> Settings:
         if "@" not in parseaddr(self.mail_from)[1]:
-            raise ValueError(f"PAPERMAIL_MAIL_FROM has no address with a domain: {self.mail_from!r}")
+            raise ValueError(
+                f"PAPERMAIL_MAIL_FROM has no address with a domain: {self.mail_from!r}"
+            )
         return self
 
     @computed_field  # type: ignore[prop-decorator]

@@ -124,6 +124,7 @@ class SmtpSink:
         async def abort_all() -> None:
             for session in list(self._sessions):
                 session.abort()
+            await asyncio.sleep(0)  # abort() closes the sockets on the next loop iteration
 
         asyncio.run_coroutine_threadsafe(abort_all(), loop).result(timeout=10)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, Session
 from aiosmtpd.smtp import SMTP as AioSMTP
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from papermail.delivery.base import OutgoingMessage, PermanentError, TransientError
 from papermail.delivery.memory import MemoryBackend
@@ -26,6 +26,7 @@ from papermail.delivery.smtp import SmtpBackend, SmtpConfigurationError
 from papermail.smtpsink import FaultPlan, SmtpSink
 
 SENDER = "digest@papers.example.org"
+USER, GOOD, BAD = "papermail", "s3cret", "wrong"  # test credentials for aiosmtpd
 
 
 def make_message(
@@ -271,7 +272,7 @@ def test_smtp_rejected_credentials_are_a_configuration_error_not_a_bounce() -> N
     controller.start()
     try:
         backend = SmtpBackend(
-            controller.hostname, controller.port, username="papermail", password="wrong", timeout=5
+            controller.hostname, controller.port, username=USER, password=BAD, timeout=5
         )
         connection = backend.open()
         with pytest.raises(SmtpConfigurationError) as raised:
@@ -285,10 +286,10 @@ def test_smtp_rejected_credentials_are_a_configuration_error_not_a_bounce() -> N
 
 
 def test_smtp_accepted_credentials_deliver() -> None:
-    def authenticator(server: AioSMTP, session: Session, envelope: Envelope, *rest: Any) -> Any:
-        mechanism, login = rest[0], rest[1]
-        ok = login.login == b"papermail" and login.password == b"s3cret"
-        return AuthResult(success=ok)
+    def authenticator(
+        server: AioSMTP, session: Session, envelope: Envelope, mechanism: str, login: LoginPassword
+    ) -> AuthResult:
+        return AuthResult(success=(login.login, login.password) == (USER.encode(), GOOD.encode()))
 
     handler = ScriptedHandler()
     controller = Controller(
@@ -300,9 +301,7 @@ def test_smtp_accepted_credentials_deliver() -> None:
     )
     controller.start()
     try:
-        backend = SmtpBackend(
-            controller.hostname, controller.port, username="papermail", password="s3cret"
-        )
+        backend = SmtpBackend(controller.hostname, controller.port, username=USER, password=GOOD)
         connection = backend.open()
         connection.send(make_message())
         connection.close()
@@ -405,7 +404,8 @@ def test_outbox_text_only_message_has_no_html_file(tmp_path: Path) -> None:
     connection.close()
     [entry] = read_manifest(tmp_path)
     assert entry["html"] is None
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".eml", ".html", ".jsonl"]  # index
+    assert {p.name for p in tmp_path.iterdir()} == {entry["eml"], MANIFEST, "index.html"}
+    assert "view</a>" not in (tmp_path / "index.html").read_text()
 
 
 def test_outbox_index_escapes_everything(tmp_path: Path) -> None:
@@ -429,20 +429,19 @@ def test_outbox_hostile_message_id_cannot_escape_the_directory(tmp_path: Path) -
     outbox = tmp_path / "outbox"
     connection = OutboxBackend(outbox).open()
     connection.send(
-        make_message(
-            "../../root@example.org", message_id="<../../etc/passwd@x>", html="<p>x</p>"
-        )
+        make_message("../../root@example.org", message_id="<../../etc/passwd@x>", html="<p>x</p>")
     )
     connection.close()
 
     written = sorted(p.name for p in outbox.iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outbox"]
     [entry] = read_manifest(outbox)
+    assert written == sorted([entry["eml"], entry["html"], MANIFEST, "index.html"])
     for name in (entry["eml"], entry["html"]):
-        assert name in written
         assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name)
-        assert ".." not in name.split("-")[0][:2]
-    assert safe_name("<../../etc/passwd@x>", "a@b").startswith("etc_passwd_x--a_b-")
+        assert (outbox / name).resolve().parent == outbox.resolve()
+    assert entry["eml"].startswith("etc_passwd_x--_root_example.org-")
+    assert ".." not in "".join(written)
 
 
 def test_safe_name_keeps_distinct_ids_distinct() -> None:

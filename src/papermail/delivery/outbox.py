@@ -35,7 +35,7 @@ __all__ = ["MANIFEST", "OutboxBackend", "OutboxConnection", "safe_name", "write_
 
 MANIFEST = "manifest.jsonl"
 INDEX = "index.html"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"(?:[^A-Za-z0-9._-]|\.\.+)+")  # anything else, and any ".."
 _SAFE_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 # A UTF-8 byte order mark outranks any <meta charset> in the email's HTML, so a
 # browser opening the file from disk decodes it as what it is: UTF-8.
