@@ -14,7 +14,7 @@ import datetime as dt
 
 from celery import Celery
 from celery.schedules import crontab
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from papermail.config import Settings, get_settings
 
@@ -52,6 +52,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
             "task": "papermail.redispatch",
             "schedule": dt.timedelta(minutes=1),
         },
+        "expire-pending-signups": {
+            "task": "papermail.expire_pending",
+            "schedule": crontab(minute=17, hour=3),
+        },
+        "sample-metrics": {  # one point a minute for the /ops 24-hour charts
+            "task": "papermail.sample_metrics",
+            "schedule": dt.timedelta(minutes=1),
+        },
     }
 
 
@@ -69,7 +77,12 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_queues=[Queue(PIPELINE_QUEUE), Queue(SEND_QUEUE)],
+        # Explicit exchange + routing key per queue: left implicit, both queues bind the
+        # default key and every task would be delivered to both.
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q)
+                     for q in (PIPELINE_QUEUE, SEND_QUEUE)],
+        task_default_exchange=PIPELINE_QUEUE,
+        task_default_routing_key=PIPELINE_QUEUE,
         task_default_queue=PIPELINE_QUEUE,
         task_routes={
             "papermail.send_batch": {"queue": SEND_QUEUE},

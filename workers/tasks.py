@@ -10,9 +10,10 @@ import datetime as dt
 import logging
 from functools import lru_cache
 
-from papermail import pipeline
+from papermail import confirmations, pipeline
 from papermail.config import get_settings
 from papermail.db import session_scope
+from papermail.delivery.base import TransientError
 from papermail.models import EditionKind, Variant
 from papermail.runtime import Runtime, utcnow
 from papermail.sending import send_batch as send_batch_domain
@@ -157,3 +158,54 @@ def redispatch() -> int:
     return pipeline.redispatch(
         rt.sessions, now=utcnow(), batch_size=rt.settings.batch_size, publish=publish_batch
     )
+
+
+@app.task(name="papermail.send_confirmation", bind=True, max_retries=5)
+def send_confirmation(self, subscriber_id: int) -> bool:  # type: ignore[no-untyped-def]
+    rt = runtime()
+    try:
+        with session_scope(rt.sessions) as session:
+            return confirmations.send_confirmation(
+                session, subscriber_id=subscriber_id, env=rt.env, links=rt.links,
+                identity=rt.identity, backend=rt.backend, now=utcnow())
+    except TransientError as exc:
+        raise self.retry(exc=exc, countdown=60 * 2**self.request.retries) from exc
+
+
+@app.task(name="papermail.expire_pending")
+def expire_pending() -> int:
+    rt = runtime()
+    with session_scope(rt.sessions) as session:
+        return confirmations.expire_pending(session, now=utcnow())
+
+
+# --- monitoring: samples for the /ops charts, send metrics for /metrics ----------------------
+
+from celery.signals import task_postrun  # noqa: E402
+
+
+@app.task(name="papermail.sample_metrics")
+def sample_metrics() -> bool:
+    """One point a minute for the /ops charts: queue depths and the failed-row count."""
+    from papermail.monitoring import sample_now
+    from workers.celery_app import PIPELINE_QUEUE, SEND_QUEUE
+
+    rt = runtime()
+    return sample_now(
+        redis=rt.redis, sessions=rt.sessions, queues=(PIPELINE_QUEUE, SEND_QUEUE), now=utcnow()
+    )
+
+
+@task_postrun.connect
+def flush_send_metrics(sender=None, **_kwargs) -> None:  # type: ignore[no-untyped-def]
+    """Ship this process's send tally (metrics.observe_send) to Redis after each batch."""
+    if getattr(sender, "name", None) != "papermail.send_batch":
+        return
+    from redis import RedisError
+
+    from papermail.metrics import flush_send_metrics as flush
+
+    try:
+        flush(runtime().redis)
+    except RedisError:
+        log.warning("could not flush send metrics to Redis; kept for the next batch")

@@ -520,5 +520,39 @@ def _print_deliveries(rt: Runtime, edition_id: int) -> None:
     console.print(table)
 
 
+# --- web -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+def web(host: str, port: int) -> None:
+    """Serve the subscriber pages: landing, subscribe, preferences, unsubscribe, archive."""
+    import uvicorn
+
+    from papermail.web.app import create_app
+
+    rt = _runtime()
+    if rt.settings.embedded:
+        from papermail.dbadmin import upgrade
+
+        upgrade(rt.engine)  # embedded: the SQLite file may be brand new
+    # Our access log (tokens redacted) instead of uvicorn's, which prints full URLs.
+    logging.getLogger("papermail.web.access").setLevel(logging.INFO)
+    console.print(f"papermail web on http://{host}:{port} (links say {rt.settings.base_url})")
+    uvicorn.run(
+        create_app(rt),
+        host=host,
+        port=port,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+# Commands that live in their own modules register themselves on `main`.
+import papermail.cli_bench  # noqa: E402,F401
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+import papermail.cli_ops  # noqa: E402,F401  (operator commands; see issue 5)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import datetime as dt
 import email.quoprimime
 import html
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
@@ -80,18 +82,45 @@ def build_message(
     msg = EmailMessage(policy=SMTP)
     msg["From"] = header_safe(sender)
     msg["To"] = ascii_header_safe(to)
-    msg["Subject"] = header_safe(subject)
+    if _encode_ourselves(subject):
+        msg.set_raw("Subject", _rfc2047("Subject", subject))
+    else:
+        msg["Subject"] = header_safe(subject)
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = ascii_header_safe(message_id)
     if reply_to:
         msg["Reply-To"] = header_safe(reply_to)
     if list_headers:
         for name, value in _list_header_pairs(list_headers):
-            msg[name] = value
+            # Raw: the policy would fold a long URL into RFC 2047 encoded words, which
+            # no mailbox provider reads as a List-Unsubscribe URL.
+            msg.set_raw(name, value)
     msg.set_content(text, charset="utf-8", cte="quoted-printable")
     if html_body is not None:
         msg.add_alternative(html_body, subtype="html", charset="utf-8", cte="quoted-printable")
-    return msg.as_bytes()
+    # refold_source="none" emits the raw headers above as they are; the others fold as usual.
+    return msg.as_bytes(policy=SMTP.clone(refold_source="none"))
+
+
+def _encode_ourselves(subject: str) -> bool:
+    # The policy's folder, given a str, (1) decodes anything that looks like an RFC 2047
+    # encoded word (a paper title can) and writes the result raw, CR/LF included, and
+    # (2) on Python 3.11 drops spaces between the encoded words it makes of non-ASCII text.
+    return "=?" in subject or not subject.isascii()
+
+
+def _rfc2047(name: str, value: str) -> str:
+    """``value`` wholly RFC 2047-encoded, folded with CRLF + space."""
+    return Header(header_safe(value), "utf-8", header_name=name).encode(linesep=CRLF)
+
+
+def _fold(name: str, value: str) -> str:
+    header_safe(value)
+    if value.isascii() and "=?" not in value and len(name) + 2 + len(value) <= 78:
+        return f"{name}: {value}{CRLF}"  # nothing to encode or fold: skip the policy's parser
+    if name == "Subject" and _encode_ourselves(value):
+        return f"{name}: {_rfc2047(name, value)}{CRLF}"
+    return SMTP.fold(*SMTP.header_store_parse(name, header_safe(value)))
 
 
 def _list_header_pairs(headers: ListHeaders) -> list[tuple[str, str]]:
@@ -113,7 +142,10 @@ HTML_SLOT = "html:"
 
 def _qp(text: str) -> str:
     # quoprimime works on code points < 256, so hand it UTF-8 bytes as latin-1.
-    return email.quoprimime.body_encode(text.encode("utf-8").decode("latin-1"), eol=CRLF)
+    # 75, not 76: a soft break ("=") is appended to the last line of most segments.
+    return email.quoprimime.body_encode(
+        text.encode("utf-8").decode("latin-1"), maxlinelen=75, eol=CRLF
+    )
 
 
 def _encode_literal(text: str) -> bytes:
@@ -123,15 +155,23 @@ def _encode_literal(text: str) -> bytes:
     return encoded.encode("ascii")
 
 
+_QP_SAFE = re.compile(r"[!-<>-~]*")  # printable ASCII but "=": QP leaves it as it is
+
+
 def _encode_value(value: str) -> bytes:
-    # A value (a URL, an address) is short; encode it as its own soft-broken line(s).
-    return (_qp(value) + "=" + CRLF).encode("ascii") if value else b""
+    # A value (a URL, an address) is short; it becomes its own soft-broken line(s).
+    if not value:
+        return b""
+    if _QP_SAFE.fullmatch(value):  # the usual case, without quoprimime's per-char work
+        lines = [value[i : i + 75] for i in range(0, len(value), 75)]
+        return ("=" + CRLF).join(lines).encode("ascii") + b"=" + CRLF.encode()
+    return (_qp(value) + "=" + CRLF).encode("ascii")
 
 
 def _encode_part(segments: tuple[str, ...], content_type: str) -> list[Segment]:
     out: list[Segment] = [
         (
-            f"Content-Type: {content_type}; charset=\"utf-8\"{CRLF}"
+            f'Content-Type: {content_type}; charset="utf-8"{CRLF}'
             f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
         ).encode("ascii")
     ]
@@ -179,14 +219,21 @@ class MessageTemplate:
             headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
             delimiter = f"--{boundary}{CRLF}".encode("ascii")
             # HTML slots are renamed so render() knows to HTML-escape their values.
-            html_part = [s if isinstance(s, bytes) else HTML_SLOT + s
-                         for s in _encode_part(html_body, "text/html")]
-            body = [CRLF.encode(), delimiter, *text_part, CRLF.encode(), delimiter, *html_part,
-                    f"{CRLF}--{boundary}--{CRLF}".encode("ascii")]
-        # The policy's own folding: RFC 2047 for non-ASCII subjects and names, 78-column lines.
-        head = "".join(
-            SMTP.fold(*SMTP.header_store_parse(name, header_safe(value))) for name, value in headers
-        )
+            html_part = [
+                s if isinstance(s, bytes) else HTML_SLOT + s
+                for s in _encode_part(html_body, "text/html")
+            ]
+            body = [
+                CRLF.encode(),
+                delimiter,
+                *text_part,
+                CRLF.encode(),
+                delimiter,
+                *html_part,
+                f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
+            ]
+        # RFC 2047 for non-ASCII subjects and names, 78-column lines (see _fold).
+        head = "".join(_fold(name, value) for name, value in headers)
         return cls(
             head=head.encode("ascii"),
             body=_merge_literals(body),
@@ -210,14 +257,16 @@ class MessageTemplate:
         ).encode("ascii")
         encoded = {
             name: _encode_value(
-                html.escape(values[name[len(HTML_SLOT):]], quote=True)
+                html.escape(values[name[len(HTML_SLOT) :]], quote=True)
                 if name.startswith(HTML_SLOT)
                 else values[name]
             )
             for name in self.slots
         }
-        return self.head + personal + b"".join(
-            encoded[s] if isinstance(s, str) else s for s in self.body
+        return (
+            self.head
+            + personal
+            + b"".join(encoded[s] if isinstance(s, str) else s for s in self.body)
         )
 
 

@@ -118,14 +118,30 @@ def _topic_pattern(topic: str) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w){words}(?!\w)", re.IGNORECASE)
 
 
-def _matched_topic(
-    candidate: Candidate, patterns: Sequence[tuple[str, re.Pattern[str]]]
-) -> str | None:
+def _matches(candidate: Candidate, pattern: re.Pattern[str]) -> bool:
     haystacks = (candidate.title, " · ".join(candidate.keywords), candidate.summary)
-    for topic, pattern in patterns:
-        if any(pattern.search(text) for text in haystacks):
-            return topic
-    return None
+    return any(pattern.search(text) for text in haystacks)
+
+
+class TopicIndex:
+    """Which candidates match a topic, worked out once per topic per edition.
+
+    Planning a million subscribers asks the same few hundred topics again and
+    again; the regex work is done the first time only.
+    """
+
+    def __init__(self, candidates: Sequence[Candidate]) -> None:
+        self.candidates = candidates
+        self._matching: dict[str, frozenset[str]] = {}
+
+    def matching(self, topic: str) -> frozenset[str]:
+        key = topic.casefold()
+        if key not in self._matching:
+            pattern = _topic_pattern(topic)
+            self._matching[key] = frozenset(
+                c.paper_id for c in self.candidates if _matches(c, pattern)
+            )
+        return self._matching[key]
 
 
 def _follow_reason(candidate: Candidate, prefs: Preferences) -> str | None:
@@ -140,20 +156,23 @@ def _follow_reason(candidate: Candidate, prefs: Preferences) -> str | None:
     return None
 
 
-def select(candidates: Sequence[Candidate], prefs: Preferences) -> Selection:
+def select(
+    candidates: Sequence[Candidate], prefs: Preferences, *, index: TopicIndex | None = None
+) -> Selection:
     """Followed organisations/authors first, then topic matches, then the top trending.
 
     Topics boost rather than filter: a reader who follows "robotics" still gets
     a full digest on a day with one robotics paper.
     """
-    patterns = [(t, _topic_pattern(t)) for t in prefs.topics if t.strip()]
+    index = index or TopicIndex(candidates)
+    topics = [(t, index.matching(t)) for t in prefs.topics if t.strip()]
     followed: list[tuple[str, str]] = []
     matched: list[tuple[str, str]] = []
     rest: list[tuple[str, str]] = []
     for c in sorted(candidates, key=lambda c: c.rank):
         if reason := _follow_reason(c, prefs):
             followed.append((c.paper_id, reason))
-        elif patterns and (topic := _matched_topic(c, patterns)):
+        elif topic := next((t for t, ids in topics if c.paper_id in ids), None):
             matched.append((c.paper_id, f"Matches your topic \u201c{topic}\u201d"))
         else:
             rest.append((c.paper_id, f"#{c.rank} trending"))

@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, TextClause, and_, bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from papermail.delivery.base import (
+    BackendUnavailable,
     DeliveryError,
     MailBackend,
     MailConnection,
@@ -36,6 +37,7 @@ from papermail.models import (
     Edition,
     Subscriber,
     SubscriberStatus,
+    UTCDateTime,
 )
 from papermail.ratelimit import RateLimiter
 from papermail.tokens import Links
@@ -71,6 +73,7 @@ class BatchReport:
     skipped: int = 0
     released: int = 0
     paused: bool = False
+    backend_down: bool = False  # the relay refused us as a whole; the rest was released
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,11 @@ def claim(
     return claimed
 
 
+def _autocommit(session: Session) -> Connection:
+    """A connection of the session's engine in autocommit mode, for the ledger marks."""
+    return session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _load(session: Session, ids: list[int]) -> list[_Row]:
     rows = session.execute(
         select(
@@ -135,93 +143,85 @@ def _load(session: Session, ids: list[int]) -> list[_Row]:
     return [_Row(*row) for row in rows]
 
 
+def _mark(assignments: str, *datetimes: str) -> TextClause:
+    # ``assignments`` are this module's constants, never input.
+    sql = f"UPDATE deliveries SET {assignments} WHERE id = :id AND status = 'sending'"  # noqa: S608
+    stmt = text(sql)
+    return stmt.bindparams(*(bindparam(name, type_=UTCDateTime()) for name in datetimes))
+
+
+# Built once: each mark is one statement, one round trip, its own transaction.
+_SENT = _mark(
+    "status = 'sent', sent_at = :now, lease_until = NULL, message_id = :message_id, "
+    "last_error = NULL",
+    "now",
+)
+_SKIPPED = _mark("status = 'skipped', lease_until = NULL, last_error = :error")
+_FAILED = _mark("status = 'failed', lease_until = NULL, last_error = :error")
+_RETRY = _mark(
+    "status = 'retry', lease_until = NULL, dispatched_at = NULL, "
+    "next_attempt_at = :next_attempt_at, last_error = :error",
+    "next_attempt_at",
+)
+_BOUNCE = text("UPDATE subscribers SET bounce_count = bounce_count + 1 WHERE id = :sid")
+_SUPPRESS = text(
+    "UPDATE subscribers SET status = 'suppressed' WHERE id = :sid "
+    "AND bounce_count >= :threshold AND status = 'active'"
+)
+_RELEASE = text(
+    "UPDATE deliveries SET status = 'pending', lease_until = NULL, dispatched_at = NULL, "
+    "attempts = attempts - 1 WHERE id IN :ids AND status = 'sending'"
+).bindparams(bindparam("ids", expanding=True))
+
+
 class _Ledger:
-    """Row updates; each is committed at once (the ledger must never lag the wire)."""
+    """Row updates on an autocommit connection: each is durable the moment it returns,
+    so the ledger never lags the wire by more than the message in flight."""
 
-    def __init__(self, session: Session, policy: SendPolicy, clock: Clock) -> None:
-        self.session, self.policy, self.clock = session, policy, clock
-
-    def _set(self, delivery_id: int, **values: object) -> None:
-        self.session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        self.session.commit()
+    def __init__(self, connection: Connection, policy: SendPolicy, clock: Clock) -> None:
+        self.connection, self.policy, self.clock = connection, policy, clock
 
     def sent(self, row: _Row, message_id: str) -> None:
-        self._set(
-            row.id,
-            status=DeliveryStatus.SENT,
-            sent_at=self.clock(),
-            lease_until=None,
-            message_id=message_id,
-            last_error=None,
+        self.connection.execute(
+            _SENT, {"id": row.id, "now": self.clock(), "message_id": message_id}
         )
 
     def skipped(self, row: _Row, reason: str) -> None:
-        self._set(row.id, status=DeliveryStatus.SKIPPED, lease_until=None, last_error=reason)
+        self.connection.execute(_SKIPPED, {"id": row.id, "error": reason})
 
     def transient(self, row: _Row, error: Exception) -> bool:
         """Schedule a retry, or fail the row past max attempts. True if it will retry."""
         if row.attempts >= self.policy.max_attempts:
-            self._set(
-                row.id,
-                status=DeliveryStatus.FAILED,
-                lease_until=None,
-                last_error=f"gave up after {row.attempts} attempts: {error}"[:1000],
-            )
+            message = f"gave up after {row.attempts} attempts: {error}"
+            self.connection.execute(_FAILED, {"id": row.id, "error": message[:1000]})
             return False
-        self._set(
-            row.id,
-            status=DeliveryStatus.RETRY,
-            lease_until=None,
-            dispatched_at=None,
-            next_attempt_at=self.clock() + self.policy.backoff(row.attempts),
-            last_error=str(error)[:1000],
+        self.connection.execute(
+            _RETRY,
+            {
+                "id": row.id,
+                "error": str(error)[:1000],
+                "next_attempt_at": self.clock() + self.policy.backoff(row.attempts),
+            },
         )
         return True
 
     def permanent(self, row: _Row, error: Exception) -> None:
-        self.session.execute(
-            update(Subscriber)
-            .where(Subscriber.id == row.subscriber_id)
-            .values(bounce_count=Subscriber.bounce_count + 1)
-            .execution_options(synchronize_session=False)
+        # No begin() here: the connection autocommits (and has autobegun after the first mark,
+        # so begin() raises). Fail the row first and count the bounce only if that mark
+        # landed: a crash in between under-counts one bounce, never counts one twice.
+        failed = self.connection.execute(
+            _FAILED, {"id": row.id, "error": f"bounced: {error}"[:1000]}
         )
-        self.session.execute(
-            update(Subscriber)
-            .where(
-                Subscriber.id == row.subscriber_id,
-                Subscriber.bounce_count >= self.policy.bounce_threshold,
-                Subscriber.status == SubscriberStatus.ACTIVE,
+        if failed.rowcount:
+            self.connection.execute(_BOUNCE, {"sid": row.subscriber_id})
+            self.connection.execute(
+                _SUPPRESS, {"sid": row.subscriber_id, "threshold": self.policy.bounce_threshold}
             )
-            .values(status=SubscriberStatus.SUPPRESSED)
-            .execution_options(synchronize_session=False)
-        )
-        self._set(
-            row.id,
-            status=DeliveryStatus.FAILED,
-            lease_until=None,
-            last_error=f"bounced: {error}"[:1000],
-        )
 
     def release(self, ids: list[int]) -> None:
         """Hand claimed-but-unsent rows back (pause): as if never claimed."""
         if ids:
-            self.session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.SENDING)
-                .values(
-                    status=DeliveryStatus.PENDING,
-                    lease_until=None,
-                    dispatched_at=None,
-                    attempts=Delivery.attempts - 1,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            self.session.commit()
+            self.connection.execute(_RELEASE, {"ids": ids})
 
 
 def send_batch(
@@ -254,15 +254,18 @@ def send_batch(
             select(Edition).where(Edition.id.in_({r.edition_id for r in rows}))
         )
     }
-    ledger = _Ledger(session, policy, clock)
-    deadline = claimed_at + lease - LEASE_MARGIN
-    with closing(backend.open()) as connection:
+    session.commit()
+    # Half the lease at most: with the 10 s lease Settings allows, a full margin would put
+    # the deadline before the claim and the batch would never send anything.
+    deadline = claimed_at + lease - min(LEASE_MARGIN, lease / 2)
+    with closing(backend.open()) as connection, _autocommit(session) as ledger_connection:
+        ledger = _Ledger(ledger_connection, policy, clock)
         for index, row in enumerate(rows):
             if index % PAUSE_CHECK_EVERY == 0 and index and paused():
                 report.paused = True
-            if report.paused or clock() >= deadline:
+            if report.paused or report.backend_down or clock() >= deadline:
                 remaining = [r.id for r in rows[index:]]
-                if report.paused:
+                if report.paused or report.backend_down:
                     ledger.release(remaining)
                     report.released = len(remaining)
                 else:
@@ -324,6 +327,10 @@ def _send_one(
                 sender=identity.envelope_from, recipient=row.email, data=data, message_id=message_id
             )
         )
+    except BackendUnavailable as error:
+        log.error("delivery backend unavailable, stopping the batch: %s", error)
+        _retry_or_fail(row, error, ledger=ledger, report=report)
+        report.backend_down = True
     except PermanentError as error:
         log.warning("delivery %s bounced: %s", row.id, error)
         ledger.permanent(row, error)
@@ -333,10 +340,14 @@ def _send_one(
             log.info("delivery %s will retry: %s", row.id, error)
         else:
             log.exception("delivery %s failed unexpectedly", row.id)
-        if ledger.transient(row, error):
-            report.retried += 1
-        else:
-            report.failed += 1
+        _retry_or_fail(row, error, ledger=ledger, report=report)
     else:
         ledger.sent(row, message_id)
         report.sent += 1
+
+
+def _retry_or_fail(row: _Row, error: Exception, *, ledger: _Ledger, report: BatchReport) -> None:
+    if ledger.transient(row, error):
+        report.retried += 1
+    else:
+        report.failed += 1

@@ -271,7 +271,7 @@ class _Session(asyncio.Protocol):
             if reply is None:
                 break  # need more bytes
             if reply is _DROP:
-                self.close(out, drop=True)
+                self.close(out)
             else:
                 out.append(reply)
                 if reply is _R421 or reply is _BYE:
@@ -280,11 +280,14 @@ class _Session(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(b"".join(out))
 
-    def close(self, out: list[bytes], *, drop: bool = False) -> None:
+    def close(self, out: list[bytes]) -> None:
+        # Replies already earned by earlier pipelined commands still go out: a message
+        # counted as accepted must have its 250 delivered, or a retrying client would
+        # send it again and the sink would count it twice.
         assert self.transport is not None
         self.closing = True
         self.buf.clear()
-        if out and not drop:
+        if out:
             self.transport.write(b"".join(out))
         self.transport.close()
 

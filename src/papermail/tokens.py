@@ -13,7 +13,7 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 
 
 class Purpose(enum.StrEnum):
@@ -46,32 +46,37 @@ class TokenClaims:
 
 
 class TokenSigner:
+    """``<subscriber>.<version>.<timestamp>.<signature>``, one signing key per purpose.
+
+    A TimestampSigner over a compact payload: a digest signs two links per
+    message, and this costs a fifth of a JSON-serialising signer.
+    """
+
     def __init__(self, secret: str) -> None:
-        self._serializers = {
-            purpose: URLSafeTimedSerializer(secret, salt=f"papermail.{purpose.value}")
+        self._signers = {
+            purpose: TimestampSigner(secret, salt=f"papermail.{purpose.value}")
             for purpose in Purpose
         }
 
     def make(self, purpose: Purpose, *, subscriber_id: int, token_version: int) -> str:
-        return str(self._serializers[purpose].dumps([subscriber_id, token_version]))
+        payload = f"{int(subscriber_id)}.{int(token_version)}".encode()
+        return self._signers[purpose].sign(payload).decode("ascii")
 
     def read(self, purpose: Purpose, token: str) -> TokenClaims:
         max_age = MAX_AGE[purpose]
         try:
-            payload = self._serializers[purpose].loads(
+            payload = self._signers[purpose].unsign(
                 token, max_age=None if max_age is None else int(max_age.total_seconds())
             )
         except SignatureExpired as exc:
             raise InvalidToken("expired") from exc
-        except BadSignature as exc:
+        except (BadSignature, UnicodeError) as exc:
             raise InvalidToken("bad signature") from exc
-        if (
-            not isinstance(payload, list)
-            or len(payload) != 2
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in payload)
-        ):
+        parts = payload.split(b".")
+        if len(parts) != 2 or not all(p.isdigit() and len(p) <= 18 for p in parts):
             raise InvalidToken("malformed payload")
-        return TokenClaims(subscriber_id=payload[0], token_version=payload[1], purpose=purpose)
+        return TokenClaims(subscriber_id=int(parts[0]), token_version=int(parts[1]),
+                           purpose=purpose)
 
 
 @dataclass(frozen=True, slots=True)

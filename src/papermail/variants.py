@@ -11,6 +11,7 @@ variant itself from the durable ``variants`` row.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -90,7 +91,11 @@ def render_variants(
 
 
 class TemplateSource:
-    """Message templates for one batch: memory, then Redis, then a fresh render."""
+    """Encoded message templates: this process's memory, then Redis, then a fresh render.
+
+    One per worker process, bounded: a day's few hundred variants are encoded
+    once per process rather than once per batch, and old editions age out.
+    """
 
     def __init__(
         self,
@@ -99,12 +104,18 @@ class TemplateSource:
         env: jinja2.Environment,
         links: Links,
         identity: Identity,
+        max_templates: int = 512,
     ) -> None:
         self.store, self.env, self.links, self.identity = store, env, links, identity
-        self._templates: dict[str, MessageTemplate] = {}
+        self.max_templates = max_templates
+        self._templates: OrderedDict[str, MessageTemplate] = OrderedDict()
 
     def get(self, session: Session, key: str, *, edition: Edition) -> MessageTemplate:
-        if key not in self._templates:
+        if key in self._templates:
+            self._templates.move_to_end(key)
+        else:
+            while len(self._templates) >= self.max_templates:
+                self._templates.popitem(last=False)
             rendered = self.store.get(key)
             if rendered is None:
                 log.info("variant %s missing from Redis; rendering it in the batch", key)

@@ -83,6 +83,8 @@ class ScriptedHandler:
     async def handle_MAIL(
         self, server: AioSMTP, session: Session, envelope: Envelope, address: str, options: list
     ) -> str:
+        if address.startswith("unverified"):
+            return "553 5.7.1 Sender address rejected: not owned by user"
         if self.limit is not None and self.sessions[id(session)] >= self.limit:
             return "421 4.7.0 Too many messages for this session, closing connection"
         envelope.mail_from = address
@@ -184,6 +186,28 @@ def test_smtp_451_is_transient_and_the_session_stays_usable(
     assert raised.value.code == 451
     assert handler.delivered == [(SENDER, ["ada@example.org"], message.data)]
     assert sum(handler.sessions.values()) == 1
+
+
+def test_smtp_5xx_to_mail_from_is_a_configuration_error_not_a_bounce(
+    aiosmtpd_server: tuple[Controller, ScriptedHandler],
+) -> None:
+    controller, handler = aiosmtpd_server
+    message = make_message()
+    misconfigured = OutgoingMessage(
+        sender="unverified@papers.example.org",
+        recipient=message.recipient,
+        data=message.data,
+        message_id=message.message_id,
+    )
+    connection = SmtpBackend(controller.hostname, controller.port, timeout=5).open()
+    with pytest.raises(SmtpConfigurationError) as raised:
+        connection.send(misconfigured)
+    connection.send(message)  # RSET left the session usable
+    connection.close()
+
+    assert raised.value.code == 553
+    assert not isinstance(raised.value, PermanentError)
+    assert [rcpts for _, rcpts, _ in handler.delivered] == [["ada@example.org"]]
 
 
 def test_smtp_421_at_a_per_session_limit_reconnects_without_failing(

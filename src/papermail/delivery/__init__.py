@@ -1,6 +1,7 @@
 """Delivery backends: one small interface, chosen by configuration."""
 
 from papermail.delivery.base import (
+    BackendUnavailable,
     DeliveryError,
     MailBackend,
     MailConnection,
@@ -10,6 +11,7 @@ from papermail.delivery.base import (
 )
 
 __all__ = [
+    "BackendUnavailable",
     "DeliveryError",
     "MailBackend",
     "MailConnection",

@@ -30,6 +30,11 @@ class TransientError(DeliveryError):
     """Try again later: 4xx replies, dropped connections, timeouts."""
 
 
+class BackendUnavailable(TransientError):
+    """The backend can send nothing at all right now (login refused, relay misconfigured):
+    stop the batch instead of failing every message in it the same way."""
+
+
 class PermanentError(DeliveryError):
     """Never try this recipient again with this message: 5xx replies."""
 

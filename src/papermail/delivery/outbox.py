@@ -21,6 +21,7 @@ import email
 import hashlib
 import html
 import json
+import logging
 import os
 import re
 import tempfile
@@ -32,6 +33,8 @@ from typing import Any
 from papermail.delivery.base import OutgoingMessage, TransientError
 
 __all__ = ["MANIFEST", "OutboxBackend", "OutboxConnection", "safe_name", "write_index"]
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
 INDEX = "index.html"
@@ -62,7 +65,12 @@ class OutboxConnection:
             raise TransientError(f"cannot write to outbox {self.directory}: {exc}") from exc
 
     def close(self) -> None:
-        write_index(self.directory)
+        # The index is a convenience rebuilt from the manifest; failing to write it
+        # must not fail a batch whose messages were all written.
+        try:
+            write_index(self.directory)
+        except OSError as exc:
+            log.warning("could not rewrite %s: %s", self.directory / INDEX, exc)
 
     def _write(self, message: OutgoingMessage) -> None:
         name = safe_name(message.message_id, message.recipient)

@@ -2,9 +2,9 @@
 
 Error mapping (what sending.py relies on):
 
-- a 5xx reply to MAIL, RCPT or DATA            -> PermanentError(code)
+- a 5xx reply to RCPT or DATA                  -> PermanentError(code)
 - a 4xx reply, a dropped connection, a timeout -> TransientError(code or None)
-- a server that refuses *us* (auth, STARTTLS, a 5xx greeting or EHLO)
+- a server that refuses *us* (auth, STARTTLS, a 5xx greeting, EHLO or MAIL FROM)
                                                -> SmtpConfigurationError, a TransientError:
   it is the operator's problem and hits every message alike, so rows wait and retry
   instead of bouncing subscribers.
@@ -20,6 +20,7 @@ import smtplib
 import ssl as _ssl
 
 from papermail.delivery.base import (
+    BackendUnavailable,
     DeliveryError,
     OutgoingMessage,
     PermanentError,
@@ -32,7 +33,7 @@ __all__ = ["SmtpBackend", "SmtpConfigurationError", "SmtpConnection"]
 _CLOSING = 421
 
 
-class SmtpConfigurationError(TransientError):
+class SmtpConfigurationError(BackendUnavailable):
     """The server refuses this client (credentials, TLS, greeting): fix config, then retry."""
 
 
@@ -45,8 +46,14 @@ class _Refused(Exception):
         self.code = code
 
     def as_delivery_error(self) -> DeliveryError:
-        error = PermanentError if 500 <= self.code <= 599 else TransientError
-        return error(str(self), code=self.code)
+        if not 500 <= self.code <= 599:
+            return TransientError(str(self), code=self.code)
+        if self.stage == "MAIL FROM":
+            # Refused before the recipient was even named: our sender or our session is
+            # the problem, for every message alike. Bouncing subscribers for it would
+            # suppress the whole list.
+            return SmtpConfigurationError(str(self), code=self.code)
+        return PermanentError(str(self), code=self.code)
 
 
 class SmtpBackend:
@@ -155,9 +162,14 @@ class SmtpConnection:
     def _transaction(self, client: smtplib.SMTP, message: OutgoingMessage, *, reused: bool) -> None:
         stage = "MAIL FROM"
         try:
-            _expect(stage, client.mail(message.sender, _mail_options(client, message)), 250)
+            # docmd, not mail()/rcpt(): those re-parse each address (~40 us apiece), and
+            # _check_envelope has already refused anything that could break the line.
+            options = "".join(" " + o for o in _mail_options(client, message))
+            # What smtplib.mail() does for SMTPUTF8: commands may then carry UTF-8.
+            client.command_encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+            _expect(stage, client.docmd("MAIL", f"FROM:<{message.sender}>{options}"), 250)
             stage = "RCPT TO"
-            _expect(stage, client.rcpt(message.recipient), 250, 251)
+            _expect(stage, client.docmd("RCPT", f"TO:<{message.recipient}>"), 250, 251)
             stage = "DATA"
             _expect(stage, client.docmd("DATA"), 354)
             stage = "end of DATA"

@@ -1,0 +1,58 @@
+"""`papermail bench`: registered on the main command group."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from papermail.cli import console, main
+
+
+@main.command()
+@click.option("--subscribers", "-n", type=int, default=10_000, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Celery worker processes.")
+@click.option("--concurrency", type=int, default=4, show_default=True, help="Pool size per worker.")
+@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option(
+    "--pg-admin-url",
+    default="postgresql://postgres@127.0.0.1:5432/test",
+    show_default=True,
+    help="A database to connect to while creating the scratch one.",
+)
+@click.option(
+    "--redis-url",
+    default="redis://127.0.0.1:6379/10",
+    show_default=True,
+    help="Broker for the run; this Redis database is flushed before and after.",
+)
+@click.option("--json-out", type=click.Path(path_type=Path), help="Also write the figures as JSON.")
+def bench(
+    subscribers: int,
+    workers: int,
+    concurrency: int,
+    batch_size: int,
+    pg_admin_url: str,
+    redis_url: str,
+    json_out: Path | None,
+) -> None:
+    """Deliver one edition to N synthetic subscribers on PostgreSQL, Redis, Celery and SMTP."""
+    from papermail.bench import BenchConfig, report_lines, run_bench
+
+    config = BenchConfig(
+        subscribers=subscribers,
+        workers=workers,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        pg_admin_url=pg_admin_url,
+        redis_url=redis_url,
+    )
+    console.rule(f"papermail bench: {subscribers:,} subscribers")
+    result = run_bench(config, log=console.print)
+    console.print(report_lines(result), highlight=False)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(json.loads(result.as_json()), indent=2))
+    if result.delivered != subscribers or result.duplicates:
+        raise click.ClickException("not every subscriber got exactly one message")
