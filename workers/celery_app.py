@@ -50,7 +50,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
         },
         "redispatch-due": {
             "task": "papermail.redispatch",
-            "schedule": dt.timedelta(minutes=1),
+            "schedule": dt.timedelta(seconds=settings.redispatch_interval_seconds),
         },
         "expire-pending-signups": {
             "task": "papermail.expire_pending",

@@ -155,8 +155,10 @@ def redispatch() -> int:
     rt = runtime()
     if rt.paused():
         return 0
+    stale = dt.timedelta(seconds=rt.settings.redispatch_stale_seconds)
     return pipeline.redispatch(
-        rt.sessions, now=utcnow(), batch_size=rt.settings.batch_size, publish=publish_batch
+        rt.sessions, now=utcnow(), batch_size=rt.settings.batch_size, publish=publish_batch,
+        stale_after=stale,
     )
 
 

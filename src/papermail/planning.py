@@ -14,9 +14,10 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, exists, or_, select, text, update
+from sqlalchemy import Row, Text, and_, cast, exists, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from papermail.models import (
     Edition,
     EditionItem,
     Frequency,
+    MailFormat,
     Subscriber,
     SubscriberStatus,
     Variant,
@@ -95,6 +97,7 @@ class _Planner:
         self.topic_index = ranking.TopicIndex(self.candidates)
         self.edition_start = dt.datetime.combine(edition.day, dt.time(), tzinfo=dt.UTC)
         self._keys: dict[tuple[object, ...], str] = {}
+        self._raw_keys: dict[tuple[object, ...], str] = {}
         self._due: dict[tuple[str, int], bool] = {}
         self.new_variants: list[dict[str, object]] = []
 
@@ -109,6 +112,20 @@ class _Planner:
             # day, everyone whose send hour is the hour the edition is built.
             self._due[memo] = slot >= self.edition_start
         return self._due[memo]
+
+    def key_for_row(self, row: Row[Any]) -> str:
+        """Memoised on the raw column values: a million rows share a few hundred."""
+        raw = (row.format, row.max_papers, row.topics, row.follow_organizations, row.follow_authors)
+        key = self._raw_keys.get(raw)
+        if key is None:
+            prefs = ranking.Preferences(
+                max_papers=row.max_papers,
+                topics=tuple(_json_list(row.topics)),
+                organizations=tuple(_json_list(row.follow_organizations)),
+                authors=tuple(_json_list(row.follow_authors)),
+            )
+            key = self._raw_keys[raw] = self.key_for(MailFormat(row.format).value, prefs)
+        return key
 
     def key_for(self, fmt: str, prefs: ranking.Preferences) -> str:
         memo = (fmt, prefs)
@@ -156,13 +173,7 @@ def plan_edition(
             if not planner.is_due(row.timezone, row.send_hour):
                 report.not_due += 1
                 continue
-            prefs = ranking.Preferences(
-                max_papers=row.max_papers,
-                topics=tuple(row.topics or ()),
-                organizations=tuple(row.follow_organizations or ()),
-                authors=tuple(row.follow_authors or ()),
-            )
-            key = planner.key_for(row.format.value, prefs)
+            key = planner.key_for_row(row)
             report.variants.add(key)
             values.append((row.id, key))
         created = _insert_rows(session, planner, values, edition_id=edition.id, now=now)
@@ -172,6 +183,11 @@ def plan_edition(
             publish(batch)
             report.batches += 1
     return report
+
+
+def _json_list(raw: str | None) -> list[str]:
+    value = json.loads(raw) if raw else []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _due_chunk(
@@ -186,10 +202,12 @@ def _due_chunk(
             Subscriber.timezone,
             Subscriber.send_hour,
             Subscriber.max_papers,
-            Subscriber.topics,
-            Subscriber.follow_organizations,
-            Subscriber.follow_authors,
-            Subscriber.format,
+            # As text: decoding JSON for every row cost a third of planning; the planner
+            # decodes each distinct value once.
+            cast(Subscriber.topics, Text).label("topics"),
+            cast(Subscriber.follow_organizations, Text).label("follow_organizations"),
+            cast(Subscriber.follow_authors, Text).label("follow_authors"),
+            cast(Subscriber.format, Text).label("format"),
         )
         .where(
             Subscriber.status == SubscriberStatus.ACTIVE,
