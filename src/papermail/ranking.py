@@ -145,9 +145,10 @@ class TopicIndex:
 
 
 def _follow_reason(candidate: Candidate, prefs: Preferences) -> str | None:
-    org = (candidate.organization or "").casefold()
+    org = candidate.organization or ""
     for wanted in prefs.organizations:
-        if org and wanted.casefold() in org:
+        # Whole words, like topics: following "Meta" must not pull in "Metaculus".
+        if org and wanted.strip() and _topic_pattern(wanted).search(org):
             return f"From {candidate.organization}, which you follow"
     authors = {a.casefold(): a for a in candidate.authors}
     for wanted in prefs.authors:

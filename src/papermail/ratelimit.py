@@ -55,6 +55,9 @@ class RedisTokenBucket:
         self.rate = rate
         # A small burst keeps the rate smooth: at most a second's worth at once.
         self.burst = burst if burst is not None else max(1.0, rate)
+        if self.burst < 1:
+            # acquire() takes one token at a time: a smaller bucket never holds one.
+            raise ValueError("burst must be at least 1")
         self.key = key
         self._script = client.register_script(_TOKEN_BUCKET)
         self._sleep = sleep

@@ -161,24 +161,40 @@ class SmtpConnection:
 
     def _transaction(self, client: smtplib.SMTP, message: OutgoingMessage, *, reused: bool) -> None:
         stage = "MAIL FROM"
+        pipelined = False
         try:
             # docmd, not mail()/rcpt(): those re-parse each address (~40 us apiece), and
             # _check_envelope has already refused anything that could break the line.
             options = "".join(" " + o for o in _mail_options(client, message))
             # What smtplib.mail() does for SMTPUTF8: commands may then carry UTF-8.
             client.command_encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-            _expect(stage, client.docmd("MAIL", f"FROM:<{message.sender}>{options}"), 250)
+            if client.has_extn("pipelining"):
+                # RFC 2920: MAIL, RCPT and DATA in one write, three replies read in
+                # order: two round trips a message instead of four.
+                client.send(
+                    f"MAIL FROM:<{message.sender}>{options}\r\nRCPT TO:<{message.recipient}>"
+                    f"\r\nDATA\r\n".encode(client.command_encoding)
+                )
+                pipelined = True
+            _expect(
+                stage, _reply(client, "MAIL", f"FROM:<{message.sender}>{options}", pipelined), 250
+            )
             stage = "RCPT TO"
-            _expect(stage, client.docmd("RCPT", f"TO:<{message.recipient}>"), 250, 251)
+            _expect(stage, _reply(client, "RCPT", f"TO:<{message.recipient}>", pipelined), 250, 251)
             stage = "DATA"
-            _expect(stage, client.docmd("DATA"), 354)
+            _expect(stage, _reply(client, "DATA", "", pipelined), 354)
             stage = "end of DATA"
             client.send(_data_payload(message.data))
             _expect(stage, client.getreply(), 250)
         except _Refused as refused:
             if reused and refused.stage == "MAIL FROM" and refused.code == _CLOSING:
+                if pipelined:
+                    self._discard()
                 raise _StaleConnection from refused
-            self._recover(client, refused.code)
+            if pipelined and not self._drain(client, after=refused.stage):
+                self._discard()
+            else:
+                self._recover(client, refused.code)
             raise refused.as_delivery_error() from None
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             # OSError covers resets, refused connections and socket timeouts.
@@ -188,6 +204,23 @@ class SmtpConnection:
             # Lost after the data went out, the message may or may not have been
             # accepted; retrying risks a duplicate, dropping it risks a loss. Retry.
             raise TransientError(f"connection lost at {stage}: {exc!r}") from exc
+
+    def _drain(self, client: smtplib.SMTP, *, after: str) -> bool:
+        """Read the pipelined replies still owed after a refusal at ``after``.
+
+        If the server went into DATA mode anyway, end it with an empty message (it has
+        no accepted recipient, so nothing is delivered). False: give the session up.
+        """
+        unread = {"MAIL FROM": 2, "RCPT TO": 1}.get(after, 0)
+        try:
+            for _ in range(unread):
+                code, _text = client.getreply()
+            if unread and code == 354:
+                client.send(b".\r\n")
+                client.getreply()
+        except (smtplib.SMTPException, OSError):
+            return False
+        return True
 
     def _recover(self, client: smtplib.SMTP, code: int) -> None:
         """After a refusal, leave the session clean for the next message (or drop it)."""
@@ -200,6 +233,13 @@ class SmtpConnection:
             rset_code = 0
         if rset_code != 250:
             self._discard()
+
+
+def _reply(client: smtplib.SMTP, verb: str, argument: str, pipelined: bool) -> tuple[int, bytes]:
+    """The reply to a command: already sent in a pipeline, or sent now."""
+    if pipelined:
+        return client.getreply()
+    return client.docmd(verb, argument)
 
 
 class _StaleConnection(Exception):
