@@ -27,6 +27,9 @@ class InsecureConfiguration(RuntimeError):
 def _no_crlf(value: str) -> str:
     if "\r" in value or "\n" in value:
         raise ValueError("must not contain CR or LF (it ends up in a mail header)")
+    if "=?" in value:
+        # The email package decodes encoded-word lookalikes, CR/LF included, when it folds.
+        raise ValueError("must not contain '=?' (it ends up in a mail header)")
     return value
 
 

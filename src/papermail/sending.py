@@ -261,6 +261,10 @@ def send_batch(
     with closing(backend.open()) as connection, _autocommit(session) as ledger_connection:
         ledger = _Ledger(ledger_connection, policy, clock)
         for index, row in enumerate(rows):
+            if row.subscriber_status is SubscriberStatus.ACTIVE:
+                # Wait for the shared rate limit first, so the pause and lease checks
+                # below judge the moment this message would really go out.
+                limiter.acquire()
             if index % PAUSE_CHECK_EVERY == 0 and index and paused():
                 report.paused = True
             if report.paused or report.backend_down or clock() >= deadline:
@@ -279,7 +283,6 @@ def send_batch(
                 editions=editions,
                 session=session,
                 templates=templates,
-                limiter=limiter,
                 links=links,
                 identity=identity,
             )
@@ -295,7 +298,6 @@ def _send_one(
     editions: dict[int, Edition],
     session: Session,
     templates: TemplateSource,
-    limiter: RateLimiter,
     links: Links,
     identity: Identity,
 ) -> None:
@@ -321,7 +323,6 @@ def _send_one(
                 "preferences_url": links.preferences(row.subscriber_id, row.token_version),
             },
         )
-        limiter.acquire()
         connection.send(
             OutgoingMessage(
                 sender=identity.envelope_from, recipient=row.email, data=data, message_id=message_id
