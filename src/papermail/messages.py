@@ -142,14 +142,28 @@ HTML_SLOT = "html:"
 
 def _qp(text: str) -> str:
     # quoprimime works on code points < 256, so hand it UTF-8 bytes as latin-1.
-    # 75, not 76: a soft break ("=") is appended to the last line of most segments.
+    # 73, not 76: a soft break ("=") may be appended to a last line, and a leading
+    # "." may become "=2E" (see _no_leading_dots).
     return email.quoprimime.body_encode(
-        text.encode("utf-8").decode("latin-1"), maxlinelen=75, eol=CRLF
+        text.encode("utf-8").decode("latin-1"), maxlinelen=73, eol=CRLF
+    )
+
+
+def _no_leading_dots(encoded: str) -> str:
+    """Write a line-leading "." as "=2E" (same decoded text).
+
+    Then no line of a digest starts with a dot, and the SMTP backend can skip
+    dot-stuffing (a copy of the whole message) on the hot path.
+    """
+    if not encoded.startswith(".") and "\n." not in encoded:
+        return encoded
+    return CRLF.join(
+        "=2E" + line[1:] if line.startswith(".") else line for line in encoded.split(CRLF)
     )
 
 
 def _encode_literal(text: str) -> bytes:
-    encoded = _qp(text)
+    encoded = _no_leading_dots(_qp(text))
     if not text.endswith("\n"):
         encoded += "=" + CRLF  # soft break: the next segment starts a fresh line
     return encoded.encode("ascii")
@@ -163,9 +177,11 @@ def _encode_value(value: str) -> bytes:
     if not value:
         return b""
     if _QP_SAFE.fullmatch(value):  # the usual case, without quoprimime's per-char work
-        lines = [value[i : i + 75] for i in range(0, len(value), 75)]
-        return ("=" + CRLF).join(lines).encode("ascii") + b"=" + CRLF.encode()
-    return (_qp(value) + "=" + CRLF).encode("ascii")
+        lines = [value[i : i + 72] for i in range(0, len(value), 72)]
+        encoded = ("=" + CRLF).join(lines)
+    else:
+        encoded = _qp(value)
+    return (_no_leading_dots(encoded) + "=" + CRLF).encode("ascii")
 
 
 def _encode_part(segments: tuple[str, ...], content_type: str) -> list[Segment]:

@@ -489,3 +489,19 @@ def test_tricky_subjects_round_trip_and_match_the_oracle() -> None:
         # the folding space in front (so does the oracle's).
         assert ours["Subject"].lstrip() == subject, f"#{index}: {subject!r}"
         assert_equivalent(ours, oracle(subject=subject, text=TEXT, html_body=HTML))
+
+
+def test_no_line_starts_with_a_dot_so_smtp_needs_no_dot_stuffing() -> None:
+    dotty_text = (".leading dot\n" + "x" * 71 + "\n.. two dots\n", "unsubscribe_url", "\n.")
+    dotty_html = ("<p>\n.html line</p>" + "y" * 200, "email", "\n.end")
+    # A value whose 72-character chunks start with a dot.
+    url = "https://papers.example.org/unsubscribe/" + "a" * 33 + "." + "b" * 71 + ".c"
+    values = {**VALUES, "unsubscribe_url": url}
+    template = compile_template(text=dotty_text, html_body=dotty_html)
+    data = render(template, values=values, unsubscribe_url=url)
+
+    assert not any(line.startswith(b".") for line in data.split(b"\r\n"))
+    assert_wire_format(data)
+    message = parse(data)
+    assert content(message.get_body(("plain",))) == fill(dotty_text, values)
+    assert content(message.get_body(("html",))) == fill(dotty_html, html_values(values))

@@ -276,7 +276,9 @@ def _data_payload(data: bytes) -> bytes:
     smtplib does this with a regex that costs ~0.25 ms per 60 KB message while holding
     the GIL; bytes.replace does the same work about 20 times faster.
     """
-    stuffed = data.replace(b"\n.", b"\n..")
+    # The search is ~10x cheaper than a replace that copies 60 KB to change nothing, and
+    # papermail's own digests never have a line starting with "." (messages.py).
+    stuffed = data.replace(b"\n.", b"\n..") if b"\n." in data else data
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
     if not stuffed.endswith(b"\r\n"):
