@@ -36,8 +36,20 @@ from papermail.pipeline import build_edition, ingest_result
 from papermail.smtpsink import SmtpSink
 from papermail.sources.hf import SAMPLE_DAY, load_sample
 
-TOPICS = ("diffusion", "reinforcement learning", "video", "scaling law", "robotics", "agents",
-          "code", "reasoning", "multimodal", "benchmark", "speech", "3d")
+TOPICS = (
+    "diffusion",
+    "reinforcement learning",
+    "video",
+    "scaling law",
+    "robotics",
+    "agents",
+    "code",
+    "reasoning",
+    "multimodal",
+    "benchmark",
+    "speech",
+    "3d",
+)
 
 
 @dataclass
@@ -52,6 +64,7 @@ class BenchConfig:
     redis_url: str = "redis://127.0.0.1:6379/10"
     timeout_seconds: float = 1800.0
     log_dir: Path = Path("var/bench")
+    ledger_async_commit: bool = False
     seed: int = 7
 
 
@@ -69,6 +82,10 @@ class BenchResult:
     ratio_to_baseline: float
     variants: int
     message_bytes_avg: float
+    # Where the rest of the machine's CPU went, per email delivered.
+    postgres_cpu_ms_per_email: float = 0.0
+    redis_cpu_ms_per_email: float = 0.0
+    sink_cpu_ms_per_email: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> str:
@@ -96,18 +113,33 @@ def seed_subscribers(db_url: str, *, count: int, seed: int) -> None:
     rng = random.Random(seed)
     now = dt.datetime.now(dt.UTC).isoformat()
     url = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    columns = ("email, status, frequency, max_papers, topics, follow_organizations, "
-               "follow_authors, format, timezone, send_hour, created_at, confirmed_at, "
-               "bounce_count, token_version")
+    columns = (
+        "email, status, frequency, max_papers, topics, follow_organizations, "
+        "follow_authors, format, timezone, send_hour, created_at, confirmed_at, "
+        "bounce_count, token_version"
+    )
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         with cur.copy(f"COPY subscribers ({columns}) FROM STDIN") as copy:
             for n in range(count):
                 topics = rng.sample(TOPICS, rng.choice((0, 0, 1, 1, 2)))
-                copy.write_row((
-                    f"reader{n}@bench.example.org", "active", "daily", rng.choice((5, 10, 10, 15)),
-                    json.dumps(topics), "[]", "[]", "text" if rng.random() < 0.2 else "html",
-                    "UTC", 0, now, now, 0, 1,
-                ))
+                copy.write_row(
+                    (
+                        f"reader{n}@bench.example.org",
+                        "active",
+                        "daily",
+                        rng.choice((5, 10, 10, 15)),
+                        json.dumps(topics),
+                        "[]",
+                        "[]",
+                        "text" if rng.random() < 0.2 else "html",
+                        "UTC",
+                        0,
+                        now,
+                        now,
+                        0,
+                        1,
+                    )
+                )
         conn.commit()
 
 
@@ -134,6 +166,7 @@ class SinkProcess:
         ready_parent, ready_child = ctx.Pipe()
         self._proc = ctx.Process(target=_sink_main, args=(child, ready_child), daemon=True)
         self._proc.start()
+        self.pid = self._proc.pid
         self.host, self.port = ready_parent.recv()
 
     def stats(self) -> tuple[int, int, int]:
@@ -154,6 +187,30 @@ class SinkProcess:
     def __exit__(self, *exc: object) -> None:
         self._conn.send("stop")
         self._proc.join(timeout=10)
+
+
+def service_processes(sink_pid: int) -> dict[str, list[psutil.Process]]:
+    """The other CPU consumers of a run: PostgreSQL, Redis and the SMTP sink."""
+    found: dict[str, list[psutil.Process]] = {"postgres": [], "redis": [], "sink": []}
+    for proc in psutil.process_iter(["name"]):
+        name = proc.info["name"] or ""
+        if name.startswith("postgres"):
+            found["postgres"].append(proc)
+        elif name.startswith("redis-server"):
+            found["redis"].append(proc)
+    found["sink"].append(psutil.Process(sink_pid))
+    return found
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
+    seconds = {}
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        seconds[proc.pid] = times.user + times.system
+    return seconds
 
 
 class ProcessSampler:
@@ -214,8 +271,10 @@ def raw_baseline(sink: SinkProcess, *, data: bytes, connections: int, messages: 
     per = max(1, messages // connections)
     ctx = multiprocessing.get_context("spawn")
     go, done = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_baseline_sender, args=(sink.host, sink.port, per, data, go, done))
-             for _ in range(connections)]
+    procs = [
+        ctx.Process(target=_baseline_sender, args=(sink.host, sink.port, per, data, go, done))
+        for _ in range(connections)
+    ]
     for proc in procs:
         proc.start()
     time.sleep(3)  # let every process import and connect
@@ -238,8 +297,14 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float =
 
 def sent_count(sessions) -> int:  # type: ignore[no-untyped-def]
     with sessions() as session:
-        return session.scalar(select(func.count()).select_from(Delivery).where(
-            Delivery.status == DeliveryStatus.SENT)) or 0
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.status == DeliveryStatus.SENT)
+            )
+            or 0
+        )
 
 
 def sent_count_url(db_url: str) -> int:
@@ -251,8 +316,9 @@ def sent_count_url(db_url: str) -> int:
 
 def planning_seconds(sessions) -> float:  # type: ignore[no-untyped-def]
     with sessions() as session:
-        run = session.scalar(select(JobRun).where(JobRun.stage == "planning")
-                             .order_by(JobRun.id.desc()).limit(1))
+        run = session.scalar(
+            select(JobRun).where(JobRun.stage == "planning").order_by(JobRun.id.desc()).limit(1)
+        )
     if run is None or run.finished_at is None:
         return float("nan")
     return (run.finished_at - run.started_at).total_seconds()
@@ -260,10 +326,15 @@ def planning_seconds(sessions) -> float:  # type: ignore[no-untyped-def]
 
 def bench_settings(db_url: str, redis_url: str, sink: SinkProcess, batch_size: int) -> Settings:
     return Settings(
-        _env_file=None, database_url=db_url, redis_url=redis_url, smtp_host=sink.host,
-        smtp_port=sink.port, base_url="https://papers.bench.example.org",
+        _env_file=None,
+        database_url=db_url,
+        redis_url=redis_url,
+        smtp_host=sink.host,
+        smtp_port=sink.port,
+        base_url="https://papers.bench.example.org",
         mail_from="papermail <digest@papers.bench.example.org>",
-        secret_key=secrets.token_urlsafe(32), batch_size=batch_size,
+        secret_key=secrets.token_urlsafe(32),
+        batch_size=batch_size,
     )
 
 
@@ -278,6 +349,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PAPERMAIL_SECRET_KEY": settings.secret_key.get_secret_value(),
         "PAPERMAIL_BATCH_SIZE": str(settings.batch_size),
         "PAPERMAIL_LOG_LEVEL": "WARNING",
+        "PAPERMAIL_LEDGER_ASYNC_COMMIT": "1" if settings.ledger_async_commit else "0",
     }
 
 
@@ -288,9 +360,14 @@ def prepare(settings: Settings, *, subscribers: int, seed: int) -> int:
     sessions = make_session_factory(engine)
     ingest_result(sessions, result=load_sample(), now=dt.datetime.now(dt.UTC))
     seed_subscribers(settings.effective_database_url, count=subscribers, seed=seed)
-    summary = build_edition(sessions, day=SAMPLE_DAY + dt.timedelta(days=1),
-                            kind=EditionKind.DAILY, size=50, rank_hour=6,
-                            clock=lambda: dt.datetime.now(dt.UTC))
+    summary = build_edition(
+        sessions,
+        day=SAMPLE_DAY + dt.timedelta(days=1),
+        kind=EditionKind.DAILY,
+        size=50,
+        rank_hour=6,
+        clock=lambda: dt.datetime.now(dt.UTC),
+    )
     with session_scope(sessions):
         pass
     engine.dispose()
@@ -313,6 +390,9 @@ def report_lines(result: BenchResult) -> str:
     out.write(f"plan+deliver           {r.total_seconds:.1f} s\n")
     out.write(f"emails/s               {r.emails_per_second:,.0f}\n")
     out.write(f"pipeline CPU per email {r.cpu_ms_per_email:.2f} ms (worker processes)\n")
+    out.write(f"  PostgreSQL CPU/email {r.postgres_cpu_ms_per_email:.2f} ms\n")
+    out.write(f"  Redis CPU/email      {r.redis_cpu_ms_per_email:.2f} ms\n")
+    out.write(f"  SMTP sink CPU/email  {r.sink_cpu_ms_per_email:.2f} ms\n")
     out.write(f"peak RSS per worker    {r.peak_rss_mb_per_worker:.0f} MB\n")
     out.write(f"raw SMTP baseline      {r.baseline_emails_per_second:,.0f} emails/s\n")
     out.write(f"ratio to baseline      {r.ratio_to_baseline:.2f}\n")
@@ -336,17 +416,33 @@ def start_worker(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "wb")  # noqa: SIM115 (the child keeps it)
     return psutil.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=WARNING",
-         f"--concurrency={concurrency}", "-n", name, "--without-gossip", "--without-mingle",
-         "-Q", "papermail.pipeline,papermail.send"],
-        env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.celery_app",
+            "worker",
+            "--loglevel=WARNING",
+            f"--concurrency={concurrency}",
+            "-n",
+            name,
+            "--without-gossip",
+            "--without-mingle",
+            "-Q",
+            "papermail.pipeline,papermail.send",
+        ],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
 
 def wait_workers(app, count: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    if not wait_for(lambda: len(app.control.ping(timeout=1.0) or []) >= count, timeout=timeout,
-                    interval=0.5):
+    if not wait_for(
+        lambda: len(app.control.ping(timeout=1.0) or []) >= count, timeout=timeout, interval=0.5
+    ):
         raise RuntimeError("Celery workers did not come up")
 
 
@@ -370,17 +466,25 @@ def sample_message(settings: Settings) -> bytes:
 
     rt = Runtime(settings)
     with rt.sessions() as session:
-        row = session.execute(select(Delivery.variant_key, Delivery.edition_id)
-                              .order_by(Delivery.id).limit(1)).one()
+        row = session.execute(
+            select(Delivery.variant_key, Delivery.edition_id).order_by(Delivery.id).limit(1)
+        ).one()
         from papermail.models import Edition
 
         edition = session.get(Edition, row.edition_id)
         template = rt.templates().get(session, row.variant_key, edition=edition)
     url = rt.links.unsubscribe(1, 1)
-    data = template.render(to="baseline@bench.example.org", message_id="<baseline@bench>",
-                           date=dt.datetime.now(dt.UTC), unsubscribe_url=url,
-                           values={"email": "baseline@bench.example.org", "unsubscribe_url": url,
-                                   "preferences_url": rt.links.preferences(1, 1)})
+    data = template.render(
+        to="baseline@bench.example.org",
+        message_id="<baseline@bench>",
+        date=dt.datetime.now(dt.UTC),
+        unsubscribe_url=url,
+        values={
+            "email": "baseline@bench.example.org",
+            "unsubscribe_url": url,
+            "preferences_url": rt.links.preferences(1, 1),
+        },
+    )
     rt.engine.dispose()
     return data
 
@@ -391,18 +495,27 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
     flush_redis(config.redis_url)
     with scratch_database(config.pg_admin_url) as db_url, SinkProcess() as sink:
         settings = bench_settings(db_url, config.redis_url, sink, config.batch_size)
+        settings = settings.model_copy(update={"ledger_async_commit": config.ledger_async_commit})
         started = time.perf_counter()
         prepare(settings, subscribers=config.subscribers, seed=config.seed)
         log(f"seeded {config.subscribers:,} subscribers in {time.perf_counter() - started:.1f} s")
         app = make_celery(settings)
         env = settings_env(settings)
-        procs = [start_worker(env, name=f"bench{i}@%h", concurrency=config.concurrency,
-                              log_path=config.log_dir / f"worker-{i}.log")
-                 for i in range(config.workers)]
+        procs = [
+            start_worker(
+                env,
+                name=f"bench{i}@%h",
+                concurrency=config.concurrency,
+                log_path=config.log_dir / f"worker-{i}.log",
+            )
+            for i in range(config.workers)
+        ]
         try:
             wait_workers(app, config.workers, timeout=60)
             with ProcessSampler([psutil.Process(p.pid) for p in procs]) as sampler:
                 cpu_before = dict(sampler.cpu)
+                services = service_processes(sink.pid)
+                services_before = {k: cpu_seconds(v) for k, v in services.items()}
                 start = time.perf_counter()
                 app.send_task("papermail.plan_deliveries", kwargs={"due_only": False})
                 done = sink.wait_for(config.subscribers, timeout=config.timeout_seconds)
@@ -410,6 +523,14 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
                 # The last 250s are in; let their ledger marks land before stopping workers.
                 wait_for(lambda: sent_count_url(db_url) >= config.subscribers, timeout=30)
             cpu = sum(v - cpu_before.get(pid, 0.0) for pid, v in sampler.cpu.items())
+            # Backends started during the run count from zero.
+            service_cpu = {
+                kind: sum(
+                    v - services_before[kind].get(pid, 0.0)
+                    for pid, v in cpu_seconds(service_processes(sink.pid)[kind]).items()
+                )
+                for kind in services
+            }
             peak_rss = max(sampler.peak_rss.values(), default=0)
         finally:
             stop_workers(procs)
@@ -425,16 +546,30 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         _total, recipients, duplicates = sink.stats()
         payload = sample_message(settings)
         log("running the raw SMTP baseline...")
-        baseline = raw_baseline(sink, data=payload, connections=config.baseline_connections,
-                                messages=min(config.baseline_messages, config.subscribers))
+        baseline = raw_baseline(
+            sink,
+            data=payload,
+            connections=config.baseline_connections,
+            messages=min(config.baseline_messages, config.subscribers),
+        )
     flush_redis(config.redis_url)
     rate = recipients / elapsed if elapsed else 0.0
     notes = [] if done else [f"timed out after {config.timeout_seconds:.0f}s"]
     return BenchResult(
-        subscribers=config.subscribers, delivered=delivered, duplicates=duplicates,
-        planning_seconds=plan_s, total_seconds=elapsed, emails_per_second=rate,
+        subscribers=config.subscribers,
+        delivered=delivered,
+        duplicates=duplicates,
+        planning_seconds=plan_s,
+        total_seconds=elapsed,
+        emails_per_second=rate,
         cpu_ms_per_email=1000 * cpu / max(1, recipients),
-        peak_rss_mb_per_worker=peak_rss / 2**20, baseline_emails_per_second=baseline,
-        ratio_to_baseline=rate / baseline if baseline else 0.0, variants=variants,
-        message_bytes_avg=float(len(payload)), notes=notes,
+        peak_rss_mb_per_worker=peak_rss / 2**20,
+        baseline_emails_per_second=baseline,
+        ratio_to_baseline=rate / baseline if baseline else 0.0,
+        variants=variants,
+        message_bytes_avg=float(len(payload)),
+        notes=notes,
+        postgres_cpu_ms_per_email=1000 * service_cpu["postgres"] / max(1, recipients),
+        redis_cpu_ms_per_email=1000 * service_cpu["redis"] / max(1, recipients),
+        sink_cpu_ms_per_email=1000 * service_cpu["sink"] / max(1, recipients),
     )

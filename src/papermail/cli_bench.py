@@ -27,6 +27,8 @@ from papermail.cli import console, main
     show_default=True,
     help="Broker for the run; this Redis database is flushed before and after.",
 )
+@click.option("--async-commit", is_flag=True,
+              help="Run with PAPERMAIL_LEDGER_ASYNC_COMMIT (see README, 'Exactly once').")
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the figures as JSON.")
 def bench(
     subscribers: int,
@@ -35,6 +37,7 @@ def bench(
     batch_size: int,
     pg_admin_url: str,
     redis_url: str,
+    async_commit: bool,
     json_out: Path | None,
 ) -> None:
     """Deliver one edition to N synthetic subscribers on PostgreSQL, Redis, Celery and SMTP."""
@@ -47,8 +50,10 @@ def bench(
         batch_size=batch_size,
         pg_admin_url=pg_admin_url,
         redis_url=redis_url,
+        ledger_async_commit=async_commit,
     )
-    console.rule(f"papermail bench: {subscribers:,} subscribers")
+    mode = "async ledger commit" if async_commit else "durable ledger commit"
+    console.rule(f"papermail bench: {subscribers:,} subscribers, {mode}")
     result = run_bench(config, log=console.print)
     console.print(report_lines(result), highlight=False)
     if json_out:

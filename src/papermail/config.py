@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=60.0, gt=0)
     bounce_threshold: int = Field(default=3, ge=1)
     lease_seconds: int = Field(default=300, ge=10)
+    ledger_async_commit: bool = Field(
+        default=False,
+        description="PostgreSQL synchronous_commit=off for 'sent' marks (see README)",
+    )
     redispatch_interval_seconds: int = Field(default=60, ge=1)
     redispatch_stale_seconds: int = Field(
         default=900, ge=1, description="a queued batch not started after this is queued again"

@@ -14,7 +14,7 @@ from typing import Protocol
 import redis
 
 # KEYS[1] bucket; ARGV rate/s, burst, tokens wanted. Returns 0 when granted, else ms to wait.
-_TOKEN_BUCKET = """
+_BUCKET_SCRIPT = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
 local rate, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -23,7 +23,11 @@ local tokens, ts = tonumber(state[1]), tonumber(state[2])
 if tokens == nil then tokens, ts = burst, t end
 tokens = math.min(burst, tokens + math.max(0, t - ts) * rate)
 local wait = 0
-if tokens >= want then tokens = tokens - want else wait = math.ceil((want - tokens) / rate * 1000) end
+if tokens >= want then
+  tokens = tokens - want
+else
+  wait = math.ceil((want - tokens) / rate * 1000)
+end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', t)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 60000)
 return wait
@@ -59,7 +63,7 @@ class RedisTokenBucket:
             # acquire() takes one token at a time: a smaller bucket never holds one.
             raise ValueError("burst must be at least 1")
         self.key = key
-        self._script = client.register_script(_TOKEN_BUCKET)
+        self._script = client.register_script(_BUCKET_SCRIPT)
         self._sleep = sleep
 
     def acquire(self) -> None:

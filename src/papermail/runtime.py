@@ -137,6 +137,7 @@ class Runtime:
             retry_base_seconds=s.retry_base_seconds,
             bounce_threshold=s.bounce_threshold,
             lease_seconds=s.lease_seconds,
+            ledger_async_commit=s.ledger_async_commit,
         )
 
     def templates(self) -> TemplateSource:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, TextClause, and_, bindparam, or_, select, text, update
@@ -57,6 +57,10 @@ class SendPolicy:
     retry_max_seconds: float = 6 * 3600.0
     bounce_threshold: int = 3
     lease_seconds: int = 300
+    # PostgreSQL only. True: a "sent" mark is acknowledged before it reaches disk, so a
+    # crash of the database server (not of a worker) can forget the last ~0.6 s of marks
+    # and those messages are sent again. Never a loss; about 3x less database work a mark.
+    ledger_async_commit: bool = False
 
     def backoff(self, attempts: int, rng: random.Random | None = None) -> dt.timedelta:
         """Exponential, with +-50% jitter so retries of one outage don't stampede."""
@@ -119,9 +123,20 @@ def claim(
     return claimed
 
 
-def _autocommit(session: Session) -> Connection:
+@contextmanager
+def _ledger_connection(session: Session, *, async_commit: bool) -> Iterator[Connection]:
     """A connection of the session's engine in autocommit mode, for the ledger marks."""
-    return session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
+    with session.get_bind().connect() as raw:
+        connection = raw.execution_options(isolation_level="AUTOCOMMIT")
+        relaxed = async_commit and connection.dialect.name == "postgresql"
+        if relaxed:
+            connection.exec_driver_sql("SET synchronous_commit TO off")
+        try:
+            yield connection
+        finally:
+            if relaxed and not connection.invalidated:
+                # The connection goes back to the pool: nothing else may inherit this.
+                connection.exec_driver_sql("SET synchronous_commit TO DEFAULT")
 
 
 def _load(session: Session, ids: list[int]) -> list[_Row]:
@@ -258,7 +273,10 @@ def send_batch(
     # Half the lease at most: with the 10 s lease Settings allows, a full margin would put
     # the deadline before the claim and the batch would never send anything.
     deadline = claimed_at + lease - min(LEASE_MARGIN, lease / 2)
-    with closing(backend.open()) as connection, _autocommit(session) as ledger_connection:
+    with (
+        closing(backend.open()) as connection,
+        _ledger_connection(session, async_commit=policy.ledger_async_commit) as ledger_connection,
+    ):
         ledger = _Ledger(ledger_connection, policy, clock)
         for index, row in enumerate(rows):
             if row.subscriber_status is SubscriberStatus.ACTIVE:

@@ -184,7 +184,8 @@ class SmtpConnection:
             stage = "DATA"
             _expect(stage, _reply(client, "DATA", "", pipelined), 354)
             stage = "end of DATA"
-            client.send(_data_payload(message.data))
+            for chunk in _data_payload(message.data):
+                client.send(chunk)
             _expect(stage, client.getreply(), 250)
         except _Refused as refused:
             if reused and refused.stage == "MAIL FROM" and refused.code == _CLOSING:
@@ -270,20 +271,19 @@ def _check_envelope(message: OutgoingMessage) -> None:
             raise PermanentError(f"invalid envelope address {address!r}")
 
 
-def _data_payload(data: bytes) -> bytes:
-    """Dot-stuff and terminate the message, exactly as smtplib.SMTP.data() would.
+def _data_payload(data: bytes) -> tuple[bytes, ...]:
+    """Dot-stuffed message and terminator, exactly the bytes smtplib.SMTP.data() sends.
 
     smtplib does this with a regex that costs ~0.25 ms per 60 KB message while holding
-    the GIL; bytes.replace does the same work about 20 times faster.
+    the GIL. Here: a search (papermail's own digests never have a line starting with
+    ".", see messages.py), a replace only when needed, and the terminator sent as its
+    own piece rather than appended to (so copying) the whole message.
     """
-    # The search is ~10x cheaper than a replace that copies 60 KB to change nothing, and
-    # papermail's own digests never have a line starting with "." (messages.py).
     stuffed = data.replace(b"\n.", b"\n..") if b"\n." in data else data
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
-    if not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
-    return stuffed + b".\r\n"
+    ending = b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"
+    return (stuffed, ending)
 
 
 def _setup_error(backend: SmtpBackend, exc: BaseException) -> TransientError:
