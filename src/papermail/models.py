@@ -153,7 +153,12 @@ class EditionItem(Base):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
-    __table_args__ = (Index("ix_subscribers_status_id", "status", "id"),)
+    # SQLite would otherwise reuse an erased subscriber's id, and their old unsubscribe
+    # links (which never expire) would then act on whoever got it next.
+    __table_args__ = (
+        Index("ix_subscribers_status_id", "status", "id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised
@@ -203,6 +208,7 @@ class Delivery(Base):
         UniqueConstraint("subscriber_id", "edition_id", name="uq_deliveries_subscriber_edition"),
         Index("ix_deliveries_edition_status", "edition_id", "status"),
         Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},  # delivery ids are in Message-IDs: never reuse one
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

@@ -399,3 +399,16 @@ def test_erase_forgets_the_subscriber_and_their_ledger(
     assert subscriptions.find(session, "leaving@example.org") is None
     assert deliveries_of(session, leaving) == []
     assert len(deliveries_of(session, staying)) == 1
+
+
+def test_an_erased_subscribers_id_is_never_given_to_someone_new(session: Session) -> None:
+    # Unsubscribe links never expire: a reused id would let the old link act on the new person.
+    first, _ = add_subscriber(session, email="first@example.org", prefs=Preferences(),
+                              now=FIXED_NOW, confirmed=True)
+    old_id = first.id
+    subscriptions.erase(session, first)
+    session.commit()
+    second, _ = add_subscriber(session, email="second@example.org", prefs=Preferences(),
+                               now=FIXED_NOW, confirmed=True)
+    session.commit()
+    assert second.id > old_id

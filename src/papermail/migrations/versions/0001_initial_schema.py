@@ -86,7 +86,8 @@ def upgrade() -> None:
     sa.Column('bounce_count', sa.Integer(), nullable=False),
     sa.Column('token_version', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('email')
+    sa.UniqueConstraint('email'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('subscribers', schema=None) as batch_op:
         batch_op.create_index('ix_subscribers_status_id', ['status', 'id'], unique=False)
@@ -142,7 +143,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['subscriber_id'], ['subscribers.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['variant_key'], ['variants.key'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('subscriber_id', 'edition_id', name='uq_deliveries_subscriber_edition')
+    sa.UniqueConstraint('subscriber_id', 'edition_id', name='uq_deliveries_subscriber_edition'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_deliveries_edition_status', ['edition_id', 'status'], unique=False)
