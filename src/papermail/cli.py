@@ -553,6 +553,7 @@ def web(host: str, port: int) -> None:
 # Commands that live in their own modules register themselves on `main`.
 import papermail.cli_bench  # noqa: E402,F401
 
+import papermail.cli_ops  # noqa: E402,F401
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-import papermail.cli_ops  # noqa: E402,F401  (operator commands; see issue 5)

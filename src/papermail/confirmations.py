@@ -21,10 +21,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import jinja2
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import jinja2
 from papermail.delivery.base import MailBackend, OutgoingMessage, PermanentError
 from papermail.messages import build_message, random_message_id
 from papermail.models import Subscriber, SubscriberStatus
@@ -53,8 +54,12 @@ def request_subscription(
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if subscriber is None:
         subscriber = Subscriber(email=address, status=SubscriberStatus.PENDING, created_at=now)
-        session.add(subscriber)
         apply_preferences(subscriber, prefs)
+        try:
+            with session.begin_nested():  # two tabs submitting at once: one row, no 500
+                session.add(subscriber)
+        except IntegrityError:
+            return request_subscription(session, email=address, prefs=prefs, now=now)
     elif subscriber.status is SubscriberStatus.SUPPRESSED:
         return None
     elif subscriber.status is SubscriberStatus.PENDING:
@@ -101,9 +106,14 @@ def send_confirmation(
     )
     connection = backend.open()
     try:
-        connection.send(OutgoingMessage(sender=identity.envelope_from,
-                                        recipient=subscriber.email, data=data,
-                                        message_id=message_id))
+        connection.send(
+            OutgoingMessage(
+                sender=identity.envelope_from,
+                recipient=subscriber.email,
+                data=data,
+                message_id=message_id,
+            )
+        )
     except PermanentError as exc:
         log.warning("confirmation to subscriber %s bounced: %s", subscriber_id, exc)
         subscriber.bounce_count += 1

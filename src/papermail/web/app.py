@@ -1,0 +1,301 @@
+"""The subscriber-facing web app: ``create_app(runtime)``.
+
+    papermail web --host 127.0.0.1 --port 8000
+
+Pages are server-rendered (Jinja2 under templates/web/), work without JavaScript
+and share the email's look. Routes are thin: they parse, call a domain function,
+render. Tokens travel in URLs, so every response says ``Referrer-Policy:
+no-referrer`` and the access log records a hash of a token, never the token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from papermail import confirmations
+from papermail.db import session_scope
+from papermail.runtime import Runtime, utcnow
+from papermail.signup_limits import SignupLimits
+from papermail.tokens import InvalidToken
+from papermail.web import archive, manage, ops, signup
+from papermail.web.context import Clock, Pages, SendConfirmation, WebContext
+from papermail.web.csrf import CsrfGuard
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("papermail.web.access")
+
+MAX_BODY = 64 * 1024  # our forms are a few hundred bytes
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+_TOKEN_PATH = re.compile(r"^/(confirm|preferences|unsubscribe)/([^/?#]+)")
+
+
+def redact(path: str) -> str:
+    """'/preferences/<token>' -> '/preferences/#1a2b3c4d': enough to correlate, not to use."""
+
+    def swap(match: re.Match[str]) -> str:
+        return f"/{match[1]}/#{hashlib.sha256(match[2].encode()).hexdigest()[:8]}"
+
+    return _TOKEN_PATH.sub(swap, path)
+
+
+class EdgeMiddleware:
+    """Security headers, a request body cap, and an access log without tokens."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status, seen = time.perf_counter(), 0, 0
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+
+        async def capped_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:  # a chunked body that never declared its length
+                raise StarletteHTTPException(413)
+            return message
+
+        async def secured_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        try:
+            if not declared.isdigit() or int(declared) > self.max_body:
+                await _too_large(secured_send)
+            else:
+                await self.app(scope, capped_receive, secured_send)
+        finally:
+            access_log.info(
+                "%s %s %s %.1fms",
+                scope["method"],
+                redact(scope["path"]),
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+async def _too_large(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"Request too large.\n"})
+
+
+def inline_sender(runtime: Runtime, clock: Clock = utcnow) -> SendConfirmation:
+    """Send confirmations in this process (embedded mode, tests) through the runtime's backend."""
+
+    def send(subscriber_id: int) -> None:
+        try:
+            with session_scope(runtime.sessions) as session:
+                confirmations.send_confirmation(
+                    session,
+                    subscriber_id=subscriber_id,
+                    env=runtime.env,
+                    links=runtime.links,
+                    identity=runtime.identity,
+                    backend=runtime.backend,
+                    now=clock(),
+                )
+        except Exception:  # a background task has nobody to report to but the log
+            log.exception("confirmation email for subscriber %s failed", subscriber_id)
+
+    return send
+
+
+def celery_sender(subscriber_id: int) -> None:
+    """Production: a worker renders and sends (and retries transient SMTP failures)."""
+    from workers.tasks import send_confirmation
+
+    send_confirmation.delay(subscriber_id)
+
+
+def create_app(
+    runtime: Runtime | None = None,
+    *,
+    send_confirmation: SendConfirmation | None = None,
+    limits: SignupLimits | None = None,
+    clock: Clock = utcnow,
+) -> FastAPI:
+    if runtime is None:
+        from papermail.config import get_settings
+
+        runtime = Runtime(get_settings())
+    settings = runtime.settings
+    if send_confirmation is None:
+        send_confirmation = inline_sender(runtime, clock) if settings.embedded else celery_sender
+
+    secret = settings.secret_key.get_secret_value()
+    web = WebContext(
+        sessions=runtime.sessions,
+        redis=runtime.redis,
+        links=runtime.links,
+        pages=Pages.load(runtime.env, settings.templates_dir, settings.list_name),
+        csrf=CsrfGuard(secret),
+        limits=limits or SignupLimits(runtime.redis),
+        send_confirmation=send_confirmation,
+        clock=clock,
+        secure_cookies=settings.base_url.startswith("https://"),
+    )
+    app = FastAPI(title="papermail", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.web = web
+    app.state.runtime = runtime  # what web.ops (the operators' pages) reads
+    app.add_middleware(EdgeMiddleware)
+    for module in (signup, manage, archive, ops):
+        app.include_router(module.router)
+    _add_basics(app, web)
+    _add_error_pages(app, web)
+    return app
+
+
+def _add_basics(app: FastAPI, web: WebContext) -> None:
+    @app.get("/static/papermail.css", include_in_schema=False)
+    def stylesheet() -> Response:
+        return Response(
+            web.pages.css,
+            media_type="text/css; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        checks = {
+            "database": _check(lambda: _ping_db(web)),
+            "redis": _check(lambda: bool(web.redis.ping())),
+        }
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "unavailable", **checks},
+            status_code=200 if healthy else 503,
+        )
+
+
+def _ping_db(web: WebContext) -> bool:
+    with web.sessions() as session:
+        return session.execute(text("SELECT 1")).scalar() == 1
+
+
+def _check(probe: Callable[[], bool]) -> str:
+    try:
+        return "ok" if probe() else "failing"
+    except Exception as exc:
+        log.warning("health check failed: %s", type(exc).__name__)
+        return "failing"
+
+
+LINK_PROBLEMS = {
+    "expired": (
+        "This link has expired",
+        "Links in our emails stop working after a while, to keep your subscription "
+        "safe. Use the link in your most recent email.",
+    ),
+    "revoked": (
+        "This link has been replaced",
+        "A newer email carries a fresh link. Use the one in your most recent email.",
+    ),
+}
+CONFIRM_EXPIRED = (
+    "This confirmation link has expired",
+    "Confirmation links work for a limited time. Subscribe again and we'll send a fresh one.",
+)
+BROKEN_LINK = (
+    "This link doesn't work",
+    "It may have been cut short or changed when it was copied. Try opening it "
+    "straight from the email, or copy the whole address.",
+)
+STATUS_PAGES = {
+    404: ("Page not found", "There's nothing at this address."),
+    405: ("That didn't work", "This page can't be used that way."),
+    413: ("That's too much", "The form sent more than we accept."),
+}
+
+
+def _add_error_pages(app: FastAPI, web: WebContext) -> None:
+    def page(status: int, heading: str, body: str, *, subscribe: bool = False) -> Response:
+        return web.pages.render(
+            "message.html.j2",
+            status=status,
+            title=heading,
+            heading=heading,
+            text=body,
+            subscribe_link=subscribe,
+        )
+
+    @app.exception_handler(InvalidToken)
+    def invalid_token(request: Request, exc: InvalidToken) -> Response:
+        purpose = request.url.path.strip("/").split("/", 1)[0]
+        log.info("rejected %s link: %s", purpose, exc.reason)
+        if purpose == "confirm" and exc.reason in ("expired", "no such subscriber"):
+            return page(400, *CONFIRM_EXPIRED, subscribe=True)
+        heading, body = LINK_PROBLEMS.get(exc.reason, BROKEN_LINK)
+        return page(400, heading, body, subscribe=True)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        heading, body = STATUS_PAGES.get(exc.status_code, ("Something went wrong", ""))
+        detail = exc.detail if isinstance(exc.detail, str) and exc.status_code < 500 else ""
+        if exc.status_code == 404 and detail and detail != "Not Found":
+            body = detail
+        elif exc.status_code == 400:
+            heading, body = "That didn't work", detail or "The request could not be read."
+        response = page(exc.status_code, heading, body)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return page(
+            404 if request.method == "GET" else 400,
+            "That didn't work",
+            "This address or form isn't one we understand.",
+        )
+
+    @app.exception_handler(Exception)
+    def server_error(request: Request, exc: Exception) -> Response:
+        log.error(
+            "error on %s %s: %s",
+            request.method,
+            redact(request.url.path),
+            type(exc).__name__,
+            exc_info=exc,
+        )
+        return page(
+            500,
+            "Something went wrong on our side",
+            "Nothing you did. Please try again in a few minutes.",
+        )

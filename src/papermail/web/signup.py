@@ -1,0 +1,125 @@
+"""Landing page, subscribe form, confirmation link."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from papermail import confirmations
+from papermail.db import session_scope
+from papermail.tokens import MAX_AGE, Purpose
+from papermail.web import csrf
+from papermail.web.archive import latest_view
+from papermail.web.context import WebContext, form_data, get_web
+from papermail.web.forms import FormData, parse_subscribe
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+SAMPLE_PAPERS = 3
+_CONFIRM_AGE = MAX_AGE[Purpose.CONFIRM]
+CONFIRM_HOURS = int(_CONFIRM_AGE.total_seconds() // 3600) if _CONFIRM_AGE else None
+EMPTY_FORM = {"email": "", "topics": "", "frequency": "daily"}
+
+
+def _landing(
+    web: WebContext,
+    request: Request,
+    *,
+    values: dict[str, str],
+    errors: dict[str, str],
+    status: int = 200,
+    notice: str | None = None,
+) -> Response:
+    cookie, fresh = web.form_cookie(request)
+    with web.sessions() as session:
+        sample = latest_view(session, web.links, limit=SAMPLE_PAPERS)
+    response = web.pages.render(
+        "landing.html.j2",
+        status=status,
+        values=values,
+        errors=errors,
+        notice=notice,
+        csrf_token=web.csrf.issue(csrf.cookie_binding(cookie)),
+        sample=sample,
+    )
+    if fresh:
+        web.set_form_cookie(response, cookie)
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def landing(request: Request, web: WebContext = Depends(get_web)) -> Response:
+    return _landing(web, request, values=dict(EMPTY_FORM), errors={})
+
+
+@router.get("/subscribe", include_in_schema=False)
+def subscribe_form() -> Response:
+    """Someone reloaded or typed the form's address: show them the form."""
+    return RedirectResponse("/#subscribe", status_code=303)
+
+
+@router.post("/subscribe", response_class=HTMLResponse)
+def subscribe(
+    request: Request,
+    background: BackgroundTasks,
+    form: FormData = Depends(form_data),
+    web: WebContext = Depends(get_web),
+) -> Response:
+    ip = request.client.host if request.client else "unknown"
+    if not web.limits.allow_ip(ip):
+        response = web.pages.render(
+            "message.html.j2",
+            status=429,
+            title="Slow down a little",
+            heading="Too many sign-ups from here",
+            text="We've had a lot of subscribe requests from your network "
+            "in the last hour. Please try again later.",
+        )
+        response.headers["Retry-After"] = str(web.limits.per_ip.window_seconds)
+        return response
+    parsed = parse_subscribe(form)
+    cookie = request.cookies.get(csrf.COOKIE)
+    if not web.csrf.check(form.get(csrf.FIELD), csrf.cookie_binding(cookie) if cookie else None):
+        return _landing(
+            web,
+            request,
+            values=parsed.values,
+            errors=parsed.errors,
+            status=403,
+            notice="This form had expired, so nothing was sent. "
+            "Please check your details and press Subscribe again.",
+        )
+    if not parsed.ok or parsed.value is None:
+        return _landing(web, request, values=parsed.values, errors=parsed.errors, status=400)
+    address = parsed.value.email
+    # Over the per-address budget the page is the same; only the email is withheld.
+    if web.limits.allow_address(address):
+        with session_scope(web.sessions) as session:
+            subscriber_id = confirmations.request_subscription(
+                session, email=address, prefs=parsed.value.prefs, now=web.clock()
+            )
+        if subscriber_id is not None:
+            # After the commit and after the response: the page takes as long for a
+            # known address as for a new one, and a task never names a missing row.
+            background.add_task(web.send_confirmation, subscriber_id)
+    else:
+        log.info("subscribe: confirmation budget spent for an address; not sending")
+    return web.pages.render(
+        "check_inbox.html.j2", title="Check your inbox", email=address, valid_hours=CONFIRM_HOURS
+    )
+
+
+@router.get("/confirm/{token}")
+def confirm(token: str, web: WebContext = Depends(get_web)) -> Response:
+    with session_scope(web.sessions) as session:
+        subscriber = confirmations.subscriber_for_token(
+            session, signer=web.signer, purpose=Purpose.CONFIRM, token=token
+        )
+        confirmations.confirm(session, subscriber, now=web.clock())
+        prefs_token = web.signer.make(
+            Purpose.PREFERENCES, subscriber_id=subscriber.id, token_version=subscriber.token_version
+        )
+    return RedirectResponse(f"/preferences/{prefs_token}?welcome=1", status_code=303)
