@@ -14,9 +14,11 @@ import datetime as dt
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import setup_logging
 from kombu import Exchange, Queue
 
 from papermail.config import Settings, get_settings
+from papermail.logging_setup import configure_logging
 
 PIPELINE_QUEUE = "papermail.pipeline"  # ingest, editions, planning, rendering: short, rare
 SEND_QUEUE = "papermail.send"  # send batches: the bulk; scale these workers out
@@ -79,8 +81,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         # Explicit exchange + routing key per queue: left implicit, both queues bind the
         # default key and every task would be delivered to both.
-        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q)
-                     for q in (PIPELINE_QUEUE, SEND_QUEUE)],
+        task_queues=[
+            Queue(q, Exchange(q, type="direct"), routing_key=q)
+            for q in (PIPELINE_QUEUE, SEND_QUEUE)
+        ],
         task_default_exchange=PIPELINE_QUEUE,
         task_default_routing_key=PIPELINE_QUEUE,
         task_default_queue=PIPELINE_QUEUE,
@@ -103,6 +107,13 @@ def make_celery(settings: Settings) -> Celery:
         task_eager_propagates=True,
     )
     return app
+
+
+@setup_logging.connect
+def _configure_logging(**_kwargs: object) -> None:
+    """Celery hands logging to us: papermail's format (JSON when configured) everywhere."""
+    settings = get_settings()
+    configure_logging(json=settings.log_json, level=settings.log_level)
 
 
 app = make_celery(get_settings())

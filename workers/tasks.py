@@ -10,10 +10,13 @@ import datetime as dt
 import logging
 from functools import lru_cache
 
-from papermail import confirmations, pipeline
+from redis import RedisError
+
+from papermail import confirmations, metrics, pipeline
 from papermail.config import get_settings
 from papermail.db import session_scope
 from papermail.delivery.base import TransientError
+from papermail.logging_setup import log_context
 from papermail.models import EditionKind, Variant
 from papermail.runtime import Runtime, utcnow
 from papermail.sending import send_batch as send_batch_domain
@@ -123,10 +126,10 @@ def render_variants(edition_id: int) -> int:
         )
 
 
-@app.task(name="papermail.send_batch")
-def send_batch(delivery_ids: list[int]) -> dict[str, int]:
+@app.task(name="papermail.send_batch", bind=True)
+def send_batch(self, delivery_ids: list[int]) -> dict[str, int]:  # type: ignore[no-untyped-def]
     rt = runtime()
-    with rt.sessions() as session:
+    with rt.sessions() as session, log_context(batch_id=self.request.id):
         report = send_batch_domain(
             session,
             delivery_ids=delivery_ids,
@@ -138,7 +141,9 @@ def send_batch(delivery_ids: list[int]) -> dict[str, int]:
             policy=rt.send_policy,
             clock=utcnow,
             paused=rt.paused,
+            observe=metrics.observe_send,
         )
+    ship_send_metrics(rt)
     # Retries are re-queued by the redispatch sweep when due, not by a long countdown
     # (an ETA beyond the broker's visibility timeout would be delivered twice).
     return {
@@ -150,6 +155,14 @@ def send_batch(delivery_ids: list[int]) -> dict[str, int]:
     }
 
 
+def ship_send_metrics(rt: Runtime) -> None:
+    """This process's send tally to Redis, where /metrics adds up every worker's."""
+    try:
+        metrics.flush_send_metrics(rt.redis)
+    except RedisError:
+        log.warning("could not ship send metrics to Redis; kept for the next batch")
+
+
 @app.task(name="papermail.redispatch")
 def redispatch() -> int:
     rt = runtime()
@@ -157,7 +170,10 @@ def redispatch() -> int:
         return 0
     stale = dt.timedelta(seconds=rt.settings.redispatch_stale_seconds)
     return pipeline.redispatch(
-        rt.sessions, now=utcnow(), batch_size=rt.settings.batch_size, publish=publish_batch,
+        rt.sessions,
+        now=utcnow(),
+        batch_size=rt.settings.batch_size,
+        publish=publish_batch,
         stale_after=stale,
     )
 
@@ -168,8 +184,14 @@ def send_confirmation(self, subscriber_id: int) -> bool:  # type: ignore[no-unty
     try:
         with session_scope(rt.sessions) as session:
             return confirmations.send_confirmation(
-                session, subscriber_id=subscriber_id, env=rt.env, links=rt.links,
-                identity=rt.identity, backend=rt.backend, now=utcnow())
+                session,
+                subscriber_id=subscriber_id,
+                env=rt.env,
+                links=rt.links,
+                identity=rt.identity,
+                backend=rt.backend,
+                now=utcnow(),
+            )
     except TransientError as exc:
         raise self.retry(exc=exc, countdown=60 * 2**self.request.retries) from exc
 
@@ -183,8 +205,6 @@ def expire_pending() -> int:
 
 # --- monitoring: samples for the /ops charts, send metrics for /metrics ----------------------
 
-from celery.signals import task_postrun  # noqa: E402
-
 
 @app.task(name="papermail.sample_metrics")
 def sample_metrics() -> bool:
@@ -196,18 +216,3 @@ def sample_metrics() -> bool:
     return sample_now(
         redis=rt.redis, sessions=rt.sessions, queues=(PIPELINE_QUEUE, SEND_QUEUE), now=utcnow()
     )
-
-
-@task_postrun.connect
-def flush_send_metrics(sender=None, **_kwargs) -> None:  # type: ignore[no-untyped-def]
-    """Ship this process's send tally (metrics.observe_send) to Redis after each batch."""
-    if getattr(sender, "name", None) != "papermail.send_batch":
-        return
-    from redis import RedisError
-
-    from papermail.metrics import flush_send_metrics as flush
-
-    try:
-        flush(runtime().redis)
-    except RedisError:
-        log.warning("could not flush send metrics to Redis; kept for the next batch")

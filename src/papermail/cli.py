@@ -19,6 +19,7 @@ from papermail import demo as demo_mod
 from papermail import pipeline, subscriptions
 from papermail.config import InsecureConfiguration, Settings, get_settings
 from papermail.db import session_scope
+from papermail.logging_setup import configure_logging
 from papermail.models import (
     Delivery,
     DeliveryStatus,
@@ -38,6 +39,10 @@ err = Console(stderr=True)
 class Fail(click.ClickException):
     def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
         err.print(f"[bold red]error:[/] {self.message}")
+
+
+def _rank(level: str) -> int:
+    return logging.getLevelName(level.upper()) if isinstance(level, str) else int(level)
 
 
 def _runtime(settings: Settings | None = None) -> Runtime:
@@ -62,9 +67,13 @@ def _date(value: str | None) -> dt.date | None:
 @click.option("-v", "--verbose", is_flag=True, help="Log what each stage does.")
 def main(verbose: bool) -> None:
     """papermail: the day's trending research papers, delivered by email."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise Fail(f"bad configuration: {exc}") from exc
+    configure_logging(
+        json=settings.log_json,
+        level="INFO" if verbose else max(settings.log_level, "WARNING", key=_rank),
     )
 
 
@@ -552,7 +561,6 @@ def web(host: str, port: int) -> None:
 
 # Commands that live in their own modules register themselves on `main`.
 import papermail.cli_bench  # noqa: E402,F401
-
 import papermail.cli_ops  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover

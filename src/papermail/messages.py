@@ -59,6 +59,13 @@ def make_message_id(*, domain: str, edition_id: int, delivery_id: int) -> str:
     return f"<papermail.e{edition_id}.d{delivery_id}@{domain}>"
 
 
+def resend_message_id(previous: str) -> str:
+    """A new Message-ID for an operator's resend: receivers drop a repeated one as a
+    duplicate (that is the point of keeping it stable across retries)."""
+    local, _, domain = previous.strip("<>").rpartition("@")
+    return f"<{local.split('.r', 1)[0]}.r{secrets.token_hex(4)}@{domain}>"
+
+
 def random_message_id(domain: str) -> str:
     return f"<papermail.{secrets.token_hex(12)}@{domain}>"
 

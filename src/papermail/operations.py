@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from papermail import control
+from papermail.messages import resend_message_id
 from papermail.models import (
     Delivery,
     DeliveryStatus,
@@ -206,6 +207,8 @@ def resend(
     row.lease_until = None
     row.dispatched_at = now
     row.last_error = f"{RESEND_NOTE} {now:%Y-%m-%d %H:%M}Z; was {previous}"
+    if row.message_id:  # it went out before: the copy needs its own Message-ID
+        row.message_id = resend_message_id(row.message_id)
     session.commit()
     publish([row.id])
     _log_resend(subscriber, edition.id, row.id, f"reset from {previous}")

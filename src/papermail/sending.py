@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from papermail.delivery.base import (
     PermanentError,
     TransientError,
 )
+from papermail.logging_setup import log_context
 from papermail.messages import make_message_id
 from papermail.models import (
     Delivery,
@@ -90,6 +92,7 @@ class _Row:
     email: str
     subscriber_status: SubscriberStatus
     token_version: int
+    message_id: str | None
 
 
 def claim(
@@ -150,6 +153,7 @@ def _load(session: Session, ids: list[int]) -> list[_Row]:
             Subscriber.email,
             Subscriber.status,
             Subscriber.token_version,
+            Delivery.message_id,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(Delivery.id.in_(ids))
@@ -239,6 +243,13 @@ class _Ledger:
             self.connection.execute(_RELEASE, {"ids": ids})
 
 
+Observe = Callable[[str, float | None], None]  # (outcome, SMTP seconds) -> None
+
+
+def _ignore(_outcome: str, _seconds: float | None) -> None:
+    return None
+
+
 def send_batch(
     session: Session,
     *,
@@ -251,7 +262,13 @@ def send_batch(
     policy: SendPolicy,
     clock: Clock,
     paused: Callable[[], bool] = lambda: False,
+    observe: Observe = _ignore,
 ) -> BatchReport:
+    """Claim the rows among ``delivery_ids`` that are due, send each, record each.
+
+    ``observe`` hears every message's outcome (sent, retry, failed, bounced, skipped)
+    and its SMTP time, for metrics.
+    """
     report = BatchReport()
     if paused():
         report.paused = True
@@ -277,7 +294,17 @@ def send_batch(
         closing(backend.open()) as connection,
         _ledger_connection(session, async_commit=policy.ledger_async_commit) as ledger_connection,
     ):
-        ledger = _Ledger(ledger_connection, policy, clock)
+        batch = _Batch(
+            session=session,
+            connection=connection,
+            ledger=_Ledger(ledger_connection, policy, clock),
+            report=report,
+            editions=editions,
+            templates=templates,
+            links=links,
+            identity=identity,
+            observe=observe,
+        )
         for index, row in enumerate(rows):
             if row.subscriber_status is SubscriberStatus.ACTIVE:
                 # Wait for the shared rate limit first, so the pause and lease checks
@@ -286,87 +313,105 @@ def send_batch(
             if index % PAUSE_CHECK_EVERY == 0 and index and paused():
                 report.paused = True
             if report.paused or report.backend_down or clock() >= deadline:
-                remaining = [r.id for r in rows[index:]]
-                if report.paused or report.backend_down:
-                    ledger.release(remaining)
-                    report.released = len(remaining)
-                else:
-                    log.warning("batch passed its lease; %d rows left for reclaim", len(remaining))
+                batch.stop(rows[index:])
                 break
-            _send_one(
-                row,
-                connection=connection,
-                ledger=ledger,
-                report=report,
-                editions=editions,
-                session=session,
-                templates=templates,
-                links=links,
-                identity=identity,
-            )
+            with log_context(
+                delivery_id=row.id, subscriber_id=row.subscriber_id, edition_id=row.edition_id
+            ):
+                batch.send_one(row)
     return report
 
 
-def _send_one(
-    row: _Row,
-    *,
-    connection: MailConnection,
-    ledger: _Ledger,
-    report: BatchReport,
-    editions: dict[int, Edition],
-    session: Session,
-    templates: TemplateSource,
-    links: Links,
-    identity: Identity,
-) -> None:
-    if row.subscriber_status is not SubscriberStatus.ACTIVE:
-        ledger.skipped(row, f"subscriber is {row.subscriber_status.value}")
-        report.skipped += 1
-        return
-    edition = editions[row.edition_id]
-    message_id = make_message_id(
-        domain=identity.domain, edition_id=row.edition_id, delivery_id=row.id
-    )
-    try:
-        template = templates.get(session, row.variant_key, edition=edition)
-        unsubscribe_url = links.unsubscribe(row.subscriber_id, row.token_version)
-        data = template.render(
+@dataclass
+class _Batch:
+    """What one batch's messages share while it runs."""
+
+    session: Session
+    connection: MailConnection
+    ledger: _Ledger
+    report: BatchReport
+    editions: dict[int, Edition]
+    templates: TemplateSource
+    links: Links
+    identity: Identity
+    observe: Observe
+
+    def stop(self, remaining: Sequence[_Row]) -> None:
+        ids = [r.id for r in remaining]
+        if self.report.paused or self.report.backend_down:
+            self.ledger.release(ids)
+            self.report.released = len(ids)
+        else:
+            log.warning("batch passed its lease; %d rows left for reclaim", len(ids))
+
+    def send_one(self, row: _Row) -> None:
+        if row.subscriber_status is not SubscriberStatus.ACTIVE:
+            self.ledger.skipped(row, f"subscriber is {row.subscriber_status.value}")
+            self.report.skipped += 1
+            self.observe("skipped", None)
+            return
+        # Stable across retries (a receiver can drop a repeat); an operator resend set a new one.
+        message_id = row.message_id or make_message_id(
+            domain=self.identity.domain, edition_id=row.edition_id, delivery_id=row.id
+        )
+        started: float | None = None
+        try:
+            data = self._message(row, message_id)
+            started = time.perf_counter()
+            self.connection.send(
+                OutgoingMessage(
+                    sender=self.identity.envelope_from,
+                    recipient=row.email,
+                    data=data,
+                    message_id=message_id,
+                )
+            )
+        except BackendUnavailable as error:
+            log.error("delivery backend unavailable, stopping the batch: %s", error)
+            self._retry_or_fail(row, error, _since(started))
+            self.report.backend_down = True
+        except PermanentError as error:
+            log.warning("delivery %s bounced: %s", row.id, error)
+            self.ledger.permanent(row, error)
+            self.report.failed += 1
+            self.observe("bounced", _since(started))
+        except Exception as error:  # transient, or a bug/bad data: must not sink the batch
+            if isinstance(error, TransientError | DeliveryError):
+                log.info("delivery %s will retry: %s", row.id, error)
+            else:
+                log.exception("delivery %s failed unexpectedly", row.id)
+            self._retry_or_fail(row, error, _since(started))
+        else:
+            took = _since(started)
+            self.ledger.sent(row, message_id)
+            self.report.sent += 1
+            self.observe("sent", took)
+
+    def _message(self, row: _Row, message_id: str) -> bytes:
+        template = self.templates.get(
+            self.session, row.variant_key, edition=self.editions[row.edition_id]
+        )
+        unsubscribe_url = self.links.unsubscribe(row.subscriber_id, row.token_version)
+        return template.render(
             to=row.email,
             message_id=message_id,
-            date=ledger.clock(),
+            date=self.ledger.clock(),
             unsubscribe_url=unsubscribe_url,
             values={
                 "email": row.email,
                 "unsubscribe_url": unsubscribe_url,
-                "preferences_url": links.preferences(row.subscriber_id, row.token_version),
+                "preferences_url": self.links.preferences(row.subscriber_id, row.token_version),
             },
         )
-        connection.send(
-            OutgoingMessage(
-                sender=identity.envelope_from, recipient=row.email, data=data, message_id=message_id
-            )
-        )
-    except BackendUnavailable as error:
-        log.error("delivery backend unavailable, stopping the batch: %s", error)
-        _retry_or_fail(row, error, ledger=ledger, report=report)
-        report.backend_down = True
-    except PermanentError as error:
-        log.warning("delivery %s bounced: %s", row.id, error)
-        ledger.permanent(row, error)
-        report.failed += 1
-    except Exception as error:  # transient, or a bug/bad data: must not sink the batch
-        if isinstance(error, TransientError | DeliveryError):
-            log.info("delivery %s will retry: %s", row.id, error)
+
+    def _retry_or_fail(self, row: _Row, error: Exception, took: float | None) -> None:
+        if self.ledger.transient(row, error):
+            self.report.retried += 1
+            self.observe("retry", took)
         else:
-            log.exception("delivery %s failed unexpectedly", row.id)
-        _retry_or_fail(row, error, ledger=ledger, report=report)
-    else:
-        ledger.sent(row, message_id)
-        report.sent += 1
+            self.report.failed += 1
+            self.observe("failed", took)
 
 
-def _retry_or_fail(row: _Row, error: Exception, *, ledger: _Ledger, report: BatchReport) -> None:
-    if ledger.transient(row, error):
-        report.retried += 1
-    else:
-        report.failed += 1
+def _since(started: float | None) -> float | None:
+    return None if started is None else time.perf_counter() - started

@@ -361,3 +361,26 @@ def test_cli_actions_report_what_they_did(cli_env: Path) -> None:
     assert missing.exit_code == 1 and "no edition 5" in missing.output
     nobody = runner.invoke(main, ["resend", "who@example.org"])
     assert nobody.exit_code == 1 and "no subscriber" in nobody.output
+
+
+def test_a_resent_digest_gets_a_new_message_id(session: Session, published: Published) -> None:
+    # Receivers drop a second message with a Message-ID they have seen: a resend must differ.
+    edition = seed_edition(session, day=FIXED_NOW.date())
+    ada = seed_subscriber(session)
+    row = seed_delivery(session, edition=edition, subscriber=ada, status=DeliveryStatus.SENT)
+    row.message_id = f"<papermail.e{edition.id}.d{row.id}@papers.example.org>"
+    session.commit()
+    first = row.message_id
+
+    operations.resend(session, subscriber=ada, edition_id=None, now=FIXED_NOW, publish=published)
+    resent = session.get(Delivery, row.id)
+    assert resent is not None
+    second = resent.message_id
+    resent.status = DeliveryStatus.SENT  # the resend went out; resend once more
+    session.commit()
+    operations.resend(session, subscriber=ada, edition_id=None, now=FIXED_NOW, publish=published)
+
+    assert second is not None and second != first
+    assert second.startswith(f"<papermail.e{edition.id}.d{row.id}.r")
+    assert second.endswith("@papers.example.org>")
+    assert session.get(Delivery, row.id).message_id not in (first, second)  # type: ignore[union-attr]

@@ -594,3 +594,16 @@ def test_messages_of_one_variant_share_body_and_differ_in_personal_parts(world: 
     assert first["Subject"] == second["Subject"]
     assert first["To"] != second["To"]
     assert first["List-Unsubscribe"] != second["List-Unsubscribe"]
+
+
+def test_a_row_with_a_stored_message_id_is_sent_under_it(world: World) -> None:
+    # operations.resend stores a fresh Message-ID on the row; the send must use it.
+    [delivery_id] = planned(world, 1)
+    row = world.session.get(Delivery, delivery_id)
+    assert row is not None
+    row.message_id = "<papermail.e1.d1.rdeadbeef@papers.example.org>"
+    world.session.commit()
+    backend = MemoryBackend()
+    world.send([delivery_id], backend)
+    assert [m.message_id for m in backend.outbox] == [row.message_id]
+    assert b"Message-ID: <papermail.e1.d1.rdeadbeef@papers.example.org>" in backend.outbox[0].data
