@@ -19,7 +19,6 @@ from papermail.delivery.base import TransientError
 from papermail.logging_setup import log_context
 from papermail.models import EditionKind, Variant
 from papermail.runtime import Runtime, utcnow
-from papermail.sending import send_batch as send_batch_domain
 from papermail.sources.base import SourceError, SourceUnreachable
 from papermail.variants import render_variants as render_variants_domain
 from workers.celery_app import app
@@ -55,15 +54,7 @@ def ingest_papers(self, day: str | None = None) -> dict[str, int]:  # type: igno
         log.info("another ingest is running; skipping this one")
         return {"fetched": 0, "inserted": 0, "rejected": 0}
     try:
-        with rt.http_client() as client:
-            report = pipeline.ingest_days(
-                rt.sessions,
-                client=client,
-                base_url=rt.settings.hf_api_base,
-                days=days,
-                clock=utcnow,
-                retries=rt.settings.http_retries,
-            )
+        report = rt.ingest_days(days)
     except SourceUnreachable as exc:
         raise self.retry(exc=exc, countdown=300) from exc
     except SourceError:
@@ -129,20 +120,8 @@ def render_variants(edition_id: int) -> int:
 @app.task(name="papermail.send_batch", bind=True)
 def send_batch(self, delivery_ids: list[int]) -> dict[str, int]:  # type: ignore[no-untyped-def]
     rt = runtime()
-    with rt.sessions() as session, log_context(batch_id=self.request.id):
-        report = send_batch_domain(
-            session,
-            delivery_ids=delivery_ids,
-            backend=rt.backend,
-            templates=rt.templates(),
-            limiter=rt.limiter,
-            links=rt.links,
-            identity=rt.identity,
-            policy=rt.send_policy,
-            clock=utcnow,
-            paused=rt.paused,
-            observe=metrics.observe_send,
-        )
+    with log_context(batch_id=self.request.id):
+        report = rt.send_batch(delivery_ids, observe=metrics.observe_send)
     ship_send_metrics(rt)
     # Retries are re-queued by the redispatch sweep when due, not by a long countdown
     # (an ETA beyond the broker's visibility timeout would be delivered twice).

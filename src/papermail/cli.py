@@ -30,7 +30,6 @@ from papermail.models import (
     SubscriberStatus,
 )
 from papermail.runtime import Runtime, utcnow
-from papermail.sending import send_batch
 
 console = Console()
 err = Console(stderr=True)
@@ -122,15 +121,7 @@ def ingest(day: str | None, sample: bool) -> None:
             if sample:
                 report = pipeline.ingest_result(rt.sessions, result=load_sample(), now=utcnow())
             else:
-                with rt.http_client() as client:
-                    report = pipeline.ingest_days(
-                        rt.sessions,
-                        client=client,
-                        base_url=rt.settings.hf_api_base,
-                        days=days,
-                        clock=utcnow,
-                        retries=rt.settings.http_retries,
-                    )
+                report = rt.ingest_days(days)
     except SourceError as exc:
         raise Fail(f"ingest failed, nothing was written: {exc}") from exc
     table = Table("fetched", "new", "updated", "rejected", title="Ingest")
@@ -246,19 +237,7 @@ def _publisher(rt: Runtime) -> tuple[Callable[[list[int]], None], Callable[[], N
 
     def publish(ids: list[int]) -> None:
         progress.start()
-        with rt.sessions() as session:
-            send_batch(
-                session,
-                delivery_ids=ids,
-                backend=rt.backend,
-                templates=rt.templates(),
-                limiter=rt.limiter,
-                links=rt.links,
-                identity=rt.identity,
-                policy=rt.send_policy,
-                clock=utcnow,
-                paused=rt.paused,
-            )
+        rt.send_batch(ids)
         progress.advance(task, len(ids))
 
     return publish, progress.stop

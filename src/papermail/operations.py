@@ -35,7 +35,6 @@ from papermail.monitoring import REDBEAT_LOCK_TIMEOUT, Snapshot, take_snapshot
 from papermail.pipeline import ingest_days
 from papermail.planning import Publish, plan_edition, redispatch_due
 from papermail.runtime import Runtime, utcnow
-from papermail.sending import send_batch
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -300,20 +299,7 @@ class OpsDesk:
         if self.celery is not None:
             self.celery.send_task(SEND_TASK, args=[ids])
             return
-        rt = self.runtime
-        with rt.sessions() as session:
-            send_batch(
-                session,
-                delivery_ids=ids,
-                backend=rt.backend,
-                templates=rt.templates(),
-                limiter=rt.limiter,
-                links=rt.links,
-                identity=rt.identity,
-                policy=rt.send_policy,
-                clock=utcnow,
-                paused=rt.paused,
-            )
+        self.runtime.send_batch(ids)
 
     def dispatch_due(self, *, now: dt.datetime) -> int:
         """Queue rows that are due now (after a retry), unless sending is paused."""

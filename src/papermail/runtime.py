@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,9 +25,11 @@ from papermail.config import Settings
 from papermail.control import sending_paused
 from papermail.db import make_engine, make_session_factory
 from papermail.delivery.base import MailBackend
+from papermail.ingest import IngestReport
+from papermail.pipeline import ingest_days
 from papermail.ratelimit import RateLimiter, make_limiter
 from papermail.rendering import VariantStore, make_environment
-from papermail.sending import SendPolicy
+from papermail.sending import BatchReport, Observe, SendPolicy, send_batch
 from papermail.tokens import Links, TokenSigner
 from papermail.variants import Identity, TemplateSource
 
@@ -103,8 +106,9 @@ class Runtime:
         # Keyed by the email templates' fingerprint: a deploy that changes a template
         # never sends variants compiled from the old one.
         prefix = f"papermail:variant:{templates_fingerprint(self.settings.templates_dir)}:"
-        return VariantStore(self.redis, ttl_seconds=self.settings.variant_ttl_seconds,
-                            prefix=prefix)
+        return VariantStore(
+            self.redis, ttl_seconds=self.settings.variant_ttl_seconds, prefix=prefix
+        )
 
     @cached_property
     def identity(self) -> Identity:
@@ -145,6 +149,35 @@ class Runtime:
         return TemplateSource(
             store=self.store, env=self.env, links=self.links, identity=self.identity
         )
+
+    def send_batch(self, ids: Sequence[int], *, observe: Observe | None = None) -> BatchReport:
+        """One send batch with this process's backend, templates and limiter."""
+        with self.sessions() as session:
+            return send_batch(
+                session,
+                delivery_ids=ids,
+                backend=self.backend,
+                templates=self.templates(),
+                limiter=self.limiter,
+                links=self.links,
+                identity=self.identity,
+                policy=self.send_policy,
+                clock=utcnow,
+                paused=self.paused,
+                observe=observe or (lambda _outcome, _seconds: None),
+            )
+
+    def ingest_days(self, days: Sequence[dt.date]) -> IngestReport:
+        """Fetch these days from the configured API and store them (all or nothing)."""
+        with self.http_client() as client:
+            return ingest_days(
+                self.sessions,
+                client=client,
+                base_url=self.settings.hf_api_base,
+                days=days,
+                clock=utcnow,
+                retries=self.settings.http_retries,
+            )
 
     def paused(self) -> bool:
         return sending_paused(self.redis)
