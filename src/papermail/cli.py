@@ -119,7 +119,9 @@ def ingest(day: str | None, sample: bool) -> None:
     try:
         with console.status("fetching papers..."):
             if sample:
-                report = pipeline.ingest_result(rt.sessions, result=load_sample(), now=utcnow())
+                report = pipeline.ingest_fetched(
+                    rt.sessions, result=load_sample(), clock=utcnow, source="bundled sample"
+                )
             else:
                 report = rt.ingest_days(days)
     except SourceError as exc:
@@ -476,9 +478,16 @@ def demo(offline: bool) -> None:
     console.rule("[bold]where to look")
     console.print(f"open  [bold]{index.as_uri()}[/]  (every email, as a web page)")
     console.print(f"      {index.parent}/*.eml  (the exact messages, RFC 5322)")
+    exe = ".venv/bin/papermail" if Path(".venv/bin/papermail").exists() else "papermail"
+    env = f"PAPERMAIL_VAR_DIR={settings.var_dir}"
+    console.print("then", highlight=False)
     console.print(
-        "then  [bold]papermail preview --subscriber ada@example.org[/]  or  "
-        "[bold]papermail subscribers list[/]  (PAPERMAIL_VAR_DIR=var/demo)"
+        f"      {env} {exe} web     (the subscriber pages and /ops at http://127.0.0.1:8000)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"      {env} {exe} preview --subscriber ada@example.org", highlight=False, soft_wrap=True
     )
 
 

@@ -14,7 +14,7 @@ from papermail.config import Settings
 from papermail.db import session_scope
 from papermail.ingest import IngestReport
 from papermail.models import Base, EditionKind
-from papermail.pipeline import build_edition, ingest_result
+from papermail.pipeline import build_edition, ingest_fetched
 from papermail.sources.base import FetchResult, SourceError, SourceUnreachable
 from papermail.sources.hf import SAMPLE_DAY, fetch_daily, load_sample
 from papermail.subscriptions import Preferences, add_subscriber
@@ -122,7 +122,8 @@ def prepare(
     edition_size: int,  # type: ignore[no-untyped-def]
     clock: Callable[[], dt.datetime],
 ) -> tuple[IngestReport, int | None]:
-    report = ingest_result(sessions, result=papers.result, now=now)
+    source = "Hugging Face API" if papers.live else "bundled sample"
+    report = ingest_fetched(sessions, result=papers.result, clock=clock, source=source)
     with session_scope(sessions) as session:
         for email, prefs in DEMO_SUBSCRIBERS:
             add_subscriber(

@@ -37,17 +37,37 @@ def ingest_days(
     retries: int = 4,
 ) -> IngestReport:
     """Fetch every day first, then write: a failed fetch changes nothing."""
+    days = list(days)
     with recorded(sessions, stage="ingest", clock=clock) as detail:
-        days = list(days)
+        detail["days"] = [d.isoformat() for d in days]
         results = [fetch_daily(client, day=day, base_url=base_url, retries=retries) for day in days]
         merged = FetchResult(
             papers=[p for r in results for p in r.papers],
             rejected=[x for r in results for x in r.rejected],
             pages=sum(r.pages for r in results),
         )
-        report = ingest_result(sessions, result=merged, now=clock())
-        detail.update(days=[d.isoformat() for d in days], **_ingest_detail(report))
-        return report
+        return _ingest(sessions, result=merged, now=clock(), detail=detail)
+
+
+def ingest_fetched(
+    sessions: sessionmaker[Session], *, result: FetchResult, clock: Clock, source: str
+) -> IngestReport:
+    """Store papers fetched some other way (the bundled sample), journaled like an ingest."""
+    with recorded(sessions, stage="ingest", clock=clock) as detail:
+        detail["source"] = source
+        return _ingest(sessions, result=result, now=clock(), detail=detail)
+
+
+def _ingest(
+    sessions: sessionmaker[Session],
+    *,
+    result: FetchResult,
+    now: dt.datetime,
+    detail: dict[str, object],
+) -> IngestReport:
+    report = ingest_result(sessions, result=result, now=now)
+    detail.update(_ingest_detail(report))
+    return report
 
 
 def ingest_result(
