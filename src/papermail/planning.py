@@ -178,6 +178,8 @@ def plan_edition(
             values.append((row.id, key))
         created = _insert_rows(session, planner, values, edition_id=edition.id, now=now)
         session.commit()
+        if created:
+            _refresh_statistics(session)
         report.planned += len(created)
         for batch in _batches_by_variant(created, batch_size):
             publish(batch)
@@ -221,6 +223,18 @@ def _due_chunk(
     if only is not None:
         query = query.where(Subscriber.id.in_(list(only)))
     return session.execute(query).all()
+
+
+def _refresh_statistics(session: Session) -> None:
+    """ANALYZE after a bulk insert, before any batch can claim from it.
+
+    With the statistics of an hour ago PostgreSQL believes no row is pending, plans
+    each claim through the status index and reads every pending row of the edition
+    to claim a hundred (measured: 8.7 ms a claim at 20,000 rows, linear in the size).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE deliveries"))
+        session.commit()
 
 
 def _batches_by_variant(created: Sequence[tuple[int, str]], size: int) -> list[list[int]]:

@@ -143,23 +143,43 @@ def _ledger_connection(session: Session, *, async_commit: bool) -> Iterator[Conn
 
 
 def _load(session: Session, ids: list[int]) -> list[_Row]:
-    rows = session.execute(
+    # Two primary-key lookups rather than a join: with statistics that lag a bulk load,
+    # PostgreSQL would hash-join the whole subscribers table for every batch.
+    deliveries = session.execute(
         select(
             Delivery.id,
             Delivery.subscriber_id,
             Delivery.edition_id,
             Delivery.variant_key,
             Delivery.attempts,
-            Subscriber.email,
-            Subscriber.status,
-            Subscriber.token_version,
             Delivery.message_id,
         )
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(Delivery.id.in_(ids))
         .order_by(Delivery.id)
-    )
-    return [_Row(*row) for row in rows]
+    ).all()
+    people = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.token_version
+            ).where(Subscriber.id.in_({d.subscriber_id for d in deliveries}))
+        )
+    }
+    return [
+        _Row(
+            id=d.id,
+            subscriber_id=d.subscriber_id,
+            edition_id=d.edition_id,
+            variant_key=d.variant_key,
+            attempts=d.attempts,
+            email=people[d.subscriber_id].email,
+            subscriber_status=people[d.subscriber_id].status,
+            token_version=people[d.subscriber_id].token_version,
+            message_id=d.message_id,
+        )
+        for d in deliveries
+        if d.subscriber_id in people  # erased mid-flight: their rows went with them
+    ]
 
 
 def _mark(assignments: str, *datetimes: str) -> TextClause:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from alembic import command
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from papermail.config import PROJECT_ROOT
@@ -189,3 +189,35 @@ def test_send_twice_delivers_once_on_postgres(sessions: sessionmaker[Session], r
     assert len(backend.outbox) == 30
     assert len({m.recipient for m in backend.outbox}) == 30
     assert statuses == {DeliveryStatus.SENT: 30}
+
+
+def test_claims_read_only_their_own_rows_right_after_a_big_planning_run(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Statistics taken before planning say nothing is pending; PostgreSQL then claimed
+    # through the status index, reading every pending row of the edition per batch.
+    _seed(sessions, readers=3000)
+    published: list[list[int]] = []
+    with sessions() as session:
+        edition = build_edition(session, day=EDITION_DAY, kind=EditionKind.DAILY, size=30).edition
+        assert edition is not None
+        plan_edition(
+            session,
+            edition=edition,
+            now=NOW,
+            batch_size=100,
+            publish=published.append,
+            due_only=False,
+        )
+        claim_sql = (
+            "EXPLAIN (ANALYZE, FORMAT JSON) UPDATE deliveries SET status = 'sending' "
+            "WHERE id = ANY(:ids) AND (status IN ('pending', 'retry') AND "
+            "(next_attempt_at IS NULL OR next_attempt_at <= now()) OR "
+            "status = 'sending' AND lease_until < now()) RETURNING id"
+        )
+        plan = session.execute(text(claim_sql), {"ids": published[3]}).scalar_one()
+        session.rollback()
+    scan = plan[0]["Plan"]["Plans"][0]
+    rows_read = scan.get("Actual Rows", 0) + scan.get("Rows Removed by Filter", 0)
+    assert scan.get("Index Name") == "deliveries_pkey", scan
+    assert rows_read <= 100
