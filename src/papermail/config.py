@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     send_rate_per_second: float = Field(default=0.0, ge=0.0, description="0 = unlimited")
     max_attempts: int = Field(default=5, ge=1)
     retry_base_seconds: float = Field(default=60.0, gt=0)
+    retry_max_seconds: float = Field(default=6 * 3600.0, gt=0, description="backoff cap")
     bounce_threshold: int = Field(default=3, ge=1)
     lease_seconds: int = Field(default=300, ge=10)
     ledger_async_commit: bool = Field(

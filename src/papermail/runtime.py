@@ -139,6 +139,7 @@ class Runtime:
         return SendPolicy(
             max_attempts=s.max_attempts,
             retry_base_seconds=s.retry_base_seconds,
+            retry_max_seconds=s.retry_max_seconds,
             bounce_threshold=s.bounce_threshold,
             lease_seconds=s.lease_seconds,
             ledger_async_commit=s.ledger_async_commit,

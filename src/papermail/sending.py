@@ -80,6 +80,12 @@ class BatchReport:
     released: int = 0
     paused: bool = False
     backend_down: bool = False  # the relay refused us as a whole; the rest was released
+    coordination_down: bool = False  # Redis (rate limit, pause flag) failed; rest released
+
+    @property
+    def stopping(self) -> bool:
+        """Stop now and hand the unsent rows back for another batch."""
+        return self.paused or self.backend_down or self.coordination_down
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,13 +332,17 @@ def send_batch(
             observe=observe,
         )
         for index, row in enumerate(rows):
-            if row.subscriber_status is SubscriberStatus.ACTIVE:
-                # Wait for the shared rate limit first, so the pause and lease checks
-                # below judge the moment this message would really go out.
-                limiter.acquire()
-            if index % PAUSE_CHECK_EVERY == 0 and index and paused():
-                report.paused = True
-            if report.paused or report.backend_down or clock() >= deadline:
+            try:
+                if row.subscriber_status is SubscriberStatus.ACTIVE:
+                    # Wait for the shared rate limit first, so the pause and lease checks
+                    # below judge the moment this message would really go out.
+                    limiter.acquire()
+                if index % PAUSE_CHECK_EVERY == 0 and index and paused():
+                    report.paused = True
+            except Exception:  # the shared limiter / pause flag (Redis) is unreachable
+                log.exception("rate limit or pause flag unavailable; handing the rest back")
+                report.coordination_down = True
+            if report.stopping or clock() >= deadline:
                 batch.stop(rows[index:])
                 break
             with log_context(
@@ -358,7 +368,7 @@ class _Batch:
 
     def stop(self, remaining: Sequence[_Row]) -> None:
         ids = [r.id for r in remaining]
-        if self.report.paused or self.report.backend_down:
+        if self.report.stopping:
             self.ledger.release(ids)
             self.report.released = len(ids)
         else:

@@ -33,7 +33,7 @@ from papermail.models import (
     SubscriberStatus,
 )
 from papermail.planning import plan_edition
-from papermail.ratelimit import Unlimited
+from papermail.ratelimit import RateLimiter, Unlimited
 from papermail.rendering import VariantStore, make_environment
 from papermail.sending import BatchReport, SendPolicy, claim, send_batch
 from papermail.sources.hf import load_sample
@@ -101,13 +101,14 @@ class World:
         policy: SendPolicy | None = None,
         paused: Callable[[], bool] = lambda: False,
         templates: TemplateSource | None = None,
+        limiter: RateLimiter | None = None,
     ) -> BatchReport:
         return send_batch(
             self.session,
             delivery_ids=ids,
             backend=backend if backend is not None else MemoryBackend(),
             templates=templates or self.templates(),
-            limiter=Unlimited(),
+            limiter=limiter or Unlimited(),
             links=self.links,
             identity=self.identity,
             policy=policy or SendPolicy(),
@@ -607,3 +608,27 @@ def test_a_row_with_a_stored_message_id_is_sent_under_it(world: World) -> None:
     world.send([delivery_id], backend)
     assert [m.message_id for m in backend.outbox] == [row.message_id]
     assert b"Message-ID: <papermail.e1.d1.rdeadbeef@papers.example.org>" in backend.outbox[0].data
+
+
+def test_an_unreachable_rate_limiter_hands_the_batch_back_instead_of_stranding_it(
+    world: World,
+) -> None:
+    # Redis down mid-batch: the rows must go back to pending now, not sit in "sending"
+    # until the lease runs out.
+    ids = planned(world, 3)
+
+    class Unreachable:
+        calls = 0
+
+        def acquire(self) -> None:
+            self.calls += 1
+            if self.calls > 1:
+                raise ConnectionError("redis: connection refused")
+
+    backend = MemoryBackend()
+    report = world.send(ids, backend, limiter=Unreachable())
+    assert (report.sent, report.released, report.coordination_down) == (1, 2, True)
+    assert [world.row(i).status for i in ids[1:]] == [DeliveryStatus.PENDING] * 2
+    later = world.send(ids, backend)
+    assert later.sent == 2
+    assert len(backend.outbox) == 3
