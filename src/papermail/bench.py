@@ -96,8 +96,9 @@ class BenchResult:
 
 
 @contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    name = f"papermail_bench_{uuid.uuid4().hex[:8]}"
+def scratch_database(admin_url: str, *, prefix: str = "papermail_bench") -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards; yields its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)

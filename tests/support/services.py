@@ -12,8 +12,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import redis
+
+from papermail.bench import scratch_database
 
 PG_ADMIN_URL = os.environ.get("PAPERMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("PAPERMAIL_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -42,18 +44,9 @@ def redis_available() -> bool:
         return False
 
 
-@contextmanager
-def temporary_database(prefix: str = "papermail_it") -> Iterator[str]:
+def temporary_database(prefix: str = "papermail_it") -> AbstractContextManager[str]:
     """A fresh PostgreSQL database, dropped afterwards; yields its SQLAlchemy URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return scratch_database(PG_ADMIN_URL, prefix=prefix)
 
 
 def sample_items_for(day: dt.date) -> list[dict[str, object]]:
