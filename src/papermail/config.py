@@ -113,6 +113,18 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
+    def _redis_and_database_together(self) -> Settings:
+        # Half-embedded is the worst of both: a database shared by processes whose
+        # queues, pause switch and rate limit each live in their own in-process Redis.
+        if (self.redis_url is None) != (self.database_url is None):
+            missing = "PAPERMAIL_REDIS_URL" if self.redis_url is None else "PAPERMAIL_DATABASE_URL"
+            raise ValueError(
+                f"{missing} is not set: set both PAPERMAIL_REDIS_URL and "
+                "PAPERMAIL_DATABASE_URL, or neither (embedded mode)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sender_has_domain(self) -> Settings:
         if "@" not in parseaddr(self.mail_from)[1]:
             raise ValueError(
@@ -160,6 +172,10 @@ class Settings(BaseSettings):
             problems.append("PAPERMAIL_SECRET_KEY is the default or shorter than 32 characters")
         if self.embedded:
             problems.append("PAPERMAIL_REDIS_URL and PAPERMAIL_DATABASE_URL must be set")
+        elif not (self.database_url or "").startswith("postgresql"):
+            problems.append("PAPERMAIL_DATABASE_URL must be PostgreSQL (postgresql+psycopg://...)")
+        if self.smtp_user and not (self.smtp_starttls or self.smtp_ssl):
+            problems.append("SMTP AUTH needs PAPERMAIL_SMTP_STARTTLS or PAPERMAIL_SMTP_SSL")
         if not self.base_url.startswith("https://"):
             problems.append("PAPERMAIL_BASE_URL must be https:// (List-Unsubscribe needs it)")
         if problems:

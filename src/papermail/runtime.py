@@ -145,11 +145,15 @@ class Runtime:
             ledger_async_commit=s.ledger_async_commit,
         )
 
-    def templates(self) -> TemplateSource:
-        """Fresh per batch: a worker holds compiled templates only while it needs them."""
+    @cached_property
+    def _templates(self) -> TemplateSource:
         return TemplateSource(
             store=self.store, env=self.env, links=self.links, identity=self.identity
         )
+
+    def templates(self) -> TemplateSource:
+        """The process's encoded-template cache (bounded), shared by every batch it sends."""
+        return self._templates
 
     def send_batch(self, ids: Sequence[int], *, observe: Observe | None = None) -> BatchReport:
         """One send batch with this process's backend, templates and limiter."""

@@ -632,3 +632,11 @@ def test_an_unreachable_rate_limiter_hands_the_batch_back_instead_of_stranding_i
     later = world.send(ids, backend)
     assert later.sent == 2
     assert len(backend.outbox) == 3
+
+
+def test_a_runtime_encodes_each_variant_once_across_batches(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from papermail.config import Settings
+    from papermail.runtime import Runtime
+
+    rt = Runtime(Settings(_env_file=None, var_dir=tmp_path / "var"))
+    assert rt.templates() is rt.templates()
