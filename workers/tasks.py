@@ -11,6 +11,7 @@ import logging
 from functools import lru_cache
 
 from redis import RedisError
+from sqlalchemy import select
 
 from papermail import confirmations, metrics, pipeline
 from papermail.config import get_settings
@@ -86,35 +87,45 @@ def build_edition(day: str | None = None, kind: str = "daily") -> int | None:
 @app.task(name="papermail.plan_deliveries")
 def plan_deliveries(due_only: bool = True) -> int:
     rt = runtime()
-    reports = pipeline.plan(
-        rt.sessions,
-        now=utcnow(),
-        batch_size=rt.settings.batch_size,
-        publish=publish_batch,
-        on_edition=render_variants.delay,
-        due_only=due_only,
-        clock=utcnow,
-    )
+    lock = exclusive("planning")
+    if not lock.acquire():
+        log.info("another planning run is in progress; skipping this one")
+        return 0
+    try:
+        reports = pipeline.plan(
+            rt.sessions,
+            now=utcnow(),
+            batch_size=rt.settings.batch_size,
+            publish=publish_batch,
+            on_new_variants=lambda keys: compile_variants(rt, keys),
+            due_only=due_only,
+            clock=utcnow,
+        )
+    finally:
+        lock.release()
     return sum(r.planned for r in reports)
 
 
-@app.task(name="papermail.render_variants")
-def render_variants(edition_id: int) -> int:
-    rt = runtime()
+def compile_variants(rt: Runtime, keys: list[str]) -> int:
+    """Render once, here, before any batch needs them (a few hundred ms a day)."""
     with session_scope(rt.sessions) as session:
-        keys = session.scalars(
-            Variant.__table__.select()
-            .with_only_columns(Variant.key)
-            .where(Variant.edition_id == edition_id)
-        )
         return render_variants_domain(
             session,
-            keys=list(keys),
+            keys=keys,
             store=rt.store,
             env=rt.env,
             links=rt.links,
             list_name=rt.settings.list_name,
         )
+
+
+@app.task(name="papermail.render_variants")
+def render_variants(edition_id: int) -> int:
+    """Compile every variant of an edition that Redis lacks (after a Redis flush, say)."""
+    rt = runtime()
+    with rt.sessions() as session:
+        keys = list(session.scalars(select(Variant.key).where(Variant.edition_id == edition_id)))
+    return compile_variants(rt, keys)
 
 
 @app.task(name="papermail.send_batch", bind=True)

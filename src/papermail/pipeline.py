@@ -138,21 +138,20 @@ def plan(
     now: dt.datetime,
     batch_size: int,
     publish: Publish,
-    on_edition: Callable[[int], None] = lambda _edition_id: None,
+    on_new_variants: Callable[[list[str]], None] = lambda _keys: None,
     due_only: bool = True,
     edition_ids: Iterable[int] | None = None,
     clock: Clock,
 ) -> list[PlanReport]:
     """Plan the latest daily and weekly editions (or the given ones).
 
-    ``on_edition`` is called with each edition's id before its batches are
-    published (the Celery task queues variant rendering there).
+    ``on_new_variants`` gets each chunk's new variant keys once they are committed and
+    before that chunk's batches are published: the task compiles them there, once.
     """
     with recorded(sessions, stage="planning", clock=clock) as detail:
         reports = []
         with sessions() as session:
             for edition in _editions_to_plan(session, now=now, edition_ids=edition_ids):
-                on_edition(edition.id)
                 reports.append(
                     plan_edition(
                         session,
@@ -161,6 +160,7 @@ def plan(
                         batch_size=batch_size,
                         publish=publish,
                         due_only=due_only,
+                        on_new_variants=on_new_variants,
                     )
                 )
         detail.update(

@@ -155,10 +155,13 @@ def plan_edition(
     due_only: bool = True,
     chunk_size: int = 20_000,
     only_subscribers: Sequence[int] | None = None,
+    on_new_variants: Callable[[list[str]], None] = lambda _keys: None,
 ) -> PlanReport:
     """Create missing delivery rows for subscribers who are due; publish them in batches.
 
-    Commits after each chunk (then publishes that chunk's batches).
+    Commits after each chunk, hands that chunk's new variant keys to
+    ``on_new_variants`` (to compile them once, before any batch needs them), then
+    publishes the chunk's batches.
     """
     planner = _Planner(session, edition, now, due_only)
     report = PlanReport(edition_id=edition.id)
@@ -176,10 +179,13 @@ def plan_edition(
             key = planner.key_for_row(row)
             report.variants.add(key)
             values.append((row.id, key))
+        new_keys = [str(v["key"]) for v in planner.new_variants]
         created = _insert_rows(session, planner, values, edition_id=edition.id, now=now)
         session.commit()
         if created:
             _refresh_statistics(session)
+        if new_keys:
+            on_new_variants(new_keys)  # committed, and before any batch that needs them
         report.planned += len(created)
         for batch in _batches_by_variant(created, batch_size):
             publish(batch)

@@ -143,6 +143,7 @@ class Runtime:
             bounce_threshold=s.bounce_threshold,
             lease_seconds=s.lease_seconds,
             ledger_async_commit=s.ledger_async_commit,
+            lease_margin_seconds=max(30.0, 4 * s.smtp_timeout),
         )
 
     @cached_property

@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 PAUSE_CHECK_EVERY = 10  # messages; a pause takes effect within this many sends
-LEASE_MARGIN = dt.timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +62,9 @@ class SendPolicy:
     # crash of the database server (not of a worker) can forget the last ~0.6 s of marks
     # and those messages are sent again. Never a loss; about 3x less database work a mark.
     ledger_async_commit: bool = False
+    # Stop this long before the lease ends: at least one slow SMTP exchange (several
+    # timeouts' worth), so no message can still be in flight when the row is reclaimed.
+    lease_margin_seconds: float = 30.0
 
     def backoff(self, attempts: int, rng: random.Random | None = None) -> dt.timedelta:
         """Exponential, with +-50% jitter so retries of one outage don't stampede."""
@@ -215,8 +217,10 @@ _SUPPRESS = text(
 )
 _RELEASE = text(
     "UPDATE deliveries SET status = 'pending', lease_until = NULL, dispatched_at = NULL, "
-    "attempts = attempts - 1 WHERE id IN :ids AND status = 'sending'"
-).bindparams(bindparam("ids", expanding=True))
+    "next_attempt_at = :not_before, attempts = attempts - 1 "
+    "WHERE id IN :ids AND status = 'sending'"
+).bindparams(bindparam("ids", expanding=True), bindparam("not_before", type_=UTCDateTime()))
+
 
 
 class _Ledger:
@@ -263,10 +267,10 @@ class _Ledger:
                 _SUPPRESS, {"sid": row.subscriber_id, "threshold": self.policy.bounce_threshold}
             )
 
-    def release(self, ids: list[int]) -> None:
-        """Hand claimed-but-unsent rows back (pause): as if never claimed."""
+    def release(self, ids: list[int], *, not_before: dt.datetime | None = None) -> None:
+        """Hand claimed-but-unsent rows back, as if never claimed (no attempt spent)."""
         if ids:
-            self.connection.execute(_RELEASE, {"ids": ids})
+            self.connection.execute(_RELEASE, {"ids": ids, "not_before": not_before})
 
 
 Observe = Callable[[str, float | None], None]  # (outcome, SMTP seconds) -> None
@@ -315,7 +319,8 @@ def send_batch(
     session.commit()
     # Half the lease at most: with the 10 s lease Settings allows, a full margin would put
     # the deadline before the claim and the batch would never send anything.
-    deadline = claimed_at + lease - min(LEASE_MARGIN, lease / 2)
+    margin = dt.timedelta(seconds=policy.lease_margin_seconds)
+    deadline = claimed_at + lease - min(margin, lease / 2)
     with (
         closing(backend.open()) as connection,
         _ledger_connection(session, async_commit=policy.ledger_async_commit) as ledger_connection,
@@ -367,12 +372,21 @@ class _Batch:
     observe: Observe
 
     def stop(self, remaining: Sequence[_Row]) -> None:
+        """Hand every unsent row back without spending an attempt on it.
+
+        Paused: they wait for resume. Relay or Redis down: they wait a retry interval
+        first, so a long outage costs one connection attempt per batch per interval,
+        not every row's attempts. Out of lease time: they go straight back (the lease
+        is still ours, so nobody else has them yet).
+        """
         ids = [r.id for r in remaining]
-        if self.report.stopping:
-            self.ledger.release(ids)
-            self.report.released = len(ids)
-        else:
-            log.warning("batch passed its lease; %d rows left for reclaim", len(ids))
+        not_before = None
+        if self.report.backend_down or self.report.coordination_down:
+            not_before = self.ledger.clock() + self.ledger.policy.backoff(1)
+        elif not self.report.paused:
+            log.warning("batch near the end of its lease; handing %d rows back", len(ids))
+        self.ledger.release(ids, not_before=not_before)
+        self.report.released += len(ids)
 
     def send_one(self, row: _Row) -> None:
         if row.subscriber_status is not SubscriberStatus.ACTIVE:
@@ -397,9 +411,10 @@ class _Batch:
                 )
             )
         except BackendUnavailable as error:
+            # Nothing was sent: this row goes back with the rest of the batch (stop()).
             log.error("delivery backend unavailable, stopping the batch: %s", error)
-            self._retry_or_fail(row, error, _since(started))
             self.report.backend_down = True
+            self.stop([row])
         except PermanentError as error:
             log.warning("delivery %s bounced: %s", row.id, error)
             self.ledger.permanent(row, error)

@@ -19,10 +19,15 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from papermail.delivery.base import OutgoingMessage, PermanentError, TransientError
+from papermail.delivery.base import (
+    BackendUnavailable,
+    OutgoingMessage,
+    PermanentError,
+    TransientError,
+)
 from papermail.delivery.memory import MemoryBackend
 from papermail.delivery.outbox import MANIFEST, OutboxBackend, safe_name
-from papermail.delivery.smtp import SmtpBackend, SmtpConfigurationError
+from papermail.delivery.smtp import RelayUnreachable, SmtpBackend, SmtpConfigurationError
 from papermail.smtpsink import FaultPlan, SmtpSink
 
 SENDER = "digest@papers.example.org"
@@ -262,11 +267,14 @@ def test_smtp_4xx_at_end_of_data_is_transient_and_not_delivered() -> None:
     assert sink.total == 0
 
 
-def test_smtp_connection_refused_is_transient() -> None:
+def test_smtp_connection_refused_is_a_relay_outage_not_a_failed_message() -> None:
+    # Transient, and BackendUnavailable: the batch stops instead of spending every
+    # row's attempts on a relay that is down.
     connection = SmtpBackend("127.0.0.1", free_port(), timeout=2).open()
     with pytest.raises(TransientError) as raised:
         connection.send(make_message())
-    assert type(raised.value) is TransientError
+    assert type(raised.value) is RelayUnreachable
+    assert isinstance(raised.value, BackendUnavailable)
     assert raised.value.code is None
 
 

@@ -550,3 +550,41 @@ def test_redispatch_with_nothing_to_do_publishes_nothing(
     published = Published()
     assert redispatch_due(session, now=NOW, batch_size=10, publish=published) == 0
     assert published.batches == []
+
+
+def test_new_variants_are_handed_over_committed_and_before_any_batch(
+    session: Session, edition: Edition, session_factory: sessionmaker[Session]
+) -> None:
+    # The planner compiles variants there, so no send batch has to compile one itself.
+    subscriber(session, "a@example.org", topics=["diffusion"])
+    subscriber(session, "b@example.org")
+    events: list[tuple[str, object]] = []
+
+    def on_new_variants(keys: list[str]) -> None:
+        with session_factory() as other:  # committed: another session sees the rows
+            found = set(other.scalars(select(Variant.key).where(Variant.key.in_(keys))))
+        events.append(("variants", sorted(found)))
+
+    publish_events: list[list[int]] = []
+    report = plan_edition(
+        session,
+        edition=edition,
+        now=AFTER_BUILD,
+        batch_size=100,
+        due_only=False,
+        publish=lambda ids: events.append(("batch", list(ids))),
+        on_new_variants=on_new_variants,
+    )
+    assert [kind for kind, _ in events] == ["variants", "batch"]
+    assert events[0][1] == sorted(report.variants)
+    assert len(report.variants) == 2
+    replan = plan_edition(
+        session,
+        edition=edition,
+        now=AFTER_BUILD,
+        batch_size=100,
+        due_only=False,
+        publish=publish_events.append,
+        on_new_variants=on_new_variants,
+    )
+    assert replan.planned == 0 and len(events) == 2  # nothing new: not called again

@@ -18,7 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.conftest import FIXED_NOW
 
 from papermail.config import Settings
-from papermail.delivery.base import OutgoingMessage, PermanentError, TransientError
+from papermail.delivery.base import (
+    BackendUnavailable,
+    OutgoingMessage,
+    PermanentError,
+    TransientError,
+)
 from papermail.delivery.memory import MemoryBackend
 from papermail.editions import build_edition
 from papermail.ingest import ingest_papers
@@ -289,7 +294,7 @@ def test_rows_of_a_crashed_worker_are_sent_once_after_the_lease(world: World) ->
     assert {row.status for row in world.rows()} == {DeliveryStatus.SENT}
 
 
-def test_batch_that_outlives_its_lease_stops_and_leaves_the_rest_for_reclaim(
+def test_batch_near_the_end_of_its_lease_hands_the_rest_back(
     world: World,
 ) -> None:
     ids = planned(world, 5)
@@ -302,12 +307,12 @@ def test_batch_that_outlives_its_lease_stops_and_leaves_the_rest_for_reclaim(
 
     backend.fail = slow_server
     report = world.send(ids, backend)
-    assert report.sent == 2
-    statuses = [row.status for row in world.rows()]
-    assert statuses == [DeliveryStatus.SENT] * 2 + [DeliveryStatus.SENDING] * 3
-    # Not before the lease ends (nobody else may send them meanwhile), then exactly once.
-    assert world.send(ids, backend).claimed == 0
-    world.clock.now = T0 + LEASE + dt.timedelta(seconds=1)
+    assert (report.sent, report.released) == (2, 3)
+    # Still inside its lease, the batch hands the rest straight back, attempts unspent,
+    # so the next batch sends them at once: exactly once each.
+    rows = world.rows()
+    assert [row.status for row in rows] == [DeliveryStatus.SENT] * 2 + [DeliveryStatus.PENDING] * 3
+    assert [row.attempts for row in rows[2:]] == [0, 0, 0]
     backend.fail = None
     assert world.send(ids, backend).sent == 3
     assert sorted(backend.recipients) == [f"reader{i:02d}@example.org" for i in range(5)]
@@ -629,6 +634,8 @@ def test_an_unreachable_rate_limiter_hands_the_batch_back_instead_of_stranding_i
     report = world.send(ids, backend, limiter=Unreachable())
     assert (report.sent, report.released, report.coordination_down) == (1, 2, True)
     assert [world.row(i).status for i in ids[1:]] == [DeliveryStatus.PENDING] * 2
+    assert world.send(ids, backend).claimed == 0  # they wait a retry interval first
+    world.clock.advance(dt.timedelta(seconds=91))  # backoff(1) is at most 1.5 x 60 s
     later = world.send(ids, backend)
     assert later.sent == 2
     assert len(backend.outbox) == 3
@@ -640,3 +647,26 @@ def test_a_runtime_encodes_each_variant_once_across_batches(tmp_path) -> None:  
 
     rt = Runtime(Settings(_env_file=None, var_dir=tmp_path / "var"))
     assert rt.templates() is rt.templates()
+
+
+def test_a_relay_outage_stops_the_batch_without_spending_anyones_attempts(world: World) -> None:
+    # Connection refused (or login refused): no message can go, so no row should fail for
+    # it. The batch hands everything back and the rows wait one retry interval.
+    ids = planned(world, 5)
+    backend = MemoryBackend()
+    outage = BackendUnavailable("cannot reach 127.0.0.1:25: connection refused")
+    backend.fail = lambda message: outage if len(backend.outbox) == 1 else None
+    report = world.send(ids, backend)
+
+    assert (report.sent, report.failed, report.retried, report.released) == (1, 0, 0, 4)
+    assert report.backend_down
+    rows = world.rows()
+    assert [r.status for r in rows] == [DeliveryStatus.SENT] + [DeliveryStatus.PENDING] * 4
+    assert [r.attempts for r in rows[1:]] == [0] * 4
+    assert all(r.next_attempt_at is not None and r.next_attempt_at > T0 for r in rows[1:])
+    assert world.send(ids, backend).claimed == 0  # not hammering the relay meanwhile
+
+    world.clock.advance(dt.timedelta(seconds=91))
+    backend.fail = None
+    assert world.send(ids, backend).sent == 4
+    assert sorted(backend.recipients) == [f"reader{i:02d}@example.org" for i in range(5)]

@@ -28,10 +28,14 @@ from papermail.delivery.base import (
     TransientError,
 )
 
-__all__ = ["SmtpBackend", "SmtpConfigurationError", "SmtpConnection"]
+__all__ = ["RelayUnreachable", "SmtpBackend", "SmtpConfigurationError", "SmtpConnection"]
 
 # Reply code meaning "service not available, closing the channel" (RFC 5321 3.8).
 _CLOSING = 421
+
+
+class RelayUnreachable(BackendUnavailable):
+    """The relay could not be reached at all (refused, timed out, name not found)."""
 
 
 class SmtpConfigurationError(BackendUnavailable):
@@ -307,8 +311,9 @@ def _setup_error(backend: SmtpBackend, exc: BaseException) -> TransientError:
     ):
         # no STARTTLS or AUTH offered, no auth mechanism in common
         return SmtpConfigurationError(f"cannot set up a session with {where}: {exc}")
-    # refused, reset, timed out: the server may well be back in a minute
-    return TransientError(f"cannot reach {where}: {exc!r}")
+    # refused, reset, timed out: the server may well be back in a minute, but until then
+    # no message can go, so the batch stops instead of spending every row's attempts.
+    return RelayUnreachable(f"cannot reach {where}: {exc!r}")
 
 
 def _close_quietly(client: smtplib.SMTP) -> None:
