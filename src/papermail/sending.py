@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, TextClause, and_, bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -222,7 +222,6 @@ _RELEASE = text(
 ).bindparams(bindparam("ids", expanding=True), bindparam("not_before", type_=UTCDateTime()))
 
 
-
 class _Ledger:
     """Row updates on an autocommit connection: each is durable the moment it returns,
     so the ledger never lags the wire by more than the message in flight."""
@@ -342,8 +341,10 @@ def send_batch(
                     # Wait for the shared rate limit first, so the pause and lease checks
                     # below judge the moment this message would really go out.
                     limiter.acquire()
-                if index % PAUSE_CHECK_EVERY == 0 and index and paused():
-                    report.paused = True
+                if index % PAUSE_CHECK_EVERY == 0 and index:
+                    report.paused = paused()
+                    # Someone who unsubscribed since the batch began gets nothing more.
+                    batch.left = _no_longer_active(session, rows[index:])
             except Exception:  # the shared limiter / pause flag (Redis) is unreachable
                 log.exception("rate limit or pause flag unavailable; handing the rest back")
                 report.coordination_down = True
@@ -370,6 +371,7 @@ class _Batch:
     links: Links
     identity: Identity
     observe: Observe
+    left: dict[int, SubscriberStatus] = field(default_factory=dict)  # status changed mid-batch
 
     def stop(self, remaining: Sequence[_Row]) -> None:
         """Hand every unsent row back without spending an attempt on it.
@@ -389,8 +391,9 @@ class _Batch:
         self.report.released += len(ids)
 
     def send_one(self, row: _Row) -> None:
-        if row.subscriber_status is not SubscriberStatus.ACTIVE:
-            self.ledger.skipped(row, f"subscriber is {row.subscriber_status.value}")
+        status = self.left.get(row.subscriber_id, row.subscriber_status)
+        if status is not SubscriberStatus.ACTIVE:
+            self.ledger.skipped(row, f"subscriber is {status.value}")
             self.report.skipped += 1
             self.observe("skipped", None)
             return
@@ -456,6 +459,19 @@ class _Batch:
         else:
             self.report.failed += 1
             self.observe("failed", took)
+
+
+def _no_longer_active(session: Session, rows: Sequence[_Row]) -> dict[int, SubscriberStatus]:
+    ids = {r.subscriber_id for r in rows if r.subscriber_status is SubscriberStatus.ACTIVE}
+    if not ids:
+        return {}
+    found = session.execute(
+        select(Subscriber.id, Subscriber.status).where(
+            Subscriber.id.in_(ids), Subscriber.status != SubscriberStatus.ACTIVE
+        )
+    ).all()
+    session.commit()  # end the read: a long batch must not hold a transaction open
+    return {sid: status for sid, status in found}
 
 
 def _since(started: float | None) -> float | None:

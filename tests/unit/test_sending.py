@@ -670,3 +670,28 @@ def test_a_relay_outage_stops_the_batch_without_spending_anyones_attempts(world:
     backend.fail = None
     assert world.send(ids, backend).sent == 4
     assert sorted(backend.recipients) == [f"reader{i:02d}@example.org" for i in range(5)]
+
+
+def test_someone_who_unsubscribes_mid_batch_gets_nothing_more(world: World) -> None:
+    ids = planned(world, 25)
+    backend = MemoryBackend()
+    leaver = world.row(ids[-1]).subscriber_id
+
+    def unsubscribe_after_the_third(message: OutgoingMessage) -> None:
+        if len(backend.outbox) == 3:
+            with world.sessions() as other:  # the web app, in another process
+                other.execute(
+                    update(Subscriber)
+                    .where(Subscriber.id == leaver)
+                    .values(status=SubscriberStatus.UNSUBSCRIBED)
+                )
+                other.commit()
+        return None
+
+    backend.fail = unsubscribe_after_the_third
+    report = world.send(ids, backend)
+    assert (report.sent, report.skipped) == (24, 1)
+    assert world.row(ids[-1]).status is DeliveryStatus.SKIPPED
+    leaver_email = world.session.get(Subscriber, leaver).email  # type: ignore[union-attr]
+    assert leaver_email not in backend.recipients
+    assert len(backend.recipients) == 24
