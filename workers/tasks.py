@@ -181,6 +181,7 @@ def send_confirmation(self, subscriber_id: int) -> bool:  # type: ignore[no-unty
                 identity=rt.identity,
                 backend=rt.backend,
                 now=utcnow(),
+                bounce_threshold=rt.settings.bounce_threshold,
             )
     except TransientError as exc:
         raise self.retry(exc=exc, countdown=60 * 2**self.request.retries) from exc

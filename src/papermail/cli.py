@@ -543,6 +543,7 @@ def web(host: str, port: int) -> None:
         port=port,
         access_log=False,
         proxy_headers=True,
+        forwarded_allow_ips=rt.settings.forwarded_allow_ips,
         server_header=False,
     )
 

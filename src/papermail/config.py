@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     variant_ttl_seconds: int = Field(default=3 * 24 * 3600, ge=60)
 
     # Operations
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="proxies whose X-Forwarded-For is trusted (client IPs for rate limits)",
+    )
     ops_username: str = "ops"
     ops_password: SecretStr | None = None
     log_json: bool = False

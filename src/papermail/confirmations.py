@@ -80,8 +80,13 @@ def send_confirmation(
     identity: Identity,
     backend: MailBackend,
     now: dt.datetime,
+    bounce_threshold: int = 3,
 ) -> bool:
-    """Mail the confirmation link; True if a message left. TransientError propagates."""
+    """Mail the confirmation link; True if a message left. TransientError propagates.
+
+    A bounce counts like a digest's: past ``bounce_threshold`` the address is suppressed,
+    so the sign-up form cannot keep mailing a dead or hostile mailbox.
+    """
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or subscriber.status is SubscriberStatus.SUPPRESSED:
         log.info("no confirmation for subscriber %s: gone or suppressed", subscriber_id)
@@ -117,6 +122,8 @@ def send_confirmation(
     except PermanentError as exc:
         log.warning("confirmation to subscriber %s bounced: %s", subscriber_id, exc)
         subscriber.bounce_count += 1
+        if subscriber.bounce_count >= bounce_threshold:
+            subscriber.status = SubscriberStatus.SUPPRESSED
         return False
     finally:
         connection.close()

@@ -31,6 +31,7 @@ from papermail.models import (
     Subscriber,
     SubscriberStatus,
 )
+from papermail.sending import skip_reason
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ SAMPLES_KEPT = dt.timedelta(hours=25)
 # The funnel's columns, in the order a message moves through them. "suppressed" is the
 # part of "skipped" whose subscriber had been suppressed (bounces), shown on its own.
 FUNNEL = ("pending", "sending", "sent", "retry", "failed", "suppressed", "skipped")
-SUPPRESSED_SKIP_REASON = "subscriber is suppressed"  # what sending.py writes on a skip
+SUPPRESSED_SKIP_REASON = skip_reason(SubscriberStatus.SUPPRESSED)
 DELIVERY_STATUSES = tuple(s.value for s in DeliveryStatus)
 BOUNCE_PREFIX = "bounced:"
 

@@ -393,7 +393,7 @@ class _Batch:
     def send_one(self, row: _Row) -> None:
         status = self.left.get(row.subscriber_id, row.subscriber_status)
         if status is not SubscriberStatus.ACTIVE:
-            self.ledger.skipped(row, f"subscriber is {status.value}")
+            self.ledger.skipped(row, skip_reason(status))
             self.report.skipped += 1
             self.observe("skipped", None)
             return
@@ -472,6 +472,11 @@ def _no_longer_active(session: Session, rows: Sequence[_Row]) -> dict[int, Subsc
     ).all()
     session.commit()  # end the read: a long batch must not hold a transaction open
     return {sid: status for sid, status in found}
+
+
+def skip_reason(status: SubscriberStatus) -> str:
+    """What a skipped row's last_error says (monitoring splits "suppressed" out by it)."""
+    return f"subscriber is {status.value}"
 
 
 def _since(started: float | None) -> float | None:

@@ -36,7 +36,8 @@ def _send(session: Session, links: Links, settings: Settings, backend: MemoryBac
           subscriber_id: int) -> bool:
     return confirmations.send_confirmation(
         session, subscriber_id=subscriber_id, env=make_environment(settings.templates_dir),
-        links=links, identity=IDENTITY, backend=backend, now=NOW)
+        links=links, identity=IDENTITY, backend=backend, now=NOW,
+        bounce_threshold=settings.bounce_threshold)
 
 
 def _set_status(session: Session, subscriber_id: int, status: SubscriberStatus) -> None:
@@ -215,3 +216,18 @@ def test_a_concurrent_signup_of_the_same_address_is_not_an_error(
         assert first_id == second_id
         assert len(looked) == 2  # the insert failed, the retry found the row
         assert second.get(Subscriber, second_id).topics == ["x"]  # type: ignore[union-attr]
+
+
+def test_a_confirmation_bouncing_past_the_threshold_suppresses_the_address(
+    session: Session, links: Links, settings: Settings
+) -> None:
+    # Otherwise the sign-up form could keep mailing a dead (or hostile) mailbox forever.
+    backend = MemoryBackend(fail=lambda m: PermanentError("550 no such user", code=550))
+    sid = _request(session, "ada@example.org")
+    assert sid is not None
+    subscriber = session.get(Subscriber, sid)
+    assert subscriber is not None
+    subscriber.bounce_count = settings.bounce_threshold - 1
+    assert not _send(session, links, settings, backend, sid)
+    assert subscriber.status is SubscriberStatus.SUPPRESSED
+    assert not _send(session, links, settings, MemoryBackend(), sid)  # never mailed again

@@ -128,6 +128,7 @@ def inline_sender(runtime: Runtime, clock: Clock = utcnow) -> SendConfirmation:
                     identity=runtime.identity,
                     backend=runtime.backend,
                     now=clock(),
+                    bounce_threshold=runtime.settings.bounce_threshold,
                 )
         except Exception:  # a background task has nobody to report to but the log
             log.exception("confirmation email for subscriber %s failed", subscriber_id)
