@@ -306,7 +306,10 @@ def _prefs_options(command: Callable[..., None]) -> Callable[..., None]:
             show_default=True,
         ),
         click.option(
-            "--max-papers", type=int, default=10, show_default=True, help="Papers per digest, 1-30."
+            "--max-papers",
+            type=int,
+            default=None,
+            help="Papers per digest, 1-30 (default: PAPERMAIL_DEFAULT_MAX_PAPERS).",
         ),
         click.option(
             "--topics", default="", help="Comma-separated keywords, e.g. 'diffusion, RL'."
@@ -342,7 +345,7 @@ def subscribers_add(email: str, pending: bool, fmt: str, **prefs: object) -> Non
     try:
         preferences = subscriptions.Preferences(
             frequency=prefs["frequency"],
-            max_papers=prefs["max_papers"],
+            max_papers=prefs["max_papers"] or rt.settings.default_max_papers,
             topics=prefs["topics"],
             follow_organizations=prefs["organizations"],
             follow_authors=prefs["authors"],

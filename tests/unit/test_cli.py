@@ -279,3 +279,15 @@ def test_send_delivers_to_the_outbox_exactly_once(var_dir: Path) -> None:
         "ada@example.org",
         "bob@example.org",
     ]
+
+
+def test_new_subscribers_get_the_configured_number_of_papers(
+    var_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAPERMAIL_DEFAULT_MAX_PAPERS", "7")
+    get_settings.cache_clear()
+    ok("db", "upgrade")
+    ok("subscribers", "add", "ada@example.org")
+    ok("subscribers", "add", "bob@example.org", "--max-papers", "3")
+    papers = {s.email: s.max_papers for s in subscribers_in(var_dir)}
+    assert papers == {"ada@example.org": 7, "bob@example.org": 3}

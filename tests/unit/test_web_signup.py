@@ -353,3 +353,10 @@ def test_confirmation_email_escapes_what_was_typed(web: Web) -> None:
     html_part = message.get_body(preferencelist=("html",))
     assert html_part is not None
     assert "<script>" not in str(html_part.get_content())
+
+
+def test_a_new_reader_gets_the_configured_number_of_papers(settings: Settings) -> None:
+    for web in running_web(settings.model_copy(update={"default_max_papers": 6})):
+        web.subscribe("six@example.org")
+        subscriber = web.subscriber("six@example.org")
+        assert subscriber is not None and subscriber.max_papers == 6

@@ -169,6 +169,7 @@ def create_app(
         send_confirmation=send_confirmation,
         clock=clock,
         secure_cookies=settings.base_url.startswith("https://"),
+        default_max_papers=settings.default_max_papers,
     )
     app = FastAPI(title="papermail", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = web

@@ -89,6 +89,7 @@ class WebContext:
     send_confirmation: SendConfirmation
     clock: Clock
     secure_cookies: bool
+    default_max_papers: int = 10  # PAPERMAIL_DEFAULT_MAX_PAPERS, what a new reader gets
 
     @property
     def signer(self) -> TokenSigner:

@@ -98,8 +98,10 @@ def subscribe(
     # Over the per-address budget the page is the same; only the email is withheld.
     if web.limits.allow_address(address):
         with session_scope(web.sessions) as session:
+            # The form does not ask how many papers: new readers get the configured default.
+            prefs = parsed.value.prefs.model_copy(update={"max_papers": web.default_max_papers})
             subscriber_id = confirmations.request_subscription(
-                session, email=address, prefs=parsed.value.prefs, now=web.clock()
+                session, email=address, prefs=prefs, now=web.clock()
             )
         if subscriber_id is not None:
             # After the commit and after the response: the page takes as long for a
