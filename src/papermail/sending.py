@@ -465,13 +465,13 @@ def _no_longer_active(session: Session, rows: Sequence[_Row]) -> dict[int, Subsc
     ids = {r.subscriber_id for r in rows if r.subscriber_status is SubscriberStatus.ACTIVE}
     if not ids:
         return {}
+    # By primary key only, filtered here: "status <> 'active'" in SQL let PostgreSQL walk
+    # the status index over every subscriber, ten times a batch (16% of a worker's time).
     found = session.execute(
-        select(Subscriber.id, Subscriber.status).where(
-            Subscriber.id.in_(ids), Subscriber.status != SubscriberStatus.ACTIVE
-        )
+        select(Subscriber.id, Subscriber.status).where(Subscriber.id.in_(ids))
     ).all()
     session.commit()  # end the read: a long batch must not hold a transaction open
-    return {sid: status for sid, status in found}
+    return {sid: status for sid, status in found if status is not SubscriberStatus.ACTIVE}
 
 
 def skip_reason(status: SubscriberStatus) -> str:
