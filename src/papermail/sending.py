@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 PAUSE_CHECK_EVERY = 10  # messages; a pause takes effect within this many sends
+# Unsubscribes mid-batch: a database round trip, so less often (a batch lasts ~1 s).
+STATUS_CHECK_EVERY = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +345,7 @@ def send_batch(
                     limiter.acquire()
                 if index % PAUSE_CHECK_EVERY == 0 and index:
                     report.paused = paused()
+                if index % STATUS_CHECK_EVERY == 0 and index:
                     # Someone who unsubscribed since the batch began gets nothing more.
                     batch.left = _no_longer_active(session, rows[index:])
             except Exception:  # the shared limiter / pause flag (Redis) is unreachable
