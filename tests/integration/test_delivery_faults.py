@@ -332,7 +332,9 @@ def test_two_beats_schedule_as_one_and_the_standby_takes_over_only_when_the_lock
     ``--max-interval=2`` (production: 30) so the standby retries the lock every 2 s
     instead of every 30 s; the lock timeout and the schedule are the production ones.
     """
+    # Beat never opens the database, but papermail refuses Redis without one.
     env = {"PAPERMAIL_REDIS_URL": redis14, "PAPERMAIL_SECRET_KEY": "x" * 40,
+           "PAPERMAIL_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
            "PAPERMAIL_REDISPATCH_INTERVAL_SECONDS": "1"}
     client = redis_lib.Redis.from_url(redis14)
     beats = [Beat(env, log_path=tmp_path / f"beat-{n}.log", max_interval=2) for n in (0, 1)]
