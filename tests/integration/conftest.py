@@ -38,16 +38,21 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
+def flushed_redis(db: int) -> Iterator[str]:
+    """A Redis database of the test's own, empty before and after (for a fixture to yield from)."""
     if not redis_available():
         service_missing("Redis at 127.0.0.1:6379")
-    url = f"{REDIS_BASE}/{REDIS_DB}"
+    url = f"{REDIS_BASE}/{db}"
     client = redis_lib.Redis.from_url(url)
     client.flushdb()
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    yield from flushed_redis(REDIS_DB)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis as redis_lib
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,8 +28,8 @@ from papermail.runtime import Runtime, utcnow
 from papermail.sources.hf import SAMPLE_DAY, load_sample
 from papermail.subscriptions import Preferences, add_subscriber
 from papermail.web import ops
-from tests.conftest import service_missing
-from tests.support.services import REDIS_BASE, ROOT, CeleryWorker, redis_available, wait_until
+from tests.integration.conftest import flushed_redis
+from tests.support.services import ROOT, CeleryWorker, wait_until
 
 pytestmark = pytest.mark.integration
 REDIS_DB = 12  # this module's (and test_pause_resume's) Redis database
@@ -39,14 +38,7 @@ REDIS_DB = 12  # this module's (and test_pause_resume's) Redis database
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """Overrides the conftest fixture (db 11): service_env and runtime then use db 12."""
-    if not redis_available():
-        service_missing("Redis at 127.0.0.1:6379")
-    url = f"{REDIS_BASE}/{REDIS_DB}"
-    client = redis_lib.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    yield from flushed_redis(REDIS_DB)
 
 
 def slow_env(service_env: dict[str, str], *, rate: float, batch_size: int) -> dict[str, str]:

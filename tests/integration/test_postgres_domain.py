@@ -18,7 +18,7 @@ from papermail.dbadmin import alembic_config
 from papermail.delivery.memory import MemoryBackend
 from papermail.editions import build_edition
 from papermail.ingest import ingest_papers
-from papermail.models import Delivery, DeliveryStatus, EditionKind, Paper, PaperSnapshot
+from papermail.models import Delivery, DeliveryStatus, Edition, EditionKind, Paper, PaperSnapshot
 from papermail.planning import plan_edition
 from papermail.ratelimit import Unlimited
 from papermail.rendering import VariantStore, make_environment
@@ -60,6 +60,24 @@ def _seed(sessions: sessionmaker[Session], readers: int) -> int:
         session.commit()
         assert result.edition is not None
         return result.edition.id
+
+
+def _planned(sessions: sessionmaker[Session], *, readers: int, batch_size: int) -> list[list[int]]:
+    """Readers and the sample edition, planned: the batches planning published."""
+    edition_id = _seed(sessions, readers=readers)
+    published: list[list[int]] = []
+    with sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        plan_edition(
+            session,
+            edition=edition,
+            now=NOW,
+            batch_size=batch_size,
+            publish=published.append,
+            due_only=False,
+        )
+    return published
 
 
 def test_ingest_twice_updates_in_place_and_snapshots_each_time(
@@ -109,20 +127,7 @@ def test_edition_and_planning_are_idempotent(sessions: sessionmaker[Session]) ->
 
 
 def test_concurrent_claims_never_share_a_row(sessions: sessionmaker[Session]) -> None:
-    edition_id = _seed(sessions, readers=200)
-    published: list[list[int]] = []
-    with sessions() as session:
-        edition = build_edition(session, day=EDITION_DAY, kind=EditionKind.DAILY, size=30).edition
-        assert edition is not None and edition.id == edition_id
-        plan_edition(
-            session,
-            edition=edition,
-            now=NOW,
-            batch_size=500,
-            publish=published.append,
-            due_only=False,
-        )
-    ids = published[0]
+    [ids] = _planned(sessions, readers=200, batch_size=500)
     claimed: list[list[int]] = []
     start = threading.Barrier(4)
 
@@ -141,19 +146,7 @@ def test_concurrent_claims_never_share_a_row(sessions: sessionmaker[Session]) ->
 
 
 def test_send_twice_delivers_once_on_postgres(sessions: sessionmaker[Session], redis) -> None:  # type: ignore[no-untyped-def]
-    _seed(sessions, readers=30)
-    published: list[list[int]] = []
-    with sessions() as session:
-        edition = build_edition(session, day=EDITION_DAY, kind=EditionKind.DAILY, size=30).edition
-        assert edition is not None
-        plan_edition(
-            session,
-            edition=edition,
-            now=NOW,
-            batch_size=100,
-            publish=published.append,
-            due_only=False,
-        )
+    published = _planned(sessions, readers=30, batch_size=100)
     links = Links("https://papers.example.org", TokenSigner("k" * 40))
     identity = Identity(
         mail_from="papermail <d@papers.example.org>",
@@ -196,19 +189,8 @@ def test_claims_read_only_their_own_rows_right_after_a_big_planning_run(
 ) -> None:
     # Statistics taken before planning say nothing is pending; PostgreSQL then claimed
     # through the status index, reading every pending row of the edition per batch.
-    _seed(sessions, readers=3000)
-    published: list[list[int]] = []
+    published = _planned(sessions, readers=3000, batch_size=100)
     with sessions() as session:
-        edition = build_edition(session, day=EDITION_DAY, kind=EditionKind.DAILY, size=30).edition
-        assert edition is not None
-        plan_edition(
-            session,
-            edition=edition,
-            now=NOW,
-            batch_size=100,
-            publish=published.append,
-            due_only=False,
-        )
         claim_sql = (
             "EXPLAIN (ANALYZE, FORMAT JSON) UPDATE deliveries SET status = 'sending' "
             "WHERE id = ANY(:ids) AND (status IN ('pending', 'retry') AND "

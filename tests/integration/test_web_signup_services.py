@@ -11,7 +11,6 @@ from email import policy
 from pathlib import Path
 
 import pytest
-import redis as redis_lib
 from fastapi.testclient import TestClient
 from workers.celery_app import make_celery
 
@@ -21,8 +20,8 @@ from papermail.runtime import Runtime
 from papermail.signup_limits import Budget, SignupLimits
 from papermail.smtpsink import SmtpSink
 from papermail.web.app import create_app
-from tests.conftest import service_missing
-from tests.support.services import REDIS_BASE, CeleryWorker, redis_available, wait_until
+from tests.integration.conftest import flushed_redis
+from tests.support.services import CeleryWorker, wait_until
 
 pytestmark = pytest.mark.integration
 REDIS_DB = 13  # the web tests' own Redis database
@@ -30,14 +29,7 @@ REDIS_DB = 13  # the web tests' own Redis database
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:  # overrides the shared one: our own database
-    if not redis_available():
-        service_missing("Redis at 127.0.0.1:6379")
-    url = f"{REDIS_BASE}/{REDIS_DB}"
-    client = redis_lib.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    yield from flushed_redis(REDIS_DB)
 
 
 def _csrf(client: TestClient) -> str:
