@@ -263,6 +263,11 @@ class MessageTemplate:
             slots=frozenset(s for s in body if isinstance(s, str)),
         )
 
+    @property
+    def size(self) -> int:
+        """Bytes held, roughly (what a cache of templates should budget for)."""
+        return len(self.head) + sum(len(s) for s in self.body)
+
     def render(
         self,
         *,

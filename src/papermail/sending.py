@@ -224,14 +224,37 @@ _RELEASE = text(
 ).bindparams(bindparam("ids", expanding=True), bindparam("not_before", type_=UTCDateTime()))
 
 
+# The same "sent" mark for a psycopg cursor (PostgreSQL's hot path, see _Ledger).
+_SENT_PG = (
+    "UPDATE deliveries SET status = 'sent', sent_at = %s, lease_until = NULL, "
+    "message_id = %s, last_error = NULL WHERE id = %s AND status = 'sending'"
+)
+
+
 class _Ledger:
     """Row updates on an autocommit connection: each is durable the moment it returns,
     so the ledger never lags the wire by more than the message in flight."""
 
     def __init__(self, connection: Connection, policy: SendPolicy, clock: Clock) -> None:
         self.connection, self.policy, self.clock = connection, policy, clock
+        # One "sent" mark per message is the ledger's hot path. On PostgreSQL it goes
+        # straight to a psycopg cursor as a prepared statement: SQLAlchemy's own work per
+        # statement was ~0.1 ms of CPU a message on the benchmark machine, as much as the
+        # round trip itself. Same connection, same autocommit: only the overhead goes.
+        self._cursor = (
+            connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            if connection.dialect.name == "postgresql"
+            else None
+        )
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
 
     def sent(self, row: _Row, message_id: str) -> None:
+        if self._cursor is not None:
+            self._cursor.execute(_SENT_PG, (self.clock(), message_id, row.id), prepare=True)
+            return
         self.connection.execute(
             _SENT, {"id": row.id, "now": self.clock(), "message_id": message_id}
         )
@@ -326,10 +349,11 @@ def send_batch(
         closing(backend.open()) as connection,
         _ledger_connection(session, async_commit=policy.ledger_async_commit) as ledger_connection,
     ):
+        ledger = _Ledger(ledger_connection, policy, clock)
         batch = _Batch(
             session=session,
             connection=connection,
-            ledger=_Ledger(ledger_connection, policy, clock),
+            ledger=ledger,
             report=report,
             editions=editions,
             templates=templates,
@@ -358,6 +382,7 @@ def send_batch(
                 delivery_id=row.id, subscriber_id=row.subscriber_id, edition_id=row.edition_id
             ):
                 batch.send_one(row)
+        ledger.close()
     return report
 
 

@@ -93,8 +93,11 @@ def render_variants(
 class TemplateSource:
     """Encoded message templates: this process's memory, then Redis, then a fresh render.
 
-    One per worker process, bounded: a day's few hundred variants are encoded
-    once per process rather than once per batch, and old editions age out.
+    One per worker process, bounded by size: a day's few hundred variants are encoded
+    once per process rather than once per batch, and old editions age out. The bound is
+    in bytes, not entries: planning publishes an edition's batches variant by variant,
+    chunk after chunk, and an LRU holding fewer entries than that cycle re-encodes every
+    variant at every chunk (it did, at 552 variants against a 512-entry cap).
     """
 
     def __init__(
@@ -104,18 +107,17 @@ class TemplateSource:
         env: jinja2.Environment,
         links: Links,
         identity: Identity,
-        max_templates: int = 512,
+        max_bytes: int = 64 * 2**20,
     ) -> None:
         self.store, self.env, self.links, self.identity = store, env, links, identity
-        self.max_templates = max_templates
+        self.max_bytes = max_bytes
         self._templates: OrderedDict[str, MessageTemplate] = OrderedDict()
+        self._bytes = 0
 
     def get(self, session: Session, key: str, *, edition: Edition) -> MessageTemplate:
         if key in self._templates:
             self._templates.move_to_end(key)
         else:
-            while len(self._templates) >= self.max_templates:
-                self._templates.popitem(last=False)
             rendered = self.store.get(key)
             if rendered is None:
                 log.info("variant %s missing from Redis; rendering it in the batch", key)
@@ -127,7 +129,7 @@ class TemplateSource:
                     list_name=self.identity.list_name,
                 )
                 self.store.put(key, rendered)
-            self._templates[key] = MessageTemplate.compile(
+            template = MessageTemplate.compile(
                 sender=self.identity.mail_from,
                 subject=rendered.subject,
                 text=rendered.text,
@@ -136,4 +138,9 @@ class TemplateSource:
                 reply_to=self.identity.reply_to,
                 archive_url=f"{self.links.base_url}/editions",
             )
+            while self._templates and self._bytes + template.size > self.max_bytes:
+                _key, evicted = self._templates.popitem(last=False)
+                self._bytes -= evicted.size
+            self._templates[key] = template
+            self._bytes += template.size
         return self._templates[key]

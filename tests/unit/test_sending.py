@@ -27,7 +27,7 @@ from papermail.delivery.base import (
 from papermail.delivery.memory import MemoryBackend
 from papermail.editions import build_edition
 from papermail.ingest import ingest_papers
-from papermail.messages import make_message_id
+from papermail.messages import MessageTemplate, make_message_id
 from papermail.models import (
     Delivery,
     DeliveryStatus,
@@ -695,3 +695,63 @@ def test_someone_who_unsubscribes_mid_batch_gets_nothing_more(world: World) -> N
     leaver_email = world.session.get(Subscriber, leaver).email  # type: ignore[union-attr]
     assert leaver_email not in backend.recipients
     assert len(backend.recipients) == 29
+
+
+def _three_variants(world: World) -> tuple[list[str], list[int]]:
+    for size in (5, 10, 15):
+        world.subscribe(f"size{size}@example.org", max_papers=size)
+    ids = world.plan()
+    by_id = {row.id: row.variant_key for row in world.rows()}
+    return [by_id[i] for i in ids], ids
+
+
+def test_the_template_cache_stays_within_its_byte_budget_and_evicts_the_oldest(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys, _ids = _three_variants(world)
+    assert len(set(keys)) == 3
+    encoded: list[int] = []
+    real = MessageTemplate.compile.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[MessageTemplate], **kwargs: Any) -> MessageTemplate:
+        template = real(cls, **kwargs)
+        encoded.append(template.size)
+        return template
+
+    monkeypatch.setattr(MessageTemplate, "compile", classmethod(counting))
+    templates = world.templates()
+    for key in keys:
+        templates.get(world.session, key, edition=world.edition)
+    sizes = sorted(encoded)
+    # Room for the two largest only: the first (oldest) one must go.
+    small = TemplateSource(
+        store=world.store,
+        env=world.env,
+        links=world.links,
+        identity=world.identity,
+        max_bytes=sizes[1] + sizes[2],
+    )
+    for key in keys:
+        small.get(world.session, key, edition=world.edition)
+    assert small._bytes <= small.max_bytes
+    assert keys[0] not in small._templates and keys[-1] in small._templates
+
+
+def test_cycling_through_every_variant_of_an_edition_encodes_each_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Planning publishes batches variant by variant, chunk after chunk: the same cycle
+    # again and again. A cache sized in entries below the cycle re-encoded everything.
+    keys, _ids = _three_variants(world)
+    calls: list[str] = []
+    real = MessageTemplate.compile.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        MessageTemplate,
+        "compile",
+        classmethod(lambda cls, **kw: (calls.append(kw["subject"]), real(cls, **kw))[1]),
+    )
+    templates = world.templates()
+    for _chunk in range(5):
+        for key in keys:
+            templates.get(world.session, key, edition=world.edition)
+    assert len(calls) == 3
