@@ -439,6 +439,7 @@ class _Batch:
                     recipient=row.email,
                     data=data,
                     message_id=message_id,
+                    dot_safe=True,  # MessageTemplate.render never starts a line with "."
                 )
             )
         except BackendUnavailable as error:

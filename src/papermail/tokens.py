@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hmac
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from itsdangerous.signer import HMACAlgorithm
 
 
 class Purpose(enum.StrEnum):
@@ -45,6 +47,32 @@ class TokenClaims:
     purpose: Purpose
 
 
+class _HmacSha1(HMACAlgorithm):
+    """itsdangerous' default HMAC-SHA1, in one OpenSSL call.
+
+    Its default digest is a Python wrapper around hashlib.sha1, which sends ``hmac.new``
+    down the pure-Python path; the signature bytes are the same.
+    """
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, "sha1")
+
+
+class _Signer(TimestampSigner):
+    """A TimestampSigner whose tokens are byte-for-byte the stock one's, made cheaper
+    for the send path (two links a message): the key is derived once, not per token."""
+
+    def __init__(self, secret: str, *, salt: str) -> None:
+        super().__init__(secret, salt=salt, algorithm=_HmacSha1())
+        self._derived: dict[str | bytes | None, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        key = self._derived.get(secret_key)
+        if key is None:
+            key = self._derived[secret_key] = super().derive_key(secret_key)
+        return key
+
+
 class TokenSigner:
     """``<subscriber>.<version>.<timestamp>.<signature>``, one signing key per purpose.
 
@@ -54,7 +82,7 @@ class TokenSigner:
 
     def __init__(self, secret: str) -> None:
         self._signers = {
-            purpose: TimestampSigner(secret, salt=f"papermail.{purpose.value}")
+            purpose: _Signer(secret, salt=f"papermail.{purpose.value}")
             for purpose in Purpose
         }
 

@@ -544,3 +544,45 @@ def test_memory_backend_raises_what_fail_returns() -> None:
     assert permanent.value.code == 550
     assert transient.value.code == 451
     assert backend.recipients == ["ada@example.org"]
+
+
+def test_a_dot_safe_message_goes_out_unchanged_and_whole(
+    aiosmtpd_server: tuple[Controller, ScriptedHandler],
+) -> None:
+    controller, handler = aiosmtpd_server
+    body = b"".join(b"line %d of a long digest\r\n" % n for n in range(5000))  # > 100 KB
+    data = b"Subject: big\r\nMessage-ID: <big@papers.example.org>\r\n\r\n" + body
+    message = OutgoingMessage(
+        sender=SENDER,
+        recipient="ada@example.org",
+        data=data,
+        message_id="<big@papers.example.org>",
+        dot_safe=True,
+    )
+    connection = SmtpBackend(controller.hostname, controller.port, timeout=5).open()
+    connection.send(message)
+    connection.send(message)
+    connection.close()
+    assert [d[2] for d in handler.delivered] == [data, data]
+
+
+class _TrickleSocket:
+    """A socket whose kernel takes at most ``limit`` bytes per call (a full send buffer)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.received = limit, bytearray()
+
+    def sendmsg(self, buffers: list[memoryview]) -> int:
+        taken = b"".join(bytes(b) for b in buffers)[: self.limit]
+        self.received += taken
+        return len(taken)
+
+
+@pytest.mark.parametrize("limit", [1, 7, 4096, 10**6])
+def test_message_and_terminator_survive_partial_writes(limit: int) -> None:
+    from papermail.delivery.smtp import _send_parts
+
+    client = smtplib.SMTP()
+    client.sock = _TrickleSocket(limit)  # type: ignore[assignment]
+    _send_parts(client, (b"x" * 10_000 + b"\r\n", b"", b".\r\n"))
+    assert bytes(client.sock.received) == b"x" * 10_000 + b"\r\n.\r\n"  # type: ignore[attr-defined]

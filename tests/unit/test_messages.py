@@ -505,3 +505,21 @@ def test_no_line_starts_with_a_dot_so_smtp_needs_no_dot_stuffing() -> None:
     message = parse(data)
     assert content(message.get_body(("plain",))) == fill(dotty_text, values)
     assert content(message.get_body(("html",))) == fill(dotty_html, html_values(values))
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        dt.datetime(2026, 11, 27, 7, 0, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 11, 27, 7, 0, 0, 999_999, tzinfo=dt.UTC),
+        dt.datetime(2026, 11, 27, 7, 0, 1, tzinfo=dt.UTC),
+        dt.datetime(2026, 11, 27, 8, 0, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        dt.datetime(2026, 11, 27, 7, 0, 1, tzinfo=dt.UTC),
+    ],
+)
+def test_date_header_is_what_the_email_package_writes(moment: dt.datetime) -> None:
+    from email.utils import format_datetime
+
+    from papermail.messages import _date_header
+
+    assert _date_header(moment) == format_datetime(moment)

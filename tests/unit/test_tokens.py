@@ -166,3 +166,16 @@ def test_edition_and_paper_links() -> None:
         "https://papers.example.org/editions/2026-11-26?kind=weekly"
     )
     assert links.paper("2611.21401") == "https://huggingface.co/papers/2611.21401"
+
+
+@pytest.mark.parametrize("purpose", list(Purpose))
+def test_tokens_are_exactly_the_stock_itsdangerous_ones(
+    signer: TokenSigner, frozen: list[int], purpose: Purpose
+) -> None:
+    # Links in mail already sent (unsubscribe never expires) must keep working: the
+    # faster signer has to produce and accept the very bytes itsdangerous does.
+    stock = TimestampSigner(SECRET, salt=f"papermail.{purpose.value}")
+    ours = signer.make(purpose, subscriber_id=42, token_version=3)
+    assert ours == stock.sign(b"42.3").decode()
+    theirs = stock.sign(b"7.1").decode()
+    assert signer.read(purpose, theirs).subscriber_id == 7

@@ -16,6 +16,9 @@ class OutgoingMessage:
     recipient: str  # envelope RCPT TO (bare address)
     data: bytes  # the full RFC 5322 message, CRLF line endings
     message_id: str  # "<...@domain>", also in data
+    # True when no line of ``data`` starts with ".": SMTP can skip dot-stuffing, a search
+    # of the whole message. MessageTemplate output guarantees it (see messages.py).
+    dot_safe: bool = False
 
 
 class DeliveryError(Exception):
