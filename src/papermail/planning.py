@@ -166,6 +166,7 @@ def plan_edition(
     planner = _Planner(session, edition, now, due_only)
     report = PlanReport(edition_id=edition.id)
     last_id = 0
+    analyze_at = 1  # rows planned in this run; then every doubling (see _refresh_statistics)
     while rows := _due_chunk(
         session, edition, after_id=last_id, limit=chunk_size, only=only_subscribers
     ):
@@ -182,11 +183,12 @@ def plan_edition(
         new_keys = [str(v["key"]) for v in planner.new_variants]
         created = _insert_rows(session, planner, values, edition_id=edition.id, now=now)
         session.commit()
-        if created:
+        report.planned += len(created)
+        if created and report.planned >= analyze_at:
             _refresh_statistics(session)
+            analyze_at = 2 * report.planned
         if new_keys:
             on_new_variants(new_keys)  # committed, and before any batch that needs them
-        report.planned += len(created)
         for batch in _batches_by_variant(created, batch_size):
             publish(batch)
             report.batches += 1
@@ -237,6 +239,9 @@ def _refresh_statistics(session: Session) -> None:
     With the statistics of an hour ago PostgreSQL believes no row is pending, plans
     each claim through the status index and reads every pending row of the edition
     to claim a hundred (measured: 8.7 ms a claim at 20,000 rows, linear in the size).
+    Once statistics show pending rows, the primary key wins for any larger count, so a
+    run re-analyzes only when its rows have doubled: 6 times for a million rows, not 50
+    (each ANALYZE samples 30,000 rows).
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("ANALYZE deliveries"))
