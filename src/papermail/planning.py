@@ -159,9 +159,9 @@ def plan_edition(
 ) -> PlanReport:
     """Create missing delivery rows for subscribers who are due; publish them in batches.
 
-    Commits after each chunk, hands that chunk's new variant keys to
-    ``on_new_variants`` (to compile them once, before any batch needs them), then
-    publishes the chunk's batches.
+    Commits after each chunk, then publishes the chunk's batches; before the first
+    batch that needs a new variant, hands its key to ``on_new_variants`` (to compile
+    it once, before any batch needs it).
     """
     planner = _Planner(session, edition, now, due_only)
     report = PlanReport(edition_id=edition.id)
@@ -187,11 +187,20 @@ def plan_edition(
         if created and report.planned >= analyze_at:
             _refresh_statistics(session)
             analyze_at = 2 * report.planned
-        if new_keys:
-            on_new_variants(new_keys)  # committed, and before any batch that needs them
+        # Each new variant is compiled (committed, above) right before the first batch
+        # that needs it: workers start on the first variant's batches while the planner
+        # compiles the rest, instead of idling through all of them (~2.5 s at 550).
+        uncompiled = set(new_keys)
+        variant_of = dict(created)
         for batch in _batches_by_variant(created, batch_size):
+            needed = sorted({variant_of[row_id] for row_id in batch} & uncompiled)
+            if needed:
+                on_new_variants(needed)
+                uncompiled.difference_update(needed)
             publish(batch)
             report.batches += 1
+        if uncompiled:  # a new variant none of whose rows this run inserted (a race)
+            on_new_variants(sorted(uncompiled))
     return report
 
 

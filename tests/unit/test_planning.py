@@ -588,3 +588,30 @@ def test_new_variants_are_handed_over_committed_and_before_any_batch(
         on_new_variants=on_new_variants,
     )
     assert replan.planned == 0 and len(events) == 2  # nothing new: not called again
+
+
+def test_each_variant_is_compiled_just_before_its_first_batch(
+    session: Session, edition: Edition
+) -> None:
+    # Workers can start on the first variant's batches while the rest still compile.
+    subscriber(session, "a@example.org", topics=["diffusion"])
+    subscriber(session, "b@example.org")
+    subscriber(session, "c@example.org")
+    events: list[tuple[str, list[str] | list[int]]] = []
+    report = plan_edition(
+        session,
+        edition=edition,
+        now=AFTER_BUILD,
+        batch_size=1,
+        due_only=False,
+        publish=lambda ids: events.append(("batch", list(ids))),
+        on_new_variants=lambda keys: events.append(("variants", list(keys))),
+    )
+    assert len(report.variants) == 2
+    compiled = [keys for kind, keys in events if kind == "variants"]
+    assert sorted(k for keys in compiled for k in keys) == sorted(report.variants)
+    kinds = [kind for kind, _ in events]
+    assert kinds in (
+        ["variants", "batch", "batch", "variants", "batch"],  # the two-reader variant first
+        ["variants", "batch", "variants", "batch", "batch"],
+    )
