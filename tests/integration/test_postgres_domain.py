@@ -148,8 +148,9 @@ def test_concurrent_claims_never_share_a_row(sessions: sessionmaker[Session]) ->
     assert sorted(everything) == sorted(ids)  # each row claimed by exactly one worker
 
 
-def test_send_twice_delivers_once_on_postgres(sessions: sessionmaker[Session], redis) -> None:  # type: ignore[no-untyped-def]
-    published = _planned(sessions, readers=30, batch_size=100)
+def _send(  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session], redis, ids: list[int], backend, *, now: dt.datetime = NOW
+) -> None:
     links = Links("https://papers.example.org", TokenSigner("k" * 40))
     identity = Identity(
         mail_from="papermail <d@papers.example.org>",
@@ -157,34 +158,125 @@ def test_send_twice_delivers_once_on_postgres(sessions: sessionmaker[Session], r
         domain="papers.example.org",
         list_name="papermail",
     )
-
     templates = TemplateSource(
         store=VariantStore(redis, ttl_seconds=600),
         env=make_environment(PROJECT_ROOT / "templates"),
         links=links,
         identity=identity,
     )
+    with sessions() as session:
+        send_batch(
+            session,
+            delivery_ids=ids,
+            backend=backend,
+            templates=templates,
+            limiter=Unlimited(),
+            links=links,
+            identity=identity,
+            policy=SendPolicy(),
+            clock=lambda: now,
+        )
+
+
+def _statuses(sessions: sessionmaker[Session]) -> dict[DeliveryStatus, int]:
+    with sessions() as session:
+        return dict(
+            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()  # type: ignore[arg-type]
+        )
+
+
+def test_send_twice_delivers_once_on_postgres(sessions: sessionmaker[Session], redis) -> None:  # type: ignore[no-untyped-def]
+    published = _planned(sessions, readers=30, batch_size=100)
     backend = MemoryBackend()
     for _ in range(2):
-        with sessions() as session:
-            send_batch(
-                session,
-                delivery_ids=published[0],
-                backend=backend,
-                templates=templates,
-                limiter=Unlimited(),
-                links=links,
-                identity=identity,
-                policy=SendPolicy(),
-                clock=lambda: NOW,
-            )
-    with sessions() as session:
-        statuses = dict(
-            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
-        )
+        _send(sessions, redis, published[0], backend)
     assert len(backend.outbox) == 30
     assert len({m.recipient for m in backend.outbox}) == 30
-    assert statuses == {DeliveryStatus.SENT: 30}
+    assert _statuses(sessions) == {DeliveryStatus.SENT: 30}
+
+
+class _Watching:
+    """A backend that, as it accepts each message, looks at the ledger from outside."""
+
+    def __init__(self, sessions: sessionmaker[Session], on_accept) -> None:  # type: ignore[no-untyped-def]
+        self.sessions, self.on_accept = sessions, on_accept
+        self.accepted: list[str] = []
+
+    def open(self) -> _Watching:
+        return self
+
+    def send(self, message, *, before_accept=lambda: None) -> None:  # type: ignore[no-untyped-def]
+        before_accept()
+        self.on_accept(self)
+        self.accepted.append(message.recipient)
+
+    def close(self) -> None:
+        return None
+
+
+def test_each_message_is_accepted_only_once_every_earlier_mark_has_committed(
+    sessions: sessionmaker[Session],
+    redis,  # type: ignore[no-untyped-def]
+) -> None:
+    # Marks are pipelined: one commits while the next message goes out. At the moment
+    # a message can be accepted, every message accepted before it is durably "sent".
+    published = _planned(sessions, readers=30, batch_size=100)
+    with sessions() as session:  # every mark takes 50 ms to commit: a race would show
+        session.execute(
+            text(
+                "CREATE FUNCTION slow_mark() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$"
+            )
+        )
+        session.execute(
+            text(
+                "CREATE TRIGGER slow_mark BEFORE UPDATE ON deliveries FOR EACH ROW "
+                "WHEN (NEW.status = 'sent') EXECUTE FUNCTION slow_mark()"
+            )
+        )
+        session.commit()
+    seen: list[tuple[int, int]] = []
+
+    def check(backend: _Watching) -> None:
+        seen.append((len(backend.accepted), _statuses(sessions).get(DeliveryStatus.SENT, 0)))
+
+    backend = _Watching(sessions, check)
+    _send(sessions, redis, published[0], backend)
+    assert len(seen) == 30
+    assert all(sent == accepted for accepted, sent in seen), seen
+    assert _statuses(sessions) == {DeliveryStatus.SENT: 30}
+
+
+def test_a_mark_that_cannot_commit_stops_the_batch_and_costs_one_copy_at_most(
+    sessions: sessionmaker[Session],
+    redis,  # type: ignore[no-untyped-def]
+) -> None:
+    from papermail.pgmarks import LedgerError
+
+    published = _planned(sessions, readers=30, batch_size=100)
+
+    def kill_the_ledger_connection(backend: _Watching) -> None:
+        if len(backend.accepted) == 5:
+            with sessions() as other:
+                other.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND query LIKE 'UPDATE deliveries SET status = ''sent''%'"
+                    )
+                )
+
+    first = _Watching(sessions, kill_the_ledger_connection)
+    with pytest.raises(LedgerError):
+        _send(sessions, redis, published[0], first)
+    assert 5 <= len(first.accepted) <= 6  # stopped right there, not at the end
+    # Once the batch's lease has run out, its rows are claimed again and sent.
+    second = MemoryBackend()
+    _send(sessions, redis, published[0], second, now=NOW + dt.timedelta(minutes=6))
+    everyone = first.accepted + [m.recipient for m in second.outbox]
+    assert len(set(everyone)) == 30  # nobody lost
+    assert len(everyone) - 30 <= 1  # the message whose mark was lost, at most, went twice
+    assert _statuses(sessions) == {DeliveryStatus.SENT: 30}
 
 
 @pytest.mark.parametrize("chunk_size", [20_000, 400], ids=["one chunk", "many chunks"])

@@ -6,6 +6,7 @@ how it went by raising (or not). Sending code never knows which backend it has.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,9 +43,20 @@ class PermanentError(DeliveryError):
     """Never try this recipient again with this message: 5xx replies."""
 
 
+def nothing() -> None:
+    return None
+
+
 class MailConnection(Protocol):
-    def send(self, message: OutgoingMessage) -> None:
-        """Deliver one message, or raise TransientError / PermanentError."""
+    def send(
+        self, message: OutgoingMessage, *, before_accept: Callable[[], None] = nothing
+    ) -> None:
+        """Deliver one message, or raise TransientError / PermanentError.
+
+        ``before_accept`` runs at the last moment before the receiver can accept the
+        message (for SMTP, before DATA's final "."); if it raises, the message is not
+        delivered and the exception propagates as it is.
+        """
 
     def close(self) -> None: ...
 

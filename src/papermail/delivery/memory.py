@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from papermail.delivery.base import DeliveryError, OutgoingMessage
+from papermail.delivery.base import DeliveryError, OutgoingMessage, nothing
 
 __all__ = ["FailFunc", "MemoryBackend", "MemoryConnection"]
 
@@ -39,13 +39,16 @@ class MemoryConnection:
         self._backend = backend
         self._closed = False
 
-    def send(self, message: OutgoingMessage) -> None:
+    def send(
+        self, message: OutgoingMessage, *, before_accept: Callable[[], None] = nothing
+    ) -> None:
         # Stricter than SMTP on purpose: sending after close() is a bug in the caller.
         if self._closed:
             raise RuntimeError("send() on a closed MemoryConnection")
         error = self._backend.fail(message) if self._backend.fail is not None else None
         if error is not None:
             raise error
+        before_accept()
         self._backend.outbox.append(message)
 
     def close(self) -> None:

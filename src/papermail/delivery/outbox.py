@@ -25,12 +25,13 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from papermail.delivery.base import OutgoingMessage, TransientError
+from papermail.delivery.base import OutgoingMessage, TransientError, nothing
 
 __all__ = ["MANIFEST", "OutboxBackend", "OutboxConnection", "safe_name", "write_index"]
 
@@ -58,7 +59,10 @@ class OutboxConnection:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def send(self, message: OutgoingMessage) -> None:
+    def send(
+        self, message: OutgoingMessage, *, before_accept: Callable[[], None] = nothing
+    ) -> None:
+        before_accept()
         try:
             self._write(message)
         except OSError as exc:  # a full disk is a reason to retry later, not to bounce

@@ -19,6 +19,7 @@ import contextlib
 import smtplib
 import socket
 import ssl as _ssl
+from collections.abc import Callable
 
 from papermail.delivery.base import (
     BackendUnavailable,
@@ -26,6 +27,7 @@ from papermail.delivery.base import (
     OutgoingMessage,
     PermanentError,
     TransientError,
+    nothing,
 )
 
 __all__ = ["RelayUnreachable", "SmtpBackend", "SmtpConfigurationError", "SmtpConnection"]
@@ -136,11 +138,13 @@ class SmtpConnection:
         self._client: smtplib.SMTP | None = None
         self.connects = 0  # sessions opened so far; tests and logs like to know
 
-    def send(self, message: OutgoingMessage) -> None:
+    def send(
+        self, message: OutgoingMessage, *, before_accept: Callable[[], None] = nothing
+    ) -> None:
         _check_envelope(message)
         if self._client is not None:
             try:
-                self._transaction(self._client, message, reused=True)
+                self._transaction(self._client, message, before_accept, reused=True)
                 return
             except _StaleConnection:
                 # The server closed an idle session, or ended it at its per-connection
@@ -148,7 +152,7 @@ class SmtpConnection:
                 # this message: one retry on a fresh session is safe and spares the row
                 # a backoff.
                 self._discard()
-        self._transaction(self._connect(), message, reused=False)
+        self._transaction(self._connect(), message, before_accept, reused=False)
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -167,7 +171,14 @@ class SmtpConnection:
         if client is not None:
             _close_quietly(client)
 
-    def _transaction(self, client: smtplib.SMTP, message: OutgoingMessage, *, reused: bool) -> None:
+    def _transaction(
+        self,
+        client: smtplib.SMTP,
+        message: OutgoingMessage,
+        before_accept: Callable[[], None],
+        *,
+        reused: bool,
+    ) -> None:
         stage = "MAIL FROM"
         pipelined = False
         try:
@@ -192,6 +203,13 @@ class SmtpConnection:
             stage = "DATA"
             _expect(stage, _reply(client, "DATA", "", pipelined), 354)
             stage = "end of DATA"
+            try:
+                before_accept()
+            except BaseException:
+                # In DATA mode with nothing sent yet: drop the session, so the server
+                # discards this message (a QUIT now would only be read as its text).
+                self._discard()
+                raise
             _send_parts(client, _data_payload(message.data, dot_safe=message.dot_safe))
             _expect(stage, client.getreply(), 250)
         except _Refused as refused:
