@@ -35,11 +35,18 @@ class PipelinedSentMarks:
     """Send a mark now, learn that it committed later; one mark in flight at most."""
 
     def __init__(
-        self, connection: psycopg.Connection, *, timeout: float = SETTLE_TIMEOUT_SECONDS
-    ) -> None:  # type: ignore[type-arg]
+        self,
+        connection: psycopg.Connection,  # type: ignore[type-arg]
+        *,
+        prepare: bool = True,
+        timeout: float = SETTLE_TIMEOUT_SECONDS,
+    ) -> None:
+        """``prepare=False``: this connection has prepared the statement before."""
         self._pg = connection.pgconn
         self._timeout = timeout
         self._pending: int | None = None  # delivery id whose mark is in flight
+        if not prepare:
+            return
         try:
             prepared = self._pg.prepare(_NAME, _SQL)
         except psycopg.Error as exc:
