@@ -213,7 +213,12 @@ def _due_chunk(
     session: Session, edition: Edition, *, after_id: int, limit: int, only: Sequence[int] | None
 ) -> Sequence:  # type: ignore[type-arg]
     already = exists().where(
-        Delivery.subscriber_id == Subscriber.id, Delivery.edition_id == edition.id
+        Delivery.subscriber_id == Subscriber.id,
+        Delivery.edition_id == edition.id,
+        # Implied by the join, but PostgreSQL cannot derive it: without it, each chunk's
+        # anti-join read the edition's deliveries from the first subscriber on, so a
+        # million-row plan read ~25M index entries (measured: 80 ms a chunk at 150k rows).
+        Delivery.subscriber_id > after_id,
     )
     query = (
         select(
