@@ -22,7 +22,7 @@ _SQL = (
     b"UPDATE deliveries SET status = 'sent', sent_at = $1, lease_until = NULL, "
     b"message_id = $2, last_error = NULL WHERE id = $3 AND status = 'sending'"
 )
-_DUPLICATE_PREPARED_STATEMENT = b"42P05"  # prepared by an earlier batch on this connection
+_IS_PREPARED = b"SELECT 1 FROM pg_prepared_statements WHERE name = 'papermail_mark_sent'"
 # A commit normally takes well under a millisecond; past this the database is gone for us.
 SETTLE_TIMEOUT_SECONDS = 60.0
 
@@ -38,22 +38,24 @@ class PipelinedSentMarks:
         self,
         connection: psycopg.Connection,  # type: ignore[type-arg]
         *,
-        prepare: bool = True,
         timeout: float = SETTLE_TIMEOUT_SECONDS,
     ) -> None:
-        """``prepare=False``: this connection has prepared the statement before."""
         self._pg = connection.pgconn
         self._timeout = timeout
         self._pending: int | None = None  # delivery id whose mark is in flight
-        if not prepare:
-            return
         try:
+            # Asked of the server, once a batch: the pool hands connections back and
+            # forth, and psycopg sends DEALLOCATE ALL after a ROLLBACK on a connection
+            # where it prepared statements of its own, so no client-side flag can tell.
+            found = self._pg.exec_(_IS_PREPARED)
+            if found.status != pq.ExecStatus.TUPLES_OK:
+                raise LedgerError(f"cannot look up the sent mark: {_error(found)}")
+            if found.ntuples:
+                return
             prepared = self._pg.prepare(_NAME, _SQL)
         except psycopg.Error as exc:
             raise LedgerError(f"cannot prepare the sent mark: {exc}") from exc
-        if prepared.status != pq.ExecStatus.COMMAND_OK and (
-            prepared.error_field(pq.DiagnosticField.SQLSTATE) != _DUPLICATE_PREPARED_STATEMENT
-        ):
+        if prepared.status != pq.ExecStatus.COMMAND_OK:
             raise LedgerError(f"cannot prepare the sent mark: {_error(prepared)}")
 
     @property

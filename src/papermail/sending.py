@@ -225,9 +225,6 @@ _RELEASE = text(
 ).bindparams(bindparam("ids", expanding=True), bindparam("not_before", type_=UTCDateTime()))
 
 
-_MARKS_PREPARED = "papermail.sent_mark_prepared"
-
-
 class _Ledger:
     """Row updates on an autocommit connection, each its own transaction.
 
@@ -240,16 +237,11 @@ class _Ledger:
 
     def __init__(self, connection: Connection, policy: SendPolicy, clock: Clock) -> None:
         self.connection, self.policy, self.clock = connection, policy, clock
-        self._marks: PipelinedSentMarks | None = None
-        if connection.dialect.name == "postgresql":
-            # Prepared once per database connection (the pool hands the same ones back),
-            # remembered in the pool's per-connection info.
-            info = connection.connection.info
-            self._marks = PipelinedSentMarks(
-                connection.connection.driver_connection,  # type: ignore[arg-type]
-                prepare=not info.get(_MARKS_PREPARED, False),
-            )
-            info[_MARKS_PREPARED] = True
+        self._marks = (
+            PipelinedSentMarks(connection.connection.driver_connection)  # type: ignore[arg-type]
+            if connection.dialect.name == "postgresql"
+            else None
+        )
 
     def settle(self) -> None:
         """Wait until the last "sent" mark has committed (raises LedgerError if not)."""

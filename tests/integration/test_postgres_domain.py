@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from alembic import command
-from sqlalchemy import func, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from papermail.config import PROJECT_ROOT
@@ -241,7 +241,13 @@ def test_each_message_is_accepted_only_once_every_earlier_mark_has_committed(
         seen.append((len(backend.accepted), _statuses(sessions).get(DeliveryStatus.SENT, 0)))
 
     backend = _Watching(sessions, check)
-    _send(sessions, redis, published[0], backend)
+    try:
+        _send(sessions, redis, published[0], backend)
+    finally:  # the schema outlives this test (clean_db only empties tables)
+        with sessions() as session:
+            session.execute(text("DROP TRIGGER slow_mark ON deliveries"))
+            session.execute(text("DROP FUNCTION slow_mark()"))
+            session.commit()
     assert len(seen) == 30
     assert all(sent == accepted for accepted, sent in seen), seen
     assert _statuses(sessions) == {DeliveryStatus.SENT: 30}
@@ -301,3 +307,25 @@ def test_claims_read_only_their_own_rows_right_after_a_big_planning_run(
     rows_read = scan.get("Actual Rows", 0) + scan.get("Rows Removed by Filter", 0)
     assert scan.get("Index Name") == "deliveries_pkey", scan
     assert rows_read <= 100
+
+
+def test_marks_survive_a_connection_that_forgot_its_prepared_statements(
+    clean_db: str,
+    redis,  # type: ignore[no-untyped-def]
+) -> None:
+    # psycopg sends DEALLOCATE ALL after a ROLLBACK on a connection where it prepared
+    # statements itself, and the pool hands that connection to the next batch's ledger.
+    engine = create_engine(clean_db, pool_size=2, max_overflow=0)
+    sessions = make_session_factory(engine)
+    published = _planned(sessions, readers=30, batch_size=10)
+    backend = MemoryBackend()
+    _send(sessions, redis, published[0], backend)
+    both = [engine.connect(), engine.connect()]  # every connection the pool has
+    for connection in both:
+        connection.exec_driver_sql("DEALLOCATE ALL")
+        connection.close()
+    _send(sessions, redis, published[1], backend)
+    statuses = _statuses(sessions)
+    engine.dispose()
+    assert len(backend.outbox) == 20
+    assert statuses == {DeliveryStatus.SENT: 20, DeliveryStatus.PENDING: 10}
