@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -99,7 +100,15 @@ class SmtpSink:
         self._thread = threading.Thread(
             target=self._serve, args=(ready, failure), name="smtpsink", daemon=True
         )
-        self._thread.start()
+        # The serving thread inherits a mask that blocks Ctrl-C and SIGTERM, so the kernel
+        # delivers them to the main thread. Otherwise it may pick this thread, and a main
+        # thread blocked in sleep() would not notice for as long as it sleeps.
+        stopping = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+        try:
+            self._thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         ready.wait()
         if failure:
             self._thread.join()
