@@ -369,7 +369,7 @@ def send_batch(
             observe=observe,
         )
         try:
-            _send_rows(rows, batch, session, limiter, paused, clock, deadline)
+            _send_rows(rows, batch, limiter, paused, clock, deadline)
         except BaseException:
             ledger.abandon()
             raise
@@ -377,10 +377,9 @@ def send_batch(
     return report
 
 
-def _send_rows(  # noqa: PLR0913 (the batch loop, split out of send_batch)
+def _send_rows(
     rows: list[_Row],
     batch: _Batch,
-    session: Session,
     limiter: RateLimiter,
     paused: Callable[[], bool],
     clock: Clock,
@@ -397,7 +396,7 @@ def _send_rows(  # noqa: PLR0913 (the batch loop, split out of send_batch)
                 report.paused = paused()
             if index % STATUS_CHECK_EVERY == 0 and index:
                 # Someone who unsubscribed since the batch began gets nothing more.
-                batch.left = _no_longer_active(session, rows[index:])
+                batch.left = _no_longer_active(batch.session, rows[index:])
         except Exception:  # the shared limiter / pause flag (Redis) is unreachable
             log.exception("rate limit or pause flag unavailable; handing the rest back")
             report.coordination_down = True
