@@ -6,8 +6,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    # Installed (not editable), the package cannot find templates/ beside its source.
-    PAPERMAIL_TEMPLATES_DIR=/app/templates \
     PAPERMAIL_VAR_DIR=/app/var
 
 WORKDIR /app
@@ -17,9 +15,9 @@ RUN groupadd --system --gid 10001 papermail \
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY workers ./workers
-RUN pip install ".[ops]"
-# Templates last: editing an email or a page does not reinstall the dependencies.
+# The templates ship inside the package (papermail/templates); no developer tools.
 COPY templates ./templates
+RUN pip install ".[ops]"
 
 RUN mkdir -p /app/var && chown papermail:papermail /app/var
 USER papermail

@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(VENV)/.installed-dev: pyproject.toml tools/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -e ./tools
 	@touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
@@ -32,7 +32,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/test_architecture.py $(PYTEST_ARGS)
 
 integration: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
@@ -41,12 +41,12 @@ e2e: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src workers tests
-	$(BIN)/ruff format --check src workers tests
+	$(BIN)/ruff check src workers tests tools
+	$(BIN)/ruff format --check src workers tests tools
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format src workers tests
-	$(BIN)/ruff check --fix src workers tests
+	$(BIN)/ruff format src workers tests tools
+	$(BIN)/ruff check --fix src workers tests tools
 
 BENCH_SUBSCRIBERS ?= 10000 100000
 bench: $(VENV)/.installed-dev

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from papermail.config import Settings
 from papermail.db import make_engine, make_session_factory
 from papermail.models import Base
-from papermail.tokens import Links, TokenSigner
+from papermail.subscribers.tokens import Links, TokenSigner
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REQUIRE_SERVICES = os.environ.get("PAPERMAIL_REQUIRE_SERVICES") == "1"

@@ -18,10 +18,10 @@ from celery.signals import setup_logging
 from kombu import Exchange, Queue
 
 from papermail.config import Settings, get_settings
+from papermail.dispatch import PIPELINE_QUEUE, QUEUES, SEND_QUEUE
 from papermail.logging_setup import configure_logging
+from papermail.ops.monitoring import REDBEAT_LOCK_TIMEOUT
 
-PIPELINE_QUEUE = "papermail.pipeline"  # ingest, editions, planning, rendering: short, rare
-SEND_QUEUE = "papermail.send"  # send batches: the bulk; scale these workers out
 BEAT_LOOP_SECONDS = 30
 VISIBILITY_TIMEOUT = 3600  # seconds; no countdown/ETA may exceed it (Redis would redeliver)
 
@@ -65,11 +65,36 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
     }
 
 
+def time_limits(settings: Settings) -> dict[str, tuple[float, float]]:
+    """(soft, hard) seconds per task. The soft limit raises inside the task so it can
+    stop cleanly; the hard one kills the process. Every stage bounds itself already
+    (fetch deadline, batch lease); these are the backstop for what nobody foresaw."""
+    lease = float(settings.lease_seconds)
+    limits = {
+        "papermail.ingest_papers": settings.fetch_deadline_seconds + 120,
+        "papermail.build_edition": 300.0,
+        "papermail.plan_deliveries": 1800.0,  # a million readers plan in about 100 s
+        "papermail.render_variants": 600.0,
+        # A batch hands its rows back before its lease ends; past it they are reclaimed.
+        "papermail.send_batch": lease,
+        "papermail.redispatch": 120.0,
+        "papermail.send_confirmation": 4 * settings.smtp_timeout + 60,
+        "papermail.expire_pending": 300.0,
+        "papermail.sample_metrics": 50.0,  # it runs every minute
+    }
+    return {name: (soft, soft + 60) for name, soft in limits.items()}
+
+
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("papermail")
-    broker = settings.redis_url or "memory://"
-    app.conf.update(
-        broker_url=broker,
+    """A Celery app for these settings (the CLI, the web app and tests make their own)."""
+    app = Celery("papermail", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    return dict(
+        broker_url=settings.redis_url or "memory://",
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,
@@ -81,10 +106,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         # Explicit exchange + routing key per queue: left implicit, both queues bind the
         # default key and every task would be delivered to both.
-        task_queues=[
-            Queue(q, Exchange(q, type="direct"), routing_key=q)
-            for q in (PIPELINE_QUEUE, SEND_QUEUE)
-        ],
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_default_exchange=PIPELINE_QUEUE,
         task_default_routing_key=PIPELINE_QUEUE,
         task_default_queue=PIPELINE_QUEUE,
@@ -99,14 +121,17 @@ def make_celery(settings: Settings) -> Celery:
         beat_max_loop_interval=BEAT_LOOP_SECONDS,
         redbeat_redis_url=settings.redis_url,
         redbeat_key_prefix="papermail:redbeat",
-        redbeat_lock_timeout=BEAT_LOOP_SECONDS * 5,
+        redbeat_lock_timeout=REDBEAT_LOCK_TIMEOUT,
         worker_send_task_events=True,
         task_send_sent_event=True,
         # Embedded mode: no broker, tasks run inline in the calling process.
         task_always_eager=settings.embedded,
         task_eager_propagates=True,
+        task_annotations={
+            name: {"soft_time_limit": soft, "time_limit": hard}
+            for name, (soft, hard) in time_limits(settings).items()
+        },
     )
-    return app
 
 
 @setup_logging.connect
@@ -116,5 +141,7 @@ def _configure_logging(**_kwargs: object) -> None:
     configure_logging(json=settings.log_json, level=settings.log_level)
 
 
-app = make_celery(get_settings())
+# Configured on first use, not at import: importing this module reads no environment.
+app = Celery("papermail", set_as_current=False)
+app.add_defaults(lambda: celery_config(get_settings()))
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)

@@ -8,16 +8,55 @@ outbox backend, so one process can demo the whole pipeline.
 
 from __future__ import annotations
 
+import math
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "papermail-development-secret-change-me"  # noqa: S105 (refused in production)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_templates_dir() -> Path:
+    """The templates shipped in the wheel (papermail/templates), or the checkout's own."""
+    installed = Path(__file__).resolve().parent / "templates"
+    return installed if (installed / "email").is_dir() else PROJECT_ROOT / "templates"
+
+
+MIN_SECRET_BITS = 128
+MIN_SECRET_DISTINCT = 12
+MAKE_SECRET = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 (advice, not a secret)
+
+
+def secret_weakness(secret: str) -> str | None:
+    """Why this secret is too weak to sign links with, or None.
+
+    The estimate is length × log2(distinct characters): 32 spaces count 0 bits, a
+    repeated "abc" about 1.6 bits a character, token_urlsafe(32) over 200.
+    """
+    if secret == DEFAULT_SECRET:
+        return "is the development default"
+    if len(secret) < 32:
+        return f"has {len(secret)} characters; it needs at least 32"
+    distinct = len(set(secret))
+    bits = len(secret) * math.log2(distinct) if distinct > 1 else 0.0
+    if distinct < MIN_SECRET_DISTINCT or bits < MIN_SECRET_BITS:
+        return (
+            f"is too predictable ({distinct} distinct characters, about {bits:.0f} bits; "
+            f"it needs {MIN_SECRET_DISTINCT}+ distinct characters and {MIN_SECRET_BITS}+ bits)"
+        )
+    return None
 
 
 class InsecureConfiguration(RuntimeError):
@@ -45,7 +84,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     var_dir: Path = Path("var")
-    templates_dir: Path = PROJECT_ROOT / "templates"
+    templates_dir: Path = Field(default_factory=default_templates_dir)
 
     # Mail
     mail_backend: Literal["smtp", "outbox", "memory"] | None = None
@@ -65,6 +104,12 @@ class Settings(BaseSettings):
     hf_api_base: str = "https://huggingface.co"
     http_timeout: float = 20.0
     http_retries: int = 4
+    http_max_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="largest upstream answer read"
+    )
+    fetch_deadline_seconds: float = Field(
+        default=300.0, gt=0, description="a whole fetch (all pages and retries) stops after this"
+    )
     ingest_days_back: int = Field(default=2, ge=1, le=14)
 
     # Schedule (UTC)
@@ -108,6 +153,14 @@ class Settings(BaseSettings):
     @classmethod
     def _header_safe(cls, value: str | None) -> str | None:
         return None if value is None else _no_crlf(value)
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _has_templates(cls, value: Path) -> Path:
+        missing = [p for p in ("email/digest", "email/confirm", "web") if not (value / p).is_dir()]
+        if missing:
+            raise ValueError(f"{value} has no {', '.join(missing)} templates")
+        return value
 
     @field_validator("base_url", "hf_api_base")
     @classmethod
@@ -170,10 +223,9 @@ class Settings(BaseSettings):
         if self.environment != "production":
             return
         problems = []
-        if self.secret_key.get_secret_value() == DEFAULT_SECRET or len(
-            self.secret_key.get_secret_value()
-        ) < 32:
-            problems.append("PAPERMAIL_SECRET_KEY is the default or shorter than 32 characters")
+        weakness = secret_weakness(self.secret_key.get_secret_value())
+        if weakness:
+            problems.append(f"PAPERMAIL_SECRET_KEY {weakness}; {MAKE_SECRET}")
         if self.embedded:
             problems.append("PAPERMAIL_REDIS_URL and PAPERMAIL_DATABASE_URL must be set")
         elif not (self.database_url or "").startswith("postgresql"):
@@ -184,6 +236,16 @@ class Settings(BaseSettings):
             problems.append("PAPERMAIL_BASE_URL must be https:// (List-Unsubscribe needs it)")
         if problems:
             raise InsecureConfiguration("refusing to start in production: " + "; ".join(problems))
+
+
+def describe_errors(error: ValidationError) -> str:
+    """A settings error as operators set it: one line per environment variable."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]).upper() if item["loc"] else ""
+        name = f"PAPERMAIL_{field}" if field else "configuration"
+        lines.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(lines)
 
 
 @lru_cache(maxsize=1)

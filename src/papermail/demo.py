@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from papermail import stages
 from papermail.config import Settings
 from papermail.db import session_scope
-from papermail.ingest import IngestReport
-from papermail.models import Base, EditionKind
-from papermail.pipeline import build_edition, ingest_fetched
+from papermail.models import EditionKind
+from papermail.pipeline.ingest import IngestReport
 from papermail.sources.base import FetchResult, SourceError, SourceUnreachable
 from papermail.sources.hf import SAMPLE_DAY, fetch_daily, load_sample
-from papermail.subscriptions import Preferences, add_subscriber
+from papermail.subscribers.preferences import Preferences
+from papermail.subscribers.subscriptions import add_subscriber
+from papermail.wiring import Wiring
 
 # People with different tastes, so the outbox shows what preferences do.
 DEMO_SUBSCRIBERS: tuple[tuple[str, dict[str, object]], ...] = (
@@ -114,37 +115,17 @@ def fetch_or_sample(
     )
 
 
-def prepare(
-    sessions,
-    *,
-    papers: Papers,
-    now: dt.datetime,
-    edition_size: int,  # type: ignore[no-untyped-def]
-    clock: Callable[[], dt.datetime],
-) -> tuple[IngestReport, int | None]:
+def prepare(w: Wiring, *, papers: Papers, now: dt.datetime) -> tuple[IngestReport, int | None]:
+    """Store the papers, add the demo's readers and build the edition; its id."""
     source = "Hugging Face API" if papers.live else "bundled sample"
-    report = ingest_fetched(sessions, result=papers.result, clock=clock, source=source)
-    with session_scope(sessions) as session:
+    report = stages.store_papers(w, result=papers.result, source=source)
+    with session_scope(w.sessions) as session:
         for email, prefs in DEMO_SUBSCRIBERS:
             add_subscriber(
                 session, email=email, prefs=Preferences(**prefs), now=now, confirmed=True
             )
-    summary = build_edition(
-        sessions,
-        day=papers.edition_day,
-        kind=EditionKind.DAILY,
-        size=edition_size,
-        rank_hour=6,
-        clock=clock,
-    )
+    summary = stages.build_edition(w, day=papers.edition_day, kind=EditionKind.DAILY, rank_hour=6)
     return report, summary.edition_id
-
-
-def create_schema(engine) -> None:  # type: ignore[no-untyped-def]
-    from papermail.dbadmin import upgrade
-
-    upgrade(engine)
-    assert Base.metadata.tables  # the models are what the migrations built
 
 
 def outbox_index(settings: Settings) -> Path:

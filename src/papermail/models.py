@@ -22,9 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+from papermail.clock import utcnow
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -48,8 +46,14 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
     # Stored as plain strings with a CHECK constraint: portable and readable in psql.
-    return Enum(cls, name=name, native_enum=False, values_callable=lambda e: [m.value for m in e],
-                length=16, validate_strings=True)
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        values_callable=lambda e: [m.value for m in e],
+        length=16,
+        validate_strings=True,
+    )
 
 
 class Base(DeclarativeBase):
@@ -165,14 +169,16 @@ class Subscriber(Base):
     status: Mapped[SubscriberStatus] = mapped_column(
         _enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.PENDING
     )
-    frequency: Mapped[Frequency] = mapped_column(_enum(Frequency, "frequency"),
-                                                 default=Frequency.DAILY)
+    frequency: Mapped[Frequency] = mapped_column(
+        _enum(Frequency, "frequency"), default=Frequency.DAILY
+    )
     max_papers: Mapped[int] = mapped_column(default=10)
     topics: Mapped[list[str]] = mapped_column(default=list)
     follow_organizations: Mapped[list[str]] = mapped_column(default=list)
     follow_authors: Mapped[list[str]] = mapped_column(default=list)
-    format: Mapped[MailFormat] = mapped_column(_enum(MailFormat, "mail_format"),
-                                               default=MailFormat.HTML)
+    format: Mapped[MailFormat] = mapped_column(
+        _enum(MailFormat, "mail_format"), default=MailFormat.HTML
+    )
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     send_hour: Mapped[int] = mapped_column(default=7)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -192,8 +198,9 @@ class Variant(Base):
     __tablename__ = "variants"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"),
-                                            index=True)
+    edition_id: Mapped[int] = mapped_column(
+        ForeignKey("editions.id", ondelete="CASCADE"), index=True
+    )
     format: Mapped[MailFormat] = mapped_column(_enum(MailFormat, "mail_format"))
     # [[paper_id, reason], ...] in the order they appear in the email.
     selection: Mapped[list[Any]] = mapped_column(JSON)

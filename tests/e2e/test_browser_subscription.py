@@ -31,6 +31,7 @@ import pytest
 import redis as redis_lib
 import uvicorn
 from tests.conftest import service_missing
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.services import (
     REDIS_BASE,
     pg_available,
@@ -40,22 +41,29 @@ from tests.support.services import (
     wait_until,
 )
 
-from papermail import pipeline
+from papermail import stages
+from papermail.clock import utcnow
 from papermail.config import Settings
 from papermail.db import make_engine, session_scope
 from papermail.dbadmin import upgrade
 from papermail.models import Delivery, DeliveryStatus, EditionKind, Subscriber, SubscriberStatus
-from papermail.runtime import Runtime, utcnow
-from papermail.sending import send_batch
 from papermail.sources.hf import parse_page
-from papermail.subscriptions import Preferences, add_subscriber
-from papermail.web.app import create_app, inline_sender
+from papermail.stages import InlineDispatcher
+from papermail.subscribers.preferences import Preferences
+from papermail.subscribers.subscriptions import add_subscriber
+from papermail.web.app import create_app
+from papermail.wiring import Wiring
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 REDIS_DB = 13  # the web tests' own Redis database
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 WIDTHS = (375, 1280)
@@ -65,7 +73,7 @@ CONTROL = "control@example.org"
 
 @dataclass
 class Site:
-    runtime: Runtime
+    runtime: Wiring
     base_url: str
     outbox: Path
 
@@ -74,14 +82,19 @@ class Site:
         if not manifest.exists():
             return []
         entries = [json.loads(line) for line in manifest.read_text().splitlines() if line]
-        return [email.message_from_bytes((self.outbox / e["eml"]).read_bytes(),
-                                         policy=policy.default)  # type: ignore[misc]
-                for e in entries if e["recipient"] == address]
+        return [
+            email.message_from_bytes((self.outbox / e["eml"]).read_bytes(), policy=policy.default)  # type: ignore[misc]
+            for e in entries
+            if e["recipient"] == address
+        ]
 
     def html_file_of(self, message: EmailMessage) -> Path:
         manifest = (self.outbox / "manifest.jsonl").read_text().splitlines()
-        entry = next(json.loads(line) for line in manifest
-                     if json.loads(line)["message_id"] == message["Message-ID"])
+        entry = next(
+            json.loads(line)
+            for line in manifest
+            if json.loads(line)["message_id"] == message["Message-ID"]
+        )
         return self.outbox / entry["html"]
 
     def subscriber(self, address: str) -> Subscriber:
@@ -113,12 +126,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         upgrade(engine)
         engine.dispose()
         settings = Settings(
-            _env_file=None, database_url=db_url, redis_url=redis_url, mail_backend="outbox",
-            outbox_dir=tmp / "outbox", var_dir=tmp / "var", base_url=base_url,
+            _env_file=None,
+            database_url=db_url,
+            redis_url=redis_url,
+            mail_backend="outbox",
+            outbox_dir=tmp / "outbox",
+            var_dir=tmp / "var",
+            base_url=base_url,
             mail_from="papermail <digest@papers.example.org>",
-            secret_key="browser-test-secret-key-0123456789abcdef")  # noqa: S106
-        runtime = Runtime(settings)
-        app = create_app(runtime, send_confirmation=inline_sender(runtime))
+            secret_key="browser-test-secret-key-0123456789abcdef",
+        )  # noqa: S106
+        runtime = Wiring(settings)
+        app = create_app(runtime, dispatcher=InlineDispatcher(runtime))
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
@@ -174,26 +193,22 @@ def _seed(site: Site, *, day: dt.date, id_prefix: str | None = None) -> int:
     if id_prefix:  # fresh papers for a later edition (a daily never repeats a paper)
         for n, item in enumerate(items):
             item["paper"]["id"] = f"{id_prefix}.{n:05d}"
-    pipeline.ingest_result(site.runtime.sessions, result=parse_page(items), now=utcnow())
-    summary = pipeline.build_edition(site.runtime.sessions, day=day, kind=EditionKind.DAILY,
-                                     size=50, rank_hour=6, clock=utcnow)
+    stages.store_papers(site.runtime, result=parse_page(items), source="test")
+    summary = stages.build_edition(site.runtime, day=day, kind=EditionKind.DAILY, rank_hour=6)
     assert summary.edition_id is not None
     return summary.edition_id
 
 
 def _plan(site: Site, edition_id: int) -> list[int]:
-    batches: list[list[int]] = []
-    pipeline.plan(site.runtime.sessions, now=utcnow(), batch_size=100, publish=batches.append,
-                  due_only=False, edition_ids=[edition_id], clock=utcnow)
-    return [i for batch in batches for i in batch]
+    recorder = RecordingDispatcher()
+    stages.plan(
+        site.runtime, dispatcher=recorder, now=utcnow(), due_only=False, edition_ids=[edition_id]
+    )
+    return [i for batch in recorder.batches for i in batch]
 
 
 def _send(site: Site, ids: list[int]) -> None:
-    rt = site.runtime
-    with rt.sessions() as session:
-        send_batch(session, delivery_ids=ids, backend=rt.backend, templates=rt.templates(),
-                   limiter=rt.limiter, links=rt.links, identity=rt.identity,
-                   policy=rt.send_policy, clock=utcnow)
+    stages.send_batch(site.runtime, ids)
 
 
 def _papers_in(digest: EmailMessage) -> list[str]:
@@ -304,8 +319,12 @@ def test_subscribe_confirm_tune_receive_and_leave(site: Site, page) -> None:  # 
     assert len(site.messages_to(READER)) == before
     assert len([m for m in site.messages_to(CONTROL) if m["List-Unsubscribe"]]) == 2
     with site.runtime.sessions() as session:
-        statuses = {d.status for d in session.query(Delivery).join(Subscriber).filter(
-            Subscriber.email == READER, Delivery.edition_id == second_edition)}
+        statuses = {
+            d.status
+            for d in session.query(Delivery)
+            .join(Subscriber)
+            .filter(Subscriber.email == READER, Delivery.edition_id == second_edition)
+        }
     assert statuses == {DeliveryStatus.SKIPPED}
 
     # Back on the page: they're out, and can come back (double opt-in again).
@@ -315,9 +334,11 @@ def test_subscribe_confirm_tune_receive_and_leave(site: Site, page) -> None:  # 
     page.get_by_role("button", name="Subscribe again").click()
     assert page.get_by_role("heading", name="Check your inbox").is_visible()
     assert site.subscriber(READER).status is SubscriberStatus.UNSUBSCRIBED
-    wait_until(lambda: len([m for m in site.messages_to(READER)
-                            if not m["List-Unsubscribe"]]) == 2,
-               timeout=10, message="a second confirmation email")
+    wait_until(
+        lambda: len([m for m in site.messages_to(READER) if not m["List-Unsubscribe"]]) == 2,
+        timeout=10,
+        message="a second confirmation email",
+    )
 
     # A broken link gets a friendly page, not a stack trace.
     page.goto(unsubscribe_url[:-4] + "XXXX")

@@ -18,16 +18,17 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Response
 from tests.conftest import service_missing
-from tests.unit.test_monitoring import seed_delivery, seed_edition, seed_funnel, seed_subscriber
+from tests.support.ledger import seed_delivery, seed_edition, seed_funnel, seed_subscriber
 
-from papermail import monitoring
 from papermail.config import Settings
-from papermail.control import sending_paused
-from papermail.jobs import recorded
 from papermail.models import Base, DeliveryStatus, EditionKind, SubscriberStatus
-from papermail.monitoring import QueueDepth
-from papermail.runtime import Runtime
-from papermail.web import ops
+from papermail.ops import history as ops_history
+from papermail.ops.broker import QueueDepth
+from papermail.ops.control import sending_paused
+from papermail.ops.jobs import recorded
+from papermail.stages import InlineDispatcher
+from papermail.web.ops import routes as ops
+from papermail.wiring import Wiring
 
 pytestmark = pytest.mark.browser
 
@@ -36,7 +37,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 USER, PASSWORD = "ops", "correct horse battery staple"
 
 
-def _seed(rt: Runtime) -> None:
+def _seed(rt: Wiring) -> None:
     """A plausible day: a busy send window, some failures, a few runs, a sampled queue."""
     now = dt.datetime.now(dt.UTC)
     rng = random.Random(7)
@@ -98,7 +99,7 @@ def _seed(rt: Runtime) -> None:
             max(0, int(400 * (1 - abs(minutes_ago - 170) / 60))) if 110 < minutes_ago < 230 else 0
         )
         failed += 1 if rng.random() < 0.04 else 0
-        monitoring.record_sample(
+        ops_history.record_sample(
             rt.redis,
             failed=failed,
             min_interval=dt.timedelta(0),
@@ -111,18 +112,17 @@ def _seed(rt: Runtime) -> None:
 
 
 @pytest.fixture
-def runtime(settings: Settings) -> Runtime:
+def runtime(settings: Settings) -> Wiring:
     fields = settings.model_dump(include={"var_dir", "base_url", "mail_from", "secret_key"})
-    rt = Runtime(Settings(_env_file=None, **fields, ops_password=PASSWORD))
+    rt = Wiring(Settings(_env_file=None, **fields, ops_password=PASSWORD))
     Base.metadata.create_all(rt.engine)
     _seed(rt)
     return rt
 
 
-def _app(rt: Runtime) -> FastAPI:
+def _app(rt: Wiring) -> FastAPI:
     app = FastAPI()
-    app.state.runtime = rt
-    app.include_router(ops.router)
+    ops.attach_ops(app, wiring=rt, dispatcher=InlineDispatcher(rt), celery=None)
     css = (rt.settings.templates_dir / "web" / "papermail.css").read_text(encoding="utf-8")
 
     @app.get("/static/papermail.css")
@@ -139,7 +139,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(runtime: Runtime) -> Iterator[str]:
+def server(runtime: Wiring) -> Iterator[str]:
     port = _free_port()
     config = uvicorn.Config(_app(runtime), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
@@ -207,7 +207,7 @@ def test_dashboard_renders_figures_and_charts(browser, server: str, width: int) 
     context.close()
 
 
-def test_pause_and_resume_from_the_page(browser, server: str, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+def test_pause_and_resume_from_the_page(browser, server: str, runtime: Wiring) -> None:  # type: ignore[no-untyped-def]
     ARTIFACTS.mkdir(exist_ok=True)
     context, page, problems = _page(browser, 1280)
     page.goto(f"{server}/ops")
@@ -226,7 +226,7 @@ def test_pause_and_resume_from_the_page(browser, server: str, runtime: Runtime) 
     context.close()
 
 
-def test_auto_refresh_swaps_in_fresh_figures(browser, server: str, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+def test_auto_refresh_swaps_in_fresh_figures(browser, server: str, runtime: Wiring) -> None:  # type: ignore[no-untyped-def]
     context, page, problems = _page(browser, 1280)
     page.goto(f"{server}/ops")
     assert page.get_by_role("button", name="Pause sending").is_visible()

@@ -12,8 +12,8 @@ import redis as redis_lib
 from papermail.config import Settings
 from papermail.db import make_engine
 from papermail.dbadmin import upgrade
-from papermail.runtime import Runtime
-from papermail.smtpsink import SmtpSink
+from papermail.wiring import Wiring
+from papermail_dev.smtpsink import SmtpSink
 from tests.conftest import service_missing
 from tests.support.services import (
     REDIS_BASE,
@@ -82,8 +82,9 @@ def fake_hf() -> Iterator[FakeHuggingFace]:
 
 
 @pytest.fixture
-def service_env(clean_db: str, redis_url: str, sink: SmtpSink, fake_hf: FakeHuggingFace,
-                tmp_path: Path) -> dict[str, str]:
+def service_env(
+    clean_db: str, redis_url: str, sink: SmtpSink, fake_hf: FakeHuggingFace, tmp_path: Path
+) -> dict[str, str]:
     """The environment a production deployment would set, pointing at the test services."""
     return {
         "PAPERMAIL_DATABASE_URL": clean_db,
@@ -100,7 +101,7 @@ def service_env(clean_db: str, redis_url: str, sink: SmtpSink, fake_hf: FakeHugg
 
 
 @pytest.fixture
-def runtime(service_env: dict[str, str]) -> Runtime:
+def runtime(service_env: dict[str, str]) -> Wiring:
     """The same configuration, in the test process (to seed data and read results)."""
     fields = {key.removeprefix("PAPERMAIL_").lower(): value for key, value in service_env.items()}
-    return Runtime(Settings(_env_file=None, **fields))
+    return Wiring(Settings(_env_file=None, **fields))

@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 from celery import Celery
 
-from papermail.smtpsink import SmtpSink
+from papermail_dev.smtpsink import SmtpSink
 from tests.support.services import ROOT
 
 SECRET = "faults-secret-key-0123456789abcdef0123456789"  # noqa: S105 (test only)
@@ -38,8 +38,9 @@ MAIL_FROM = "papermail <digest@papers.example.org>"
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
 
 
-def service_env(*, db_url: str, redis_url: str, sink: SmtpSink, var_dir: Path,
-                **overrides: object) -> dict[str, str]:
+def service_env(
+    *, db_url: str, redis_url: str, sink: SmtpSink, var_dir: Path, **overrides: object
+) -> dict[str, str]:
     """PAPERMAIL_* for workers under test: small leases and backoffs keep faults quick.
 
     ``overrides`` are Settings field names: ``send_rate_per_second=300``.
@@ -174,8 +175,13 @@ class RedispatchTicker:
     Publishing errors (the broker is down) are counted and the ticker carries on.
     """
 
-    def __init__(self, app: Celery, *, interval: float = 1.0,
-                 before_tick: Callable[[], object] = lambda: None) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        interval: float = 1.0,
+        before_tick: Callable[[], object] = lambda: None,
+    ) -> None:
         self.app, self.interval, self.before_tick = app, interval, before_tick
         self.published = 0
         self.failures = 0
@@ -212,9 +218,20 @@ class Beat:
     def start(self) -> Beat:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat",
-                 "--loglevel=DEBUG", f"--max-interval={self.max_interval}"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers.celery_app",
+                    "beat",
+                    "--loglevel=DEBUG",
+                    f"--max-interval={self.max_interval}",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         return self
@@ -253,8 +270,9 @@ class Ledger:
     """Delivery rows read straight from PostgreSQL (no ORM, no caching)."""
 
     def __init__(self, db_url: str) -> None:
-        self.conn = psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://", 1),
-                                    autocommit=True)
+        self.conn = psycopg.connect(
+            db_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True
+        )
 
     def statuses(self, edition_id: int | None = None) -> Counter[str]:
         sql = "SELECT status, count(*) FROM deliveries"
@@ -269,16 +287,23 @@ class Ledger:
 
     def rows(self, edition_id: int) -> dict[str, tuple[str, int, str | None]]:
         """email -> (status, attempts, last_error) for one edition."""
-        return {email: (status, attempts, error) for email, status, attempts, error in
-                self.conn.execute(
-                    "SELECT s.email, d.status, d.attempts, d.last_error FROM deliveries d "
-                    "JOIN subscribers s ON s.id = d.subscriber_id WHERE d.edition_id = %s",
-                    (edition_id,))}
+        return {
+            email: (status, attempts, error)
+            for email, status, attempts, error in self.conn.execute(
+                "SELECT s.email, d.status, d.attempts, d.last_error FROM deliveries d "
+                "JOIN subscribers s ON s.id = d.subscriber_id WHERE d.edition_id = %s",
+                (edition_id,),
+            )
+        }
 
     def subscribers(self) -> dict[str, tuple[str, int]]:
         """email -> (status, bounce_count)."""
-        return {email: (status, bounces) for email, status, bounces in
-                self.conn.execute("SELECT email, status, bounce_count FROM subscribers")}
+        return {
+            email: (status, bounces)
+            for email, status, bounces in self.conn.execute(
+                "SELECT email, status, bounce_count FROM subscribers"
+            )
+        }
 
     def retried_rows(self) -> int:
         """Rows that took more than one attempt."""
@@ -316,8 +341,10 @@ class Progress:
 
     def __str__(self) -> str:
         seconds = time.monotonic() - self.started
-        return (f"after {seconds:.0f}s: ledger {dict(self.ledger.statuses())}, "
-                f"sink {self.sink.total} messages to {len(self.sink.received)} recipients")
+        return (
+            f"after {seconds:.0f}s: ledger {dict(self.ledger.statuses())}, "
+            f"sink {self.sink.total} messages to {len(self.sink.received)} recipients"
+        )
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -27,15 +27,15 @@ import redis as redis_lib
 from celery import Celery
 from workers.celery_app import PIPELINE_QUEUE, make_celery
 
-from papermail.bench import prepare, seed_subscribers
+from papermail.clock import utcnow
 from papermail.config import Settings
-from papermail.db import make_engine, make_session_factory
 from papermail.dbadmin import upgrade
 from papermail.models import EditionKind
-from papermail.pipeline import build_edition, ingest_result, plan
-from papermail.runtime import utcnow
-from papermail.smtpsink import FaultPlan
 from papermail.sources.hf import parse_page
+from papermail.stages import build_edition, plan, store_papers
+from papermail.wiring import Wiring
+from papermail_dev.bench import prepare, seed_subscribers
+from papermail_dev.smtpsink import FaultPlan
 from tests.conftest import service_missing
 from tests.integration.faults_support import (
     Beat,
@@ -50,6 +50,7 @@ from tests.integration.faults_support import (
     service_env,
     today,
 )
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.services import (
     REDIS_BASE,
     CeleryWorker,
@@ -86,8 +87,11 @@ def redis14() -> Iterator[str]:
     url = f"{REDIS_BASE}/{REDIS_DB}"
     client = redis_lib.Redis.from_url(url)
     token = uuid.uuid4().hex
-    wait_for(lambda: bool(client.set(RUN_LOCK, token, nx=True, ex=300)), timeout=300,
-             describe=lambda: f"another run of this file to release Redis db {REDIS_DB}")
+    wait_for(
+        lambda: bool(client.set(RUN_LOCK, token, nx=True, ex=300)),
+        timeout=300,
+        describe=lambda: f"another run of this file to release Redis db {REDIS_DB}",
+    )
     _empty_but_the_lock(client)
     try:
         yield url
@@ -132,12 +136,18 @@ def readers(count: int) -> set[str]:
 
 def start_worker(env: dict[str, str], logs_dir: Path, *, concurrency: int) -> CeleryWorker:
     number = len(list(logs_dir.glob("worker-*.log")))
-    return CeleryWorker(env, concurrency=concurrency,
-                        log_path=logs_dir / f"worker-{number}.log").start()
+    return CeleryWorker(
+        env, concurrency=concurrency, log_path=logs_dir / f"worker-{number}.log"
+    ).start()
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float, describe: Callable[[], str],
-             logs_dir: Path | None = None) -> None:
+def wait_for(
+    predicate: Callable[[], bool],
+    *,
+    timeout: float,
+    describe: Callable[[], str],
+    logs_dir: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -147,12 +157,17 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, describe: Callabl
     raise AssertionError(f"timed out after {timeout:.0f}s: {describe()}\n{extra}")
 
 
-def wait_delivered(ledger: Ledger, sink: RecordingSink, expected: set[str], *, timeout: float,
-                   logs_dir: Path) -> None:
+def wait_delivered(
+    ledger: Ledger, sink: RecordingSink, expected: set[str], *, timeout: float, logs_dir: Path
+) -> None:
     """Until the ledger has every row sent and the sink has heard from every recipient."""
     progress = Progress(ledger, sink)
-    wait_for(lambda: ledger.sent() >= len(expected) and expected <= set(sink.received),
-             timeout=timeout, describe=lambda: str(progress), logs_dir=logs_dir)
+    wait_for(
+        lambda: ledger.sent() >= len(expected) and expected <= set(sink.received),
+        timeout=timeout,
+        describe=lambda: str(progress),
+        logs_dir=logs_dir,
+    )
 
 
 def plan_all(app: Celery) -> None:
@@ -177,8 +192,13 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_at_most_the_message_in_fli
     else may be sent twice, and nothing may be lost.
     """
     subscribers = 1500
-    env = service_env(db_url=db_url, redis_url=redis14, sink=sink, var_dir=tmp_path / "var",
-                      send_rate_per_second=300)
+    env = service_env(
+        db_url=db_url,
+        redis_url=redis14,
+        sink=sink,
+        var_dir=tmp_path / "var",
+        send_rate_per_second=300,
+    )
     prepare(settings_for(env), subscribers=subscribers, seed=11)
     app = make_celery(settings_for(env))
     kills = 0
@@ -213,8 +233,13 @@ def test_kill_before_the_servers_250_sends_once_and_kill_after_it_sends_that_mes
     once. Frozen after it accepted, before the 250 reached the worker: the only way to a
     duplicate, and it is exactly that message, with the same Message-ID."""
     subscribers = 400
-    env = service_env(db_url=db_url, redis_url=redis14, sink=sink, var_dir=tmp_path / "var",
-                      send_rate_per_second=300)
+    env = service_env(
+        db_url=db_url,
+        redis_url=redis14,
+        sink=sink,
+        var_dir=tmp_path / "var",
+        send_rate_per_second=300,
+    )
     prepare(settings_for(env), subscribers=subscribers, seed=12)
     app = make_celery(settings_for(env))
     workers = [start_worker(env, tmp_path, concurrency=1)]  # one SMTP client at a time
@@ -292,8 +317,13 @@ def test_redis_killed_and_restarted_mid_run_loses_the_queue_but_no_digest(
         service_missing("the redis-server binary")
     subscribers = 1500
     with RedisServer(log_path=tmp_path / "redis-server.txt") as server:
-        env = service_env(db_url=db_url, redis_url=server.url(), sink=sink,
-                          var_dir=tmp_path / "var", send_rate_per_second=150)
+        env = service_env(
+            db_url=db_url,
+            redis_url=server.url(),
+            sink=sink,
+            var_dir=tmp_path / "var",
+            send_rate_per_second=150,
+        )
         prepare(settings_for(env), subscribers=subscribers, seed=14)
         app = make_celery(settings_for(env))
         worker = start_worker(env, tmp_path, concurrency=2)
@@ -305,8 +335,7 @@ def test_redis_killed_and_restarted_mid_run_loses_the_queue_but_no_digest(
                 time.sleep(2)
                 server.start()  # same port, empty: every queued send_batch is gone
                 unsent_at_restart = subscribers - ledger.sent()
-                wait_delivered(ledger, sink, readers(subscribers), timeout=120,
-                               logs_dir=tmp_path)
+                wait_delivered(ledger, sink, readers(subscribers), timeout=120, logs_dir=tmp_path)
             assert worker.process is not None and worker.process.poll() is None, "worker died"
         finally:
             worker.stop()
@@ -333,22 +362,31 @@ def test_two_beats_schedule_as_one_and_the_standby_takes_over_only_when_the_lock
     instead of every 30 s; the lock timeout and the schedule are the production ones.
     """
     # Beat never opens the database, but papermail refuses Redis without one.
-    env = {"PAPERMAIL_REDIS_URL": redis14, "PAPERMAIL_SECRET_KEY": "x" * 40,
-           "PAPERMAIL_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-           "PAPERMAIL_REDISPATCH_INTERVAL_SECONDS": "1"}
+    env = {
+        "PAPERMAIL_REDIS_URL": redis14,
+        "PAPERMAIL_SECRET_KEY": "x" * 40,
+        "PAPERMAIL_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "PAPERMAIL_REDISPATCH_INTERVAL_SECONDS": "1",
+    }
     client = redis_lib.Redis.from_url(redis14)
     beats = [Beat(env, log_path=tmp_path / f"beat-{n}.log", max_interval=2) for n in (0, 1)]
     lock_key = "papermail:redbeat:lock"  # RedBeat: key prefix + ":lock"
 
     def redispatches() -> list[int | None]:
-        return [pid for task, pid in queued_tasks(client, PIPELINE_QUEUE)
-                if task == "papermail.redispatch"]
+        return [
+            pid
+            for task, pid in queued_tasks(client, PIPELINE_QUEUE)
+            if task == "papermail.redispatch"
+        ]
 
     try:
         for beat in beats:
             beat.start()
-        wait_for(lambda: bool(redispatches()), timeout=60,
-                 describe=lambda: "\n".join(b.log()[-2000:] for b in beats))
+        wait_for(
+            lambda: bool(redispatches()),
+            timeout=60,
+            describe=lambda: "\n".join(b.log()[-2000:] for b in beats),
+        )
         time.sleep(8)
         sent = redispatches()
         holders = [b for b in beats if "beat: Acquired lock" in b.log()]
@@ -366,8 +404,11 @@ def test_two_beats_schedule_as_one_and_the_standby_takes_over_only_when_the_lock
         assert client.pttl(lock_key) > 100_000  # the dead holder's lock is still there
 
         client.pexpire(lock_key, 1)  # as if the 150 s had passed
-        wait_for(lambda: standby.pid in redispatches(), timeout=20,
-                 describe=lambda: standby.log()[-2000:])
+        wait_for(
+            lambda: standby.pid in redispatches(),
+            timeout=20,
+            describe=lambda: standby.log()[-2000:],
+        )
         assert "beat: Acquired lock" in standby.log()
     finally:
         for beat in beats:
@@ -390,11 +431,11 @@ def test_a_send_batch_delivered_twice_and_again_after_completion_sends_each_dige
     env = service_env(db_url=db_url, redis_url=redis14, sink=sink, var_dir=tmp_path / "var")
     settings = settings_for(env)
     edition_id = prepare(settings, subscribers=subscribers, seed=15)
-    engine = make_engine(db_url)
-    batches: list[list[int]] = []
-    plan(make_session_factory(engine), now=utcnow(), batch_size=50, publish=batches.append,
-         due_only=False, edition_ids=[edition_id], clock=utcnow)
-    engine.dispose()
+    w = Wiring(settings.model_copy(update={"batch_size": 50}))
+    recorder = RecordingDispatcher()
+    plan(w, dispatcher=recorder, now=utcnow(), due_only=False, edition_ids=[edition_id])
+    w.engine.dispose()
+    batches = recorder.batches
     app = make_celery(settings)
     for ids in batches:
         app.send_task("papermail.send_batch", args=[ids])
@@ -407,12 +448,18 @@ def test_a_send_batch_delivered_twice_and_again_after_completion_sends_each_dige
 
     try:
         wait_delivered(ledger, sink, readers(subscribers), timeout=60, logs_dir=tmp_path)
-        wait_for(lambda: len(results()) == 2 * len(batches), timeout=30,
-                 describe=lambda: f"{len(results())} of {2 * len(batches)} tasks done")
+        wait_for(
+            lambda: len(results()) == 2 * len(batches),
+            timeout=30,
+            describe=lambda: f"{len(results())} of {2 * len(batches)} tasks done",
+        )
         for ids in batches:
             app.send_task("papermail.send_batch", args=[ids])
-        wait_for(lambda: len(results()) == 3 * len(batches), timeout=30,
-                 describe=lambda: f"{len(results())} of {3 * len(batches)} tasks done")
+        wait_for(
+            lambda: len(results()) == 3 * len(batches),
+            timeout=30,
+            describe=lambda: f"{len(results())} of {3 * len(batches)} tasks done",
+        )
     finally:
         worker.stop()
         app.close()
@@ -425,13 +472,13 @@ def test_a_send_batch_delivered_twice_and_again_after_completion_sends_each_dige
 # --- bounces -----------------------------------------------------------------------------------
 
 
-def _ingest_papers_for(sessions, day: dt.date, series: int) -> None:  # type: ignore[no-untyped-def]
+def _ingest_papers_for(w: Wiring, day: dt.date, series: int) -> None:
     """The bundled sample as papers first seen the day before ``day``, under fresh arXiv
     ids (a daily edition never repeats a paper an earlier one carried)."""
     items = sample_items_for(day - dt.timedelta(days=1))
     for item in items:
         item["paper"]["id"] = f"{90 + series}{item['paper']['id'][2:]}"
-    ingest_result(sessions, result=parse_page(items), now=utcnow())
+    store_papers(w, result=parse_page(items), source="test", clock=utcnow)
 
 
 def test_a_550_recipient_is_suppressed_at_the_threshold_and_planned_no_more(
@@ -442,27 +489,27 @@ def test_a_550_recipient_is_suppressed_at_the_threshold_and_planned_no_more(
     subscribers = 200
     everyone = readers(subscribers)
     bouncing = {f"reader{n}@bench.example.org" for n in range(0, subscribers, 20)}
-    env = service_env(db_url=db_url, redis_url=redis14, sink=sink, var_dir=tmp_path / "var",
-                      bounce_threshold=2)
-    engine = make_engine(db_url)
-    upgrade(engine)
-    sessions = make_session_factory(engine)
+    env = service_env(
+        db_url=db_url, redis_url=redis14, sink=sink, var_dir=tmp_path / "var", bounce_threshold=2
+    )
+    w = Wiring(settings_for(env).model_copy(update={"edition_size": 50}))
+    upgrade(w.engine)
     seed_subscribers(db_url, count=subscribers, seed=16)
     days = [today() - dt.timedelta(days=back) for back in (2, 1, 0)]
     for series, day in enumerate(days):
-        _ingest_papers_for(sessions, day, series)
+        _ingest_papers_for(w, day, series)
     sink.faults = FaultPlan(reject=lambda rcpt: rcpt in bouncing)
     app = make_celery(settings_for(env))
     worker = start_worker(env, tmp_path, concurrency=2)
     editions, subscriber_rows = [], []
     try:
         for day in days:
-            editions.append(_build_plan_and_send(sessions, app, ledger, day, tmp_path))
+            editions.append(_build_plan_and_send(w, app, ledger, day, tmp_path))
             subscriber_rows.append(ledger.subscribers())
     finally:
         worker.stop()
         app.close()
-        engine.dispose()
+        w.engine.dispose()
 
     first, second, third = (ledger.rows(e) for e in editions)
     for rows in (first, second):
@@ -470,33 +517,40 @@ def test_a_550_recipient_is_suppressed_at_the_threshold_and_planned_no_more(
         assert all(rows[e][1] == 1 and rows[e][2].startswith("bounced: ") for e in bouncing)
     assert {e: subscriber_rows[0][e] for e in bouncing} == dict.fromkeys(bouncing, ("active", 1))
     assert {e: subscriber_rows[1][e] for e in bouncing} == dict.fromkeys(
-        bouncing, ("suppressed", 2))
+        bouncing, ("suppressed", 2)
+    )
     assert set(third) == everyone - bouncing  # not even a skipped row for them
     assert {status for status, *_ in third.values()} == {"sent"}
     assert sink.received == Counter(dict.fromkeys(everyone - bouncing, 3))
     assert {e: s for e, s in ledger.subscribers().items() if e not in bouncing} == dict.fromkeys(
-        everyone - bouncing, ("active", 0))
+        everyone - bouncing, ("active", 0)
+    )
 
 
-def _build_plan_and_send(sessions, app: Celery, ledger: Ledger,  # type: ignore[no-untyped-def]
-                         day: dt.date, logs_dir: Path) -> int:
+def _build_plan_and_send(
+    w: Wiring, app: Celery, ledger: Ledger, day: dt.date, logs_dir: Path
+) -> int:
     """Build the day's edition, run the planning task (it plans the latest daily edition:
     this one) and wait until every row it planned is sent or failed."""
-    edition = build_edition(sessions, day=day, kind=EditionKind.DAILY, size=50, rank_hour=6,
-                            clock=utcnow)
+    edition = build_edition(w, day=day, kind=EditionKind.DAILY, rank_hour=6)
     edition_id = edition.edition_id
     assert edition_id is not None
     runs = ledger.finished_runs("planning")
     plan_all(app)
-    wait_for(lambda: ledger.finished_runs("planning") > runs, timeout=30,
-             describe=lambda: "the planning task", logs_dir=logs_dir)
+    wait_for(
+        lambda: ledger.finished_runs("planning") > runs,
+        timeout=30,
+        describe=lambda: "the planning task",
+        logs_dir=logs_dir,
+    )
 
     def settled() -> bool:
         statuses = ledger.statuses(edition_id)
         return bool(statuses) and set(statuses) <= {"sent", "failed"}
 
-    wait_for(settled, timeout=30, describe=lambda: str(ledger.statuses(edition_id)),
-             logs_dir=logs_dir)
+    wait_for(
+        settled, timeout=30, describe=lambda: str(ledger.statuses(edition_id)), logs_dir=logs_dir
+    )
     return edition_id
 
 
@@ -515,8 +569,15 @@ def test_four_sending_processes_share_one_rate_limit_measured_at_the_server(
     """
     rate, subscribers, processes = 50, 1000, 4
     burst = rate  # RedisTokenBucket's default: one second's worth
-    env = service_env(db_url=db_url, redis_url=redis14, sink=sink, var_dir=tmp_path / "var",
-                      send_rate_per_second=rate, batch_size=20, redispatch_stale_seconds=60)
+    env = service_env(
+        db_url=db_url,
+        redis_url=redis14,
+        sink=sink,
+        var_dir=tmp_path / "var",
+        send_rate_per_second=rate,
+        batch_size=20,
+        redispatch_stale_seconds=60,
+    )
     prepare(settings_for(env), subscribers=subscribers, seed=17)
     app = make_celery(settings_for(env))
     worker = start_worker(env, tmp_path, concurrency=processes)
@@ -538,8 +599,10 @@ def test_four_sending_processes_share_one_rate_limit_measured_at_the_server(
     # Steady state: from 2 s in (the initial burst spent) to 1 s before the last arrival.
     steady = [t for t in times if start + 2 <= t <= end - 1]
     measured = (len(steady) - 1) / (steady[-1] - steady[0])
-    print(f"\nrate: {measured:.2f}/s over {steady[-1] - steady[0]:.1f} s (limit {rate}/s); "
-          f"busiest 1 s: {busiest(1)}, 5 s: {busiest(5)}")
+    print(
+        f"\nrate: {measured:.2f}/s over {steady[-1] - steady[0]:.1f} s (limit {rate}/s); "
+        f"busiest 1 s: {busiest(1)}, 5 s: {busiest(5)}"
+    )
     assert abs(measured - rate) <= 0.05 * rate, f"{measured:.1f} messages/s, limit {rate}/s"
     # + processes: each may have taken its token just before a window and arrive inside it.
     for seconds in (1, 5):

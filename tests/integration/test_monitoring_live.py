@@ -14,20 +14,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from workers.celery_app import make_celery
+from workers.dispatch import CeleryDispatcher
 
-from papermail import monitoring, operations
+from papermail.clock import utcnow
 from papermail.config import Settings
 from papermail.db import session_scope
 from papermail.models import EditionKind
-from papermail.operations import OpsDesk
-from papermail.pipeline import build_edition, ingest_result, plan
-from papermail.runtime import Runtime, utcnow
+from papermail.ops import actions as operations
+from papermail.ops import history as ops_history
+from papermail.ops import monitoring
 from papermail.sources.hf import SAMPLE_DAY, load_sample
-from papermail.subscriptions import Preferences, add_subscriber
-from papermail.web import ops
+from papermail.stages import build_edition, plan, snapshot, store_papers
+from papermail.subscribers.preferences import Preferences
+from papermail.subscribers.subscriptions import add_subscriber
+from papermail.web.ops.routes import attach_ops
+from papermail.wiring import Wiring
 from tests.integration.conftest import flushed_redis
 from tests.support.services import ROOT, CeleryWorker, wait_until
 
@@ -49,22 +55,17 @@ def slow_env(service_env: dict[str, str], *, rate: float, batch_size: int) -> di
     }
 
 
-def runtime_for(env: dict[str, str]) -> Runtime:
+def runtime_for(env: dict[str, str]) -> Wiring:
     fields = {k.removeprefix("PAPERMAIL_").lower(): v for k, v in env.items()}
-    return Runtime(Settings(_env_file=None, **fields))
+    return Wiring(Settings(_env_file=None, **fields).model_copy(update={"edition_size": 20}))
 
 
-def seed_edition_and_readers(rt: Runtime, *, readers: int) -> int:
+def seed_edition_and_readers(rt: Wiring, *, readers: int) -> int:
     """The bundled sample's papers, one daily edition, ``readers`` active subscribers."""
     now = utcnow()
-    ingest_result(rt.sessions, result=load_sample(), now=now)
+    store_papers(rt, result=load_sample(), source="bundled sample")
     summary = build_edition(
-        rt.sessions,
-        day=SAMPLE_DAY + dt.timedelta(days=1),
-        kind=EditionKind.DAILY,
-        size=20,
-        rank_hour=6,
-        clock=utcnow,
+        rt, day=SAMPLE_DAY + dt.timedelta(days=1), kind=EditionKind.DAILY, rank_hour=6
     )
     assert summary.edition_id is not None
     with session_scope(rt.sessions) as session:
@@ -79,15 +80,9 @@ def seed_edition_and_readers(rt: Runtime, *, readers: int) -> int:
     return summary.edition_id
 
 
-def plan_now(rt: Runtime, desk: OpsDesk, edition_id: int) -> int:
+def plan_now(rt: Wiring, app: Celery, edition_id: int) -> int:
     reports = plan(
-        rt.sessions,
-        now=utcnow(),
-        batch_size=rt.settings.batch_size,
-        publish=desk.publish,
-        due_only=False,
-        edition_ids=[edition_id],
-        clock=utcnow,
+        rt, dispatcher=CeleryDispatcher(app), now=utcnow(), due_only=False, edition_ids=[edition_id]
     )
     return sum(r.planned for r in reports)
 
@@ -127,7 +122,7 @@ def test_snapshot_sees_reserved_batches_workers_and_beat(
 ) -> None:
     env = slow_env(service_env, rate=10, batch_size=25)
     rt = runtime_for(env)
-    desk = OpsDesk.for_runtime(rt)
+    app = make_celery(rt.settings)
     edition_id = seed_edition_and_readers(rt, readers=100)
     name = f"monitor-{uuid.uuid4().hex[:6]}@%h"
     worker = CeleryWorker(env, concurrency=1, name=name, log_path=tmp_path / "worker.log")
@@ -135,23 +130,22 @@ def test_snapshot_sees_reserved_batches_workers_and_beat(
         worker.start()
         try:
             wait_until(
-                lambda: (desk.snapshot(now=utcnow()).beat or _no_beat).lock_held,
+                lambda: (snapshot(rt, celery=app, now=utcnow()).beat or _no_beat).lock_held,
                 timeout=60,
                 message="beat to take the RedBeat lock",
             )
             # Beat's schedule sends this once a minute; send it now rather than wait.
-            assert desk.celery is not None
-            desk.celery.send_task("papermail.sample_metrics")
+            app.send_task("papermail.sample_metrics")
             wait_until(
-                lambda: rt.redis.zcard(monitoring.SAMPLES_KEY) > 0,
+                lambda: rt.redis.zcard(ops_history.SAMPLES_KEY) > 0,
                 timeout=60,
                 message="papermail.sample_metrics to record a sample",
             )
 
-            assert plan_now(rt, desk, edition_id) == 100  # four batches of 25, 2.5 s each
+            assert plan_now(rt, app, edition_id) == 100  # four batches of 25, 2.5 s each
 
             def one_running_rest_waiting() -> bool:
-                send = _send_queue(desk.snapshot(now=utcnow()))
+                send = _send_queue(snapshot(rt, celery=app, now=utcnow()))
                 return send.unacked >= 1 and send.ready >= 1
 
             wait_until(
@@ -159,14 +153,14 @@ def test_snapshot_sees_reserved_batches_workers_and_beat(
                 timeout=60,
                 message="a reserved batch with others waiting behind it",
             )
-            snap = desk.snapshot(now=utcnow())
+            snap = snapshot(rt, celery=app, now=utcnow())
             assert snap.errors == ()
             assert any(w.startswith("monitor-") for w in snap.workers or ())
             assert snap.beat is not None and snap.beat.last_tick is not None
             assert snap.beat.last_dispatch is not None
             assert snap.funnel["pending"] + snap.funnel["sending"] + snap.funnel["sent"] == 100
 
-            metrics_text = _scrape(rt, desk)
+            metrics_text = _scrape(rt, app)
             families = {f.name: f for f in text_string_to_metric_families(metrics_text)}
             unacked = [
                 s.value
@@ -188,11 +182,9 @@ def _send_queue(snap: monitoring.Snapshot) -> monitoring.QueueDepth:
     return next(q for q in snap.queues if q.name == "papermail.send")
 
 
-def _scrape(rt: Runtime, desk: OpsDesk) -> str:
+def _scrape(rt: Wiring, celery: Celery) -> str:
     app = FastAPI()
-    app.state.runtime = rt
-    app.state.ops_desk = desk
-    app.include_router(ops.router)
+    attach_ops(app, wiring=rt, dispatcher=CeleryDispatcher(celery), celery=celery)
     with TestClient(app) as client:
         response = client.get("/metrics")  # development mode, no password: open
         assert response.status_code == 200

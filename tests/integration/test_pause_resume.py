@@ -9,14 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from sqlalchemy import func, select
+from workers.celery_app import make_celery
+from workers.dispatch import CeleryDispatcher
 
-from papermail import operations
+from papermail.clock import utcnow
 from papermail.models import Delivery, DeliveryStatus
-from papermail.operations import OpsDesk
-from papermail.runtime import Runtime, utcnow
-from papermail.sending import PAUSE_CHECK_EVERY
-from papermail.smtpsink import SmtpSink
+from papermail.ops import actions as operations
+from papermail.pipeline.sending import PAUSE_CHECK_EVERY
+from papermail.stages import snapshot
+from papermail.wiring import Wiring
+from papermail_dev.smtpsink import SmtpSink
 from tests.integration.test_monitoring_live import (  # noqa: F401 (redis_url: db 12)
     plan_now,
     redis_url,
@@ -31,15 +35,16 @@ READERS = 300
 CONCURRENCY = 2
 
 
-def by_status(rt: Runtime) -> dict[str, int]:
+def by_status(rt: Wiring) -> dict[str, int]:
     with rt.sessions() as session:
         rows = session.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
         return {status.value: n for status, n in rows}
 
 
-def settled(rt: Runtime, desk: OpsDesk) -> bool:
+def settled(rt: Wiring, app: Celery) -> bool:
     """No batch is running or waiting: every task was consumed and no row is mid-send."""
-    send = next(q for q in desk.snapshot(now=utcnow()).queues if q.name == "papermail.send")
+    taken = snapshot(rt, celery=app, now=utcnow())
+    send = next(q for q in taken.queues if q.name == "papermail.send")
     return send.ready == 0 and send.unacked == 0 and by_status(rt).get("sending", 0) == 0
 
 
@@ -48,16 +53,16 @@ def test_pause_stops_within_one_batch_and_resume_sends_the_rest_once(
 ) -> None:
     env = slow_env(service_env, rate=40, batch_size=100)
     rt = runtime_for(env)
-    desk = OpsDesk.for_runtime(rt)
+    app = make_celery(rt.settings)
     edition_id = seed_edition_and_readers(rt, readers=READERS)
     worker = CeleryWorker(env, concurrency=CONCURRENCY, log_path=tmp_path / "worker.log").start()
     try:
-        assert plan_now(rt, desk, edition_id) == READERS
+        assert plan_now(rt, app, edition_id) == READERS
         assert sink.wait_for(20, timeout=60), "sending never started"
 
         operations.pause(rt.redis, now=utcnow(), reason="integration test")
         at_pause = sink.total
-        wait_until(lambda: settled(rt, desk), timeout=60, message="paused workers to settle")
+        wait_until(lambda: settled(rt, app), timeout=60, message="paused workers to settle")
         after_pause = sink.total
 
         # Each running batch checks the flag every PAUSE_CHECK_EVERY messages, so at most
@@ -74,11 +79,11 @@ def test_pause_stops_within_one_batch_and_resume_sends_the_rest_once(
                 session,
                 now=utcnow(),
                 batch_size=rt.settings.batch_size,
-                publish=desk.publish,
+                publish=CeleryDispatcher(app).send_batch,
             )
         assert queued == READERS - after_pause
         assert sink.wait_for(READERS, timeout=120), f"only {sink.total} of {READERS} arrived"
-        wait_until(lambda: settled(rt, desk), timeout=60, message="the last batches to finish")
+        wait_until(lambda: settled(rt, app), timeout=60, message="the last batches to finish")
     finally:
         worker.stop()
 

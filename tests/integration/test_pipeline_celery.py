@@ -11,11 +11,13 @@ import pytest
 from sqlalchemy import func, select
 from workers.celery_app import beat_schedule, make_celery
 
+from papermail.clock import utcnow
 from papermail.db import session_scope
 from papermail.models import Delivery, DeliveryStatus, Edition, JobRun, MailFormat
-from papermail.runtime import Runtime, utcnow
-from papermail.smtpsink import SmtpSink
-from papermail.subscriptions import Preferences, add_subscriber
+from papermail.subscribers.preferences import Preferences
+from papermail.subscribers.subscriptions import add_subscriber
+from papermail.wiring import Wiring
+from papermail_dev.smtpsink import SmtpSink
 from tests.support.services import CeleryWorker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -23,12 +25,13 @@ pytestmark = pytest.mark.integration
 READERS = {
     "ada@example.org": Preferences(topics=["diffusion", "video"], max_papers=5),
     "grace@example.org": Preferences(format=MailFormat.TEXT, max_papers=3),
-    "alan@example.org": Preferences(topics=["reinforcement learning"], max_papers=4,
-                                    timezone="America/New_York", send_hour=0),
+    "alan@example.org": Preferences(
+        topics=["reinforcement learning"], max_papers=4, timezone="America/New_York", send_hour=0
+    ),
 }
 
 
-def _subscribe_all(rt: Runtime) -> None:
+def _subscribe_all(rt: Wiring) -> None:
     with session_scope(rt.sessions) as session:
         for address, prefs in READERS.items():
             # send_hour 0 local: everyone's send hour has come today, whatever the clock says.
@@ -36,13 +39,19 @@ def _subscribe_all(rt: Runtime) -> None:
             add_subscriber(session, email=address, prefs=prefs, now=utcnow(), confirmed=True)
 
 
-def _finished_runs(rt: Runtime, stage: str) -> int:
+def _finished_runs(rt: Wiring, stage: str) -> int:
     with rt.sessions() as session:
-        return session.scalar(select(func.count()).select_from(JobRun).where(
-            JobRun.stage == stage, JobRun.finished_at.is_not(None))) or 0
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(JobRun)
+                .where(JobRun.stage == stage, JobRun.finished_at.is_not(None))
+            )
+            or 0
+        )
 
 
-def _run_scheduled(rt: Runtime, env: dict[str, str], task: str, stage: str) -> None:
+def _run_scheduled(rt: Wiring, env: dict[str, str], task: str, stage: str) -> None:
     """Publish a task exactly as beat's schedule names it; wait for its journal entry."""
     entry = next(e for e in beat_schedule(rt.settings).values() if e["task"] == task)
     before = _finished_runs(rt, stage)
@@ -53,7 +62,7 @@ def _run_scheduled(rt: Runtime, env: dict[str, str], task: str, stage: str) -> N
 
 
 def test_beat_tasks_deliver_each_digest_once_over_smtp(
-    runtime: Runtime, service_env: dict[str, str], sink: SmtpSink, tmp_path: Path
+    runtime: Wiring, service_env: dict[str, str], sink: SmtpSink, tmp_path: Path
 ) -> None:
     _subscribe_all(runtime)
     worker = CeleryWorker(service_env, log_path=tmp_path / "worker.log").start()
@@ -76,12 +85,15 @@ def test_beat_tasks_deliver_each_digest_once_over_smtp(
     assert dict(sink.received) == {address: 1 for address in READERS}
     with runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Edition)) == 1
-        statuses = dict(session.execute(select(Delivery.status, func.count())
-                                        .group_by(Delivery.status)).all())
+        statuses = dict(
+            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+        )
     assert statuses == {DeliveryStatus.SENT: len(READERS)}
 
-    messages = {m.rcpt_tos[0]: email.message_from_bytes(m.data, policy=policy.default)
-                for m in sink.messages}
+    messages = {
+        m.rcpt_tos[0]: email.message_from_bytes(m.data, policy=policy.default)
+        for m in sink.messages
+    }
     ada = messages["ada@example.org"]
     assert ada["List-Unsubscribe"].startswith("<https://papers.example.org/unsubscribe/")
     assert ada["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

@@ -16,17 +16,19 @@ from papermail.config import PROJECT_ROOT
 from papermail.db import make_engine, make_session_factory
 from papermail.dbadmin import alembic_config
 from papermail.delivery.memory import MemoryBackend
-from papermail.editions import build_edition
-from papermail.ingest import ingest_papers
 from papermail.models import Delivery, DeliveryStatus, Edition, EditionKind, Paper, PaperSnapshot
-from papermail.planning import plan_edition
-from papermail.ratelimit import Unlimited
-from papermail.rendering import VariantStore, make_environment
-from papermail.sending import SendPolicy, claim, send_batch
+from papermail.pipeline.claims import claim
+from papermail.pipeline.editions import build_edition
+from papermail.pipeline.ingest import ingest_papers
+from papermail.pipeline.planning import plan_edition
+from papermail.pipeline.ratelimit import Unlimited
+from papermail.pipeline.rendering import VariantStore, make_environment
+from papermail.pipeline.sending import SendPolicy, send_batch
+from papermail.pipeline.variants import Identity, TemplateSource
 from papermail.sources.hf import SAMPLE_DAY, load_sample
-from papermail.subscriptions import Preferences, add_subscriber
-from papermail.tokens import Links, TokenSigner
-from papermail.variants import Identity, TemplateSource
+from papermail.subscribers.preferences import Preferences
+from papermail.subscribers.subscriptions import add_subscriber
+from papermail.subscribers.tokens import Links, TokenSigner
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 27, 7, 30, tzinfo=dt.UTC)
@@ -257,7 +259,7 @@ def test_a_mark_that_cannot_commit_stops_the_batch_and_costs_one_copy_at_most(
     sessions: sessionmaker[Session],
     redis,  # type: ignore[no-untyped-def]
 ) -> None:
-    from papermail.pgmarks import LedgerError
+    from papermail.pipeline.ledger import LedgerError
 
     published = _planned(sessions, readers=30, batch_size=100)
 

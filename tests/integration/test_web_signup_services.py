@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from workers.celery_app import make_celery
+from workers.dispatch import CeleryDispatcher
 
 from papermail.db import session_scope
 from papermail.models import Subscriber, SubscriberStatus
-from papermail.runtime import Runtime
-from papermail.signup_limits import Budget, SignupLimits
-from papermail.smtpsink import SmtpSink
+from papermail.subscribers.signup_limits import Budget, SignupLimits
 from papermail.web.app import create_app
+from papermail.wiring import Wiring
+from papermail_dev.smtpsink import SmtpSink
 from tests.integration.conftest import flushed_redis
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.services import CeleryWorker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -39,17 +41,23 @@ def _csrf(client: TestClient) -> str:
 
 
 def _subscribe(client: TestClient, address: str) -> int:
-    response = client.post("/subscribe", data={"email": address, "frequency": "daily",
-                                               "topics": "diffusion", "csrf_token": _csrf(client)})
+    response = client.post(
+        "/subscribe",
+        data={
+            "email": address,
+            "frequency": "daily",
+            "topics": "diffusion",
+            "csrf_token": _csrf(client),
+        },
+    )
     return response.status_code
 
 
 def test_confirmation_goes_through_a_worker_and_smtp(
-    runtime: Runtime, service_env: dict[str, str], sink: SmtpSink, tmp_path: Path
+    runtime: Wiring, service_env: dict[str, str], sink: SmtpSink, tmp_path: Path
 ) -> None:
     celery = make_celery(runtime.settings)
-    app = create_app(runtime, send_confirmation=lambda sid: celery.send_task(
-        "papermail.send_confirmation", args=[sid]))
+    app = create_app(runtime, dispatcher=CeleryDispatcher(celery))
     worker = CeleryWorker(service_env, log_path=tmp_path / "worker.log").start()
     try:
         with TestClient(app, base_url="https://testserver") as client:
@@ -70,28 +78,34 @@ def test_confirmation_goes_through_a_worker_and_smtp(
         assert ada.status is SubscriberStatus.ACTIVE
 
 
-def test_subscribe_limits_are_shared_through_redis(runtime: Runtime) -> None:
-    sent: list[int] = []
+def test_subscribe_limits_are_shared_through_redis(runtime: Wiring) -> None:
+    sent = RecordingDispatcher()
     limits = SignupLimits(runtime.redis, per_address=Budget(2, 86400), per_ip=Budget(4, 3600))
     # Two app instances, as two web processes would be: one budget between them.
-    clients = [TestClient(create_app(runtime, send_confirmation=sent.append, limits=limits),
-                          base_url="https://testserver") for _ in range(2)]
+    clients = [
+        TestClient(
+            create_app(runtime, dispatcher=sent, limits=limits), base_url="https://testserver"
+        )
+        for _ in range(2)
+    ]
     statuses = [_subscribe(clients[n % 2], "ada@example.org") for n in range(4)]
     assert statuses == [200, 200, 200, 200]
-    assert len(sent) == 2  # the address budget; the page never changed
+    assert len(sent.confirmations) == 2  # the address budget; the page never changed
     assert _subscribe(clients[0], "grace@example.org") == 429  # the IP budget
 
 
-def test_expiry_runs_as_a_task(runtime: Runtime, service_env: dict[str, str],
-                               tmp_path: Path) -> None:
-    from papermail.confirmations import request_subscription
-    from papermail.subscriptions import Preferences
+def test_expiry_runs_as_a_task(
+    runtime: Wiring, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    from papermail.subscribers.confirmations import request_subscription
+    from papermail.subscribers.preferences import Preferences
 
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
     with session_scope(runtime.sessions) as session:
         request_subscription(session, email="old@example.org", prefs=Preferences(), now=long_ago)
-        request_subscription(session, email="new@example.org", prefs=Preferences(),
-                             now=dt.datetime.now(dt.UTC))
+        request_subscription(
+            session, email="new@example.org", prefs=Preferences(), now=dt.datetime.now(dt.UTC)
+        )
     celery = make_celery(runtime.settings)
     worker = CeleryWorker(service_env, log_path=tmp_path / "worker.log").start()
     try:
@@ -101,8 +115,11 @@ def test_expiry_runs_as_a_task(runtime: Runtime, service_env: dict[str, str],
             with runtime.sessions() as session:
                 return {s.email for s in session.query(Subscriber)}
 
-        wait_until(lambda: remaining() == {"new@example.org"}, timeout=60,
-                   message="the old pending sign-up to expire")
+        wait_until(
+            lambda: remaining() == {"new@example.org"},
+            timeout=60,
+            message="the old pending sign-up to expire",
+        )
     finally:
         worker.stop()
         celery.close()

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import redis
 
-from papermail.bench import scratch_database
+from papermail_dev.bench import scratch_database
 
 PG_ADMIN_URL = os.environ.get("PAPERMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("PAPERMAIL_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -51,8 +51,11 @@ def temporary_database(prefix: str = "papermail_it") -> AbstractContextManager[s
 
 def sample_items_for(day: dt.date) -> list[dict[str, object]]:
     """The bundled sample, re-dated to ``day`` (so tests do not depend on the calendar)."""
-    raw = json.loads(resources.files("papermail.data").joinpath("sample_daily_papers.json")
-                     .read_text(encoding="utf-8"))
+    raw = json.loads(
+        resources.files("papermail.data")
+        .joinpath("sample_daily_papers.json")
+        .read_text(encoding="utf-8")
+    )
     stamp = f"{day.isoformat()}T"
     for item in raw:
         paper = item.get("paper") or {}
@@ -88,8 +91,11 @@ class FakeHuggingFace:
                     return
                 day = query.get("date", [""])[0]
                 page = int(query.get("p", ["0"])[0])
-                items = (sample_items_for(fake.day_with_papers())
-                         if day == fake.day_with_papers().isoformat() and page == 0 else [])
+                items = (
+                    sample_items_for(fake.day_with_papers())
+                    if day == fake.day_with_papers().isoformat() and page == 0
+                    else []
+                )
                 body = json.dumps(items).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -114,8 +120,14 @@ class FakeHuggingFace:
 class CeleryWorker:
     """``celery -A workers.celery_app worker`` as a child process with the given environment."""
 
-    def __init__(self, env: dict[str, str], *, concurrency: int = 2, name: str | None = None,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        concurrency: int = 2,
+        name: str | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.concurrency = concurrency
         self.name = name or f"papermail-test-{uuid.uuid4().hex[:6]}@%h"
@@ -125,10 +137,24 @@ class CeleryWorker:
     def start(self, *, timeout: float = 60) -> CeleryWorker:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-             "--loglevel=INFO", f"--concurrency={self.concurrency}", "-n", self.name,
-             "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "--loglevel=INFO",
+                f"--concurrency={self.concurrency}",
+                "-n",
+                self.name,
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self._wait_ready(timeout)
@@ -165,8 +191,13 @@ class CeleryWorker:
                 self.kill()
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.25,
-               message: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool],
+    *,
+    timeout: float,
+    interval: float = 0.25,
+    message: str = "condition",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -214,14 +245,31 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
         try:
-            wait_until(lambda: self._answers(client), timeout=timeout, interval=0.05,
-                       message=f"redis-server on port {self.port}")
+            wait_until(
+                lambda: self._answers(client),
+                timeout=timeout,
+                interval=0.05,
+                message=f"redis-server on port {self.port}",
+            )
         finally:
             client.close()
         return self

@@ -8,11 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from papermail.config import DEFAULT_SECRET, InsecureConfiguration, Settings
-from papermail.runtime import Runtime
+from papermail.wiring import Wiring
 
 GOOD = {
     "environment": "production",
-    "secret_key": "a" * 40,
+    "secret_key": "q7N2-vXk9_LpR4tWz8YcB1mHs6DfGj3E0aUoKe5iTn",
     "base_url": "https://papers.example.org",
     "database_url": "postgresql+psycopg://papermail@db/papermail",
     "redis_url": "redis://redis:6379/0",
@@ -32,6 +32,10 @@ def test_a_complete_production_configuration_passes() -> None:
     [
         ({"secret_key": DEFAULT_SECRET}, "PAPERMAIL_SECRET_KEY"),
         ({"secret_key": "short"}, "PAPERMAIL_SECRET_KEY"),
+        ({"secret_key": " " * 32}, "too predictable"),
+        ({"secret_key": "a" * 40}, "too predictable"),
+        ({"secret_key": "abc" * 16}, "too predictable"),
+        ({"secret_key": "0123456789" * 4}, "too predictable"),
         ({"base_url": "http://papers.example.org"}, "https://"),
         ({"database_url": "sqlite:///var/p.db"}, "must be PostgreSQL"),
         ({"database_url": None, "redis_url": None}, "must be set"),
@@ -43,9 +47,17 @@ def test_production_refuses_to_start_with(overrides: dict[str, object], complain
         settings(**overrides).check_production_ready()
 
 
+def test_a_generated_secret_passes_and_a_refusal_says_how_to_make_one() -> None:
+    import secrets
+
+    settings(secret_key=secrets.token_urlsafe(32)).check_production_ready()
+    with pytest.raises(InsecureConfiguration, match=r"secrets\.token_urlsafe\(32\)"):
+        settings(secret_key=" " * 32).check_production_ready()
+
+
 def test_the_runtime_checks_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(InsecureConfiguration):
-        Runtime(settings(secret_key=DEFAULT_SECRET, var_dir=tmp_path))
+        Wiring(settings(secret_key=DEFAULT_SECRET, var_dir=tmp_path))
 
 
 @pytest.mark.parametrize("missing", ["redis_url", "database_url"])

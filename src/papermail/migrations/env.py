@@ -1,4 +1,9 @@
-"""Alembic environment: the URL comes from the caller (papermail.dbadmin), not an ini file."""
+"""Alembic environment.
+
+papermail.dbadmin passes the connection (or URL) in. Run by hand (`alembic upgrade head`
+from the repository root), the URL comes from papermail's own settings: the same
+PAPERMAIL_DATABASE_URL (or embedded SQLite under PAPERMAIL_VAR_DIR) the app uses.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,20 @@ from papermail.models import Base
 config = context.config
 target_metadata = Base.metadata
 
+if not config.get_main_option("sqlalchemy.url") and "connection" not in config.attributes:
+    from papermail.config import get_settings
+
+    url = get_settings().effective_database_url
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+
 
 def run_migrations_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
-                      literal_binds=True, render_as_batch=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -21,8 +36,11 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connectable = config.attributes.get("connection")
     if connectable is None:
-        connectable = engine_from_config(config.get_section(config.config_ini_section) or {},
-                                         prefix="sqlalchemy.", poolclass=pool.NullPool)
+        connectable = engine_from_config(
+            config.get_section(config.config_ini_section) or {},
+            prefix="sqlalchemy.",
+            poolclass=pool.NullPool,
+        )
         with connectable.connect() as connection:
             _run(connection)
     else:
@@ -31,8 +49,12 @@ def run_migrations_online() -> None:
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
     # Batch mode lets ALTERs work on SQLite too (it rebuilds the table).
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=True, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        compare_type=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -26,6 +26,7 @@ from papermail.sources.base import (
     SourceUnreachable,
     clean_line,
 )
+from papermail.sources.http import Budget, DeadlineExceeded, bounded_get
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,17 @@ def fetch_daily(
     retries: int = 4,
     backoff_seconds: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    budget: Budget | None = None,
 ) -> FetchResult:
     """Every paper submitted on ``day``, de-duplicated by id (first occurrence wins).
 
     Pages until an empty page, a short page, or ``max_pages``. ``retries`` is the
-    number of extra attempts per request. Raises SourceError (SourceUnreachable
-    for network failures) if any page cannot be fetched or is not a JSON array.
+    number of extra attempts per request. ``budget`` caps each response's size and the
+    whole fetch's time (defaults: 16 MB, 5 minutes). Raises SourceError
+    (SourceUnreachable for network failures) if any page cannot be fetched, is too
+    large or late, or is not a JSON array.
     """
+    budget = budget or Budget()
     if page_size < 1 or max_pages < 1 or retries < 0:
         raise ValueError("page_size and max_pages must be >= 1 and retries >= 0")
     url = f"{base_url.rstrip('/')}/api/daily_papers"
@@ -69,8 +74,15 @@ def fetch_daily(
     seen_items = pages = 0
     for page in range(max_pages):
         params = {"date": day.isoformat(), "p": page, "limit": page_size}
-        response = _get(client, url=url, params=params, retries=retries,
-                        backoff_seconds=backoff_seconds, sleep=sleep)
+        response = _get(
+            client,
+            url=url,
+            params=params,
+            retries=retries,
+            backoff_seconds=backoff_seconds,
+            sleep=sleep,
+            budget=budget,
+        )
         items = _decode(response)
         pages += 1
         if not items:
@@ -84,8 +96,9 @@ def fetch_daily(
     else:
         log.warning("stopped after %d pages for %s; the day may have more papers", max_pages, day)
     unique = _unique(papers)
-    log.info("fetched %d papers (%d rejected) for %s in %d pages",
-             len(unique), len(rejected), day, pages)
+    log.info(
+        "fetched %d papers (%d rejected) for %s in %d pages", len(unique), len(rejected), day, pages
+    )
     return FetchResult(papers=unique, rejected=rejected, pages=pages)
 
 
@@ -115,28 +128,35 @@ def _get(
     retries: int,
     backoff_seconds: float,
     sleep: Callable[[float], None],
+    budget: Budget,
 ) -> httpx.Response:
     shown = str(httpx.URL(url, params=params))
     attempts = retries + 1
     for attempt in range(attempts):
         try:
-            return _attempt(client, url=url, params=params, shown=shown)
+            return _attempt(client, url=url, params=params, shown=shown, budget=budget)
         except _Retryable as failure:
             if attempt == attempts - 1:
                 error = SourceUnreachable if failure.network else SourceError
                 raise error(f"GET {shown} failed after {attempts} attempts: {failure}") from failure
             delay = failure.retry_after or _backoff(attempt, backoff_seconds)
-            log.warning("GET %s: %s; retry %d/%d in %.1fs", shown, failure, attempt + 1, retries,
-                        delay)
+            if delay >= budget.remaining:
+                raise DeadlineExceeded(
+                    f"GET {shown} failed ({failure}) and the fetch deadline leaves no time "
+                    "for another attempt"
+                ) from failure
+            log.warning(
+                "GET %s: %s; retry %d/%d in %.1fs", shown, failure, attempt + 1, retries, delay
+            )
             sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _attempt(
-    client: httpx.Client, *, url: str, params: dict[str, str | int], shown: str
+    client: httpx.Client, *, url: str, params: dict[str, str | int], shown: str, budget: Budget
 ) -> httpx.Response:
     try:
-        response = client.get(url, params=params)
+        response = bounded_get(client, url, params=params, budget=budget, shown=shown)
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # bad base URL: never retry
         raise SourceError(f"GET {shown}: {exc}") from exc
     except httpx.TransportError as exc:  # DNS, connect, read, timeouts, dropped connections
@@ -146,8 +166,9 @@ def _attempt(
         return response
     status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     if _retryable(response.status_code):
-        raise _Retryable(f"{status}: {_excerpt(response)}", network=False,
-                         retry_after=_retry_after(response))
+        raise _Retryable(
+            f"{status}: {_excerpt(response)}", network=False, retry_after=_retry_after(response)
+        )
     # 400 means an invalid date, other 4xx a wrong URL: more attempts will not fix either.
     raise SourceError(f"GET {shown} answered {status}: {_excerpt(response)}")
 
@@ -189,8 +210,10 @@ def _decode(response: httpx.Response) -> list[object]:
             f"GET {shown} returned a body that is not JSON ({kind}): {_excerpt(response)}"
         ) from exc
     if not isinstance(raw, list):
-        raise SourceError(f"GET {shown} returned a JSON {_json_kind(raw)} instead of an array "
-                          f"of papers: {_excerpt(response)}")
+        raise SourceError(
+            f"GET {shown} returned a JSON {_json_kind(raw)} instead of an array "
+            f"of papers: {_excerpt(response)}"
+        )
     return raw
 
 
@@ -235,8 +258,9 @@ def _fields(item: object) -> dict[str, object]:
         "summary": _first(paper.get("summary"), item.get("summary")),
         "authors": _author_names(paper.get("authors")),
         "published_at": _first(paper.get("publishedAt"), item.get("publishedAt")),
-        "submitted_on_daily_at": _first(paper.get("submittedOnDailyAt"),
-                                        item.get("submittedOnDailyAt")),
+        "submitted_on_daily_at": _first(
+            paper.get("submittedOnDailyAt"), item.get("submittedOnDailyAt")
+        ),
         "upvotes": paper.get("upvotes"),  # only the paper carries votes
         "num_comments": item.get("numComments"),  # only the outer item carries comments
         "github_repo": paper.get("githubRepo"),
@@ -265,8 +289,10 @@ def _author_names(raw: object) -> object:
 def _organization(*raws: object) -> object:
     # {"name": "MHUGLab", "fullname": "Multimedia and ..."} on the paper or the item; the
     # first usable name wins, and garbage passes through only if nothing better exists.
-    names = [_first(r.get("fullname") or None, r.get("name") or None)
-             if isinstance(r, dict) else r for r in raws]
+    names = [
+        _first(r.get("fullname") or None, r.get("name") or None) if isinstance(r, dict) else r
+        for r in raws
+    ]
     return next((n for n in names if isinstance(n, str) and n.strip()), _first(*names))
 
 

@@ -1,4 +1,4 @@
-"""The subscriber-facing web app: ``create_app(runtime)``.
+"""The subscriber-facing web app: ``create_app(wiring)``.
 
     papermail web --host 127.0.0.1 --port 8000
 
@@ -15,6 +15,7 @@ import logging
 import re
 import time
 
+from celery import Celery
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,14 +23,16 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from papermail import confirmations
-from papermail.db import session_scope
-from papermail.runtime import Runtime, utcnow
-from papermail.signup_limits import SignupLimits
-from papermail.tokens import InvalidToken
-from papermail.web import archive, manage, ops, signup
+from papermail.clock import utcnow
+from papermail.dispatch import Dispatcher
+from papermail.stages import InlineDispatcher
+from papermail.subscribers.signup_limits import SignupLimits
+from papermail.subscribers.tokens import InvalidToken
+from papermail.web import archive, manage, signup
 from papermail.web.context import Clock, Pages, SendConfirmation, WebContext
 from papermail.web.csrf import CsrfGuard
+from papermail.web.ops.routes import attach_ops
+from papermail.wiring import Wiring
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("papermail.web.access")
@@ -114,72 +117,74 @@ async def _too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": b"Request too large.\n"})
 
 
-def inline_sender(runtime: Runtime, clock: Clock = utcnow) -> SendConfirmation:
-    """Send confirmations in this process (embedded mode, tests) through the runtime's backend."""
-
-    def send(subscriber_id: int) -> None:
-        try:
-            with session_scope(runtime.sessions) as session:
-                confirmations.send_confirmation(
-                    session,
-                    subscriber_id=subscriber_id,
-                    env=runtime.env,
-                    links=runtime.links,
-                    identity=runtime.identity,
-                    backend=runtime.backend,
-                    now=clock(),
-                    bounce_threshold=runtime.settings.bounce_threshold,
-                )
-        except Exception:  # a background task has nobody to report to but the log
-            log.exception("confirmation email for subscriber %s failed", subscriber_id)
-
-    return send
-
-
-def celery_sender(subscriber_id: int) -> None:
-    """Production: a worker renders and sends (and retries transient SMTP failures)."""
-    from workers.tasks import send_confirmation
-
-    send_confirmation.delay(subscriber_id)
-
-
 def create_app(
-    runtime: Runtime | None = None,
+    wiring: Wiring | None = None,
     *,
-    send_confirmation: SendConfirmation | None = None,
+    dispatcher: Dispatcher | None = None,
     limits: SignupLimits | None = None,
     clock: Clock = utcnow,
 ) -> FastAPI:
-    if runtime is None:
+    """The app for this wiring; ``dispatcher`` is where confirmation emails go (default:
+    sent in this process when embedded, queued for the workers otherwise)."""
+    if wiring is None:
         from papermail.config import get_settings
 
-        runtime = Runtime(get_settings())
-    settings = runtime.settings
-    if send_confirmation is None:
-        send_confirmation = inline_sender(runtime, clock) if settings.embedded else celery_sender
+        wiring = Wiring(get_settings())
+    settings = wiring.settings
+    celery = None if settings.embedded else _celery_app(wiring)
+    if dispatcher is None:
+        dispatcher = (
+            InlineDispatcher(wiring, clock=clock) if celery is None else _celery_dispatcher(celery)
+        )
 
+    confirm = dispatcher.send_confirmation if dispatcher.queued else _quietly(dispatcher)
     secret = settings.secret_key.get_secret_value()
     web = WebContext(
-        sessions=runtime.sessions,
-        redis=runtime.redis,
-        links=runtime.links,
-        pages=Pages.load(runtime.env, settings.templates_dir, settings.list_name),
+        sessions=wiring.sessions,
+        redis=wiring.redis,
+        links=wiring.links,
+        pages=Pages.load(wiring.env, settings.templates_dir, settings.list_name),
         csrf=CsrfGuard(secret),
-        limits=limits or SignupLimits(runtime.redis),
-        send_confirmation=send_confirmation,
+        limits=limits or SignupLimits(wiring.redis),
+        send_confirmation=confirm,
         clock=clock,
         secure_cookies=settings.base_url.startswith("https://"),
         default_max_papers=settings.default_max_papers,
     )
     app = FastAPI(title="papermail", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = web
-    app.state.runtime = runtime  # what web.ops (the operators' pages) reads
     app.add_middleware(EdgeMiddleware)
-    for module in (signup, manage, archive, ops):
+    for module in (signup, manage, archive):
         app.include_router(module.router)
+    attach_ops(app, wiring=wiring, dispatcher=dispatcher, celery=celery)
     _add_basics(app, web)
     _add_error_pages(app, web)
     return app
+
+
+def _celery_app(wiring: Wiring) -> Celery:
+    from workers.celery_app import make_celery  # only the shells know Celery
+
+    return make_celery(wiring.settings)
+
+
+def _celery_dispatcher(celery: Celery) -> Dispatcher:
+    from workers.dispatch import CeleryDispatcher
+
+    return CeleryDispatcher(celery)
+
+
+def _quietly(dispatcher: Dispatcher) -> SendConfirmation:
+    """Work run in the request (embedded mode) must not turn a sign-up into a 500: the
+    page says "check your inbox" either way, and the log says what went wrong."""
+
+    def send(subscriber_id: int) -> None:
+        try:
+            dispatcher.send_confirmation(subscriber_id)
+        except Exception:  # nobody to report to but the log
+            log.exception("confirmation email for subscriber %s failed", subscriber_id)
+
+    return send
 
 
 def _add_basics(app: FastAPI, web: WebContext) -> None:
@@ -193,7 +198,7 @@ def _add_basics(app: FastAPI, web: WebContext) -> None:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
-        # Liveness: the process answers. Dependencies are /readyz's business (web/ops.py),
+        # Liveness: the process answers. Dependencies are /readyz's business (web/ops/routes.py),
         # so a Redis outage takes instances out of rotation instead of restarting them all.
         return JSONResponse({"status": "ok"})
 

@@ -14,10 +14,11 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from papermail.dates import edition_heading
 from papermail.models import Edition, EditionItem, EditionKind
-from papermail.rendering import PaperCard
-from papermail.tokens import Links
-from papermail.web.context import WebContext, edition_heading, get_web
+from papermail.pipeline.rendering import PaperCard
+from papermail.subscribers.tokens import Links
+from papermail.web.context import WebContext, get_web
 
 router = APIRouter()
 

@@ -1,8 +1,7 @@
-"""What every route needs, built once per app from a Runtime, and page rendering."""
+"""What every route needs, built once per app from a Wiring, and page rendering."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,40 +15,13 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.formparsers import MultiPartException
 
-from papermail.signup_limits import SignupLimits
-from papermail.tokens import Links, TokenSigner
+from papermail.clock import Clock
+from papermail.subscribers.signup_limits import SignupLimits
+from papermail.subscribers.tokens import Links, TokenSigner
 from papermail.web import csrf as csrf_mod
 from papermail.web.csrf import CsrfGuard
 
 SendConfirmation = Callable[[int], None]
-Clock = Callable[[], dt.datetime]
-
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-
-
-def long_date(day: dt.date) -> str:
-    """'Friday, 27 November 2026', whatever the server's locale."""
-    return f"{_WEEKDAYS[day.weekday()]}, {day.day} {_MONTHS[day.month - 1]} {day.year}"
-
-
-def edition_heading(day: dt.date, kind: str) -> str:
-    if kind == "weekly":
-        return f"Week of {day.day} {_MONTHS[day.month - 1]} {day.year}"
-    return long_date(day)
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """The web forms: raw fields in, (value, per-field errors, what was typed) out.
 
-Every field is checked at this edge: type, length, no line breaks or control
-characters, allowed choices; then the domain's own Preferences model has the last
-word, so the CLI and the web refuse the same things. Errors are sentences a person
-can act on, keyed by field name so the page shows each one next to its field.
+A form does only what a form must: each field is there as one line of plain text
+(no line breaks or control characters, not absurdly long), and the text becomes
+values (numbers are typed with ASCII digits). Every rule about the values (ranges,
+choices, time zones, how many topics) is Preferences', and its refusals are shown
+next to the fields they concern, so the CLI and the web refuse the same things in
+the same words. Errors are sentences a person can act on, keyed by field name.
 """
 
 from __future__ import annotations
@@ -12,27 +14,19 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
-from zoneinfo import available_timezones
 
 from pydantic import ValidationError
 
-from papermail.models import Frequency, MailFormat
-from papermail.subscriptions import (
-    MAX_TERM_LENGTH,
-    MAX_TERMS,
-    InvalidEmail,
-    Preferences,
-    normalize_email,
-    split_terms,
-)
+from papermail.models import Frequency
+from papermail.subscribers.preferences import ZONES, Preferences, field_errors
+from papermail.subscribers.subscriptions import InvalidEmail, normalize_email
 
 T = TypeVar("T")
 FormData = Mapping[str, str]
 
-LINE_MAX = 1000  # any single-line field, before its own tighter checks
+LINE_MAX = 1000  # any single-line field, before Preferences' own tighter checks
 EMAIL_MAX = 254
 REASON_MAX = 500
-MAX_PAPERS_RANGE = (1, 30)
 PREFERENCE_FIELDS = (
     "frequency",
     "max_papers",
@@ -43,8 +37,8 @@ PREFERENCE_FIELDS = (
     "timezone",
     "send_hour",
 )
+NUMBER_FIELDS = ("max_papers", "send_hour")
 SUBSCRIBE_FIELDS = ("email", "topics", "frequency")
-ZONES = frozenset(available_timezones())
 # What the time zone field suggests: region/city names (plus UTC), not aliases like "EST".
 SUGGESTED_ZONES = (
     *sorted(z for z in ZONES if "/" in z and not z.startswith(("Etc/", "SystemV/", "posix/"))),
@@ -88,19 +82,9 @@ def _line(form: FormData, name: str, *, max_length: int = LINE_MAX) -> tuple[str
     return raw.strip(), None
 
 
-def _terms(value: str, noun: str) -> str | None:
-    terms = split_terms(value)
-    if len(terms) > MAX_TERMS:
-        return f"Use at most {MAX_TERMS} {noun}, separated by commas."
-    if any(len(t) > MAX_TERM_LENGTH for t in terms):
-        return f"Keep each of your {noun} under {MAX_TERM_LENGTH} characters."
-    return None
-
-
-def _int(value: str, low: int, high: int, message: str) -> tuple[int | None, str | None]:
-    if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
-        return None, message
-    return int(value), None
+def _whole_number(text: str) -> int | None:
+    """The number typed in ASCII digits; None for anything else, which Preferences refuses."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _collect(form: FormData, names: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]]:
@@ -112,37 +96,30 @@ def _collect(form: FormData, names: tuple[str, ...]) -> tuple[dict[str, str], di
     return values, errors
 
 
-def _check_choices(values: dict[str, str], errors: dict[str, str]) -> None:
-    if "frequency" in values and values["frequency"] not in {f.value for f in Frequency}:
-        errors.setdefault("frequency", "Choose daily or weekly.")
-    if "format" in values and values["format"] not in {f.value for f in MailFormat}:
-        errors.setdefault("format", "Choose HTML or plain text.")
-    for name, noun in (
-        ("topics", "topics"),
-        ("follow_organizations", "organisations"),
-        ("follow_authors", "authors"),
-    ):
-        if name in values and name not in errors and (problem := _terms(values[name], noun)):
-            errors[name] = problem
-
-
 def _preferences(
     values: dict[str, str], errors: dict[str, str], **fixed: object
 ) -> Preferences | None:
-    """Build Preferences from checked values; any refusal becomes a field error."""
-    if errors:
-        return None
-    data = {k: values[k] for k in PREFERENCE_FIELDS if k in values} | fixed
+    """Preferences from the fields that are well-formed text; its refusals become field errors.
+
+    Fields already in error are left out (Preferences fills in its default), so every
+    other field is still checked and the page shows all the problems at once.
+    """
+    data: dict[str, object] = {
+        name: _whole_number(values[name]) if name in NUMBER_FIELDS else values[name]
+        for name in PREFERENCE_FIELDS
+        if name in values and name not in errors
+    }
     try:
-        return Preferences(**data)
+        prefs = Preferences(**(data | fixed))
     except ValidationError as exc:
-        for problem in exc.errors():
-            name = str(problem["loc"][0]) if problem["loc"] else "form"
-            errors.setdefault(name, str(problem["msg"]).removeprefix("Value error, "))
+        for name, message in field_errors(exc).items():
+            errors.setdefault(name, message)
         return None
+    return None if errors else prefs
 
 
-def parse_subscribe(form: FormData) -> FormResult[SubscribeInput]:
+def parse_subscribe(form: FormData, *, max_papers: int) -> FormResult[SubscribeInput]:
+    """The landing page's form; it does not ask how many papers: new readers get ``max_papers``."""
     values, errors = _collect(form, SUBSCRIBE_FIELDS)
     values["frequency"] = values["frequency"] or Frequency.DAILY.value
     email = ""
@@ -157,29 +134,13 @@ def parse_subscribe(form: FormData) -> FormResult[SubscribeInput]:
             except InvalidEmail as exc:
                 detail = str(exc).strip().rstrip(".")
                 errors["email"] = f"{detail}. Enter it like name@example.org."
-    _check_choices(values, errors)
-    prefs = _preferences(values, errors)
+    prefs = _preferences(values, errors, max_papers=max_papers)
     value = SubscribeInput(email=email, prefs=prefs) if prefs is not None else None
     return FormResult(value, values, errors)
 
 
 def parse_preferences(form: FormData) -> FormResult[Preferences]:
     values, errors = _collect(form, PREFERENCE_FIELDS)
-    if "max_papers" not in errors:
-        _, problem = _int(
-            values["max_papers"], *MAX_PAPERS_RANGE, "Choose a number of papers from 1 to 30."
-        )
-        if problem:
-            errors["max_papers"] = problem
-    if "send_hour" not in errors:
-        _, problem = _int(values["send_hour"], 0, 23, "Choose an hour from 0 to 23.")
-        if problem:
-            errors["send_hour"] = problem
-    if "timezone" not in errors and values["timezone"] not in ZONES:
-        errors["timezone"] = (
-            "Unknown time zone. Use a name from the list, like Europe/Paris or America/New_York."
-        )
-    _check_choices(values, errors)
     return FormResult(_preferences(values, errors), values, errors)
 
 

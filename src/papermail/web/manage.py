@@ -11,11 +11,11 @@ import logging
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 
-from papermail import confirmations, subscriptions
 from papermail.db import session_scope
 from papermail.models import Subscriber, SubscriberStatus
-from papermail.subscriptions import Preferences
-from papermail.tokens import InvalidToken, Purpose
+from papermail.subscribers import confirmations, subscriptions
+from papermail.subscribers.preferences import Preferences
+from papermail.subscribers.tokens import InvalidToken, Purpose
 from papermail.web import csrf
 from papermail.web.context import WebContext, form_data, get_web
 from papermail.web.forms import (

@@ -7,9 +7,9 @@ import logging
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from papermail import confirmations
 from papermail.db import session_scope
-from papermail.tokens import MAX_AGE, Purpose
+from papermail.subscribers import confirmations
+from papermail.subscribers.tokens import MAX_AGE, Purpose
 from papermail.web import csrf
 from papermail.web.archive import latest_view
 from papermail.web.context import WebContext, form_data, get_web
@@ -80,7 +80,8 @@ def subscribe(
         )
         response.headers["Retry-After"] = str(web.limits.per_ip.window_seconds)
         return response
-    parsed = parse_subscribe(form)
+    # The form does not ask how many papers: new readers get the configured default.
+    parsed = parse_subscribe(form, max_papers=web.default_max_papers)
     cookie = request.cookies.get(csrf.COOKIE)
     if not web.csrf.check(form.get(csrf.FIELD), csrf.cookie_binding(cookie) if cookie else None):
         return _landing(
@@ -98,10 +99,8 @@ def subscribe(
     # Over the per-address budget the page is the same; only the email is withheld.
     if web.limits.allow_address(address):
         with session_scope(web.sessions) as session:
-            # The form does not ask how many papers: new readers get the configured default.
-            prefs = parsed.value.prefs.model_copy(update={"max_papers": web.default_max_papers})
             subscriber_id = confirmations.request_subscription(
-                session, email=address, prefs=prefs, now=web.clock()
+                session, email=address, prefs=parsed.value.prefs, now=web.clock()
             )
         if subscriber_id is not None:
             # After the commit and after the response: the page takes as long for a

@@ -1,0 +1,5 @@
+"""``python -m papermail``: the same as the ``papermail`` command."""
+
+from papermail.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``papermail`` command line: one module per group of commands (see main.py)."""

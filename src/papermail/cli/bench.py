@@ -1,0 +1,76 @@
+"""``papermail bench``: the delivery benchmark, from the developer tools.
+
+The benchmark lives in the papermail-dev package (tools/), which a production install
+does not carry; without it the command says how to get it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from papermail.cli.common import Fail, console
+
+
+@click.command()
+@click.option("--subscribers", "-n", type=int, default=10_000, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Celery worker processes.")
+@click.option("--concurrency", type=int, default=4, show_default=True, help="Pool size per worker.")
+@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option(
+    "--pg-admin-url",
+    default="postgresql://postgres@127.0.0.1:5432/test",
+    show_default=True,
+    help="A database to connect to while creating the scratch one.",
+)
+@click.option(
+    "--redis-url",
+    default="redis://127.0.0.1:6379/10",
+    show_default=True,
+    help="Broker for the run; this Redis database is flushed before and after.",
+)
+@click.option(
+    "--async-commit",
+    is_flag=True,
+    help="Run with PAPERMAIL_LEDGER_ASYNC_COMMIT (see README, 'Exactly once').",
+)
+@click.option("--json-out", type=click.Path(path_type=Path), help="Also write the figures as JSON.")
+def bench(
+    subscribers: int,
+    workers: int,
+    concurrency: int,
+    batch_size: int,
+    pg_admin_url: str,
+    redis_url: str,
+    async_commit: bool,
+    json_out: Path | None,
+) -> None:
+    """Deliver one edition to N synthetic subscribers on PostgreSQL, Redis, Celery and SMTP."""
+    try:
+        from papermail_dev.bench import BenchConfig, report_lines, run_bench
+    except ImportError as exc:
+        raise Fail(
+            "papermail bench needs the developer tools, which a production install leaves out: "
+            "from a checkout, `pip install -e ./tools` (`make bench` and `make test` do it)"
+        ) from exc
+
+    config = BenchConfig(
+        subscribers=subscribers,
+        workers=workers,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        pg_admin_url=pg_admin_url,
+        redis_url=redis_url,
+        ledger_async_commit=async_commit,
+    )
+    mode = "async ledger commit" if async_commit else "durable ledger commit"
+    console.rule(f"papermail bench: {subscribers:,} subscribers, {mode}")
+    result = run_bench(config, log=console.print)
+    console.print(report_lines(result), highlight=False)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(json.loads(result.as_json()), indent=2))
+    if result.delivered != subscribers or result.duplicates:
+        raise click.ClickException("not every subscriber got exactly one message")

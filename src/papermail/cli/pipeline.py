@@ -1,0 +1,183 @@
+"""The pipeline, one stage a command: ``ingest``, ``rank``, ``send``, ``preview``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import func, select
+
+from papermail import stages
+from papermail.cli.common import Fail, console, cut, parse_date, plain, sending, wiring
+from papermail.clock import utcnow
+from papermail.models import Delivery, DeliveryStatus, Edition, EditionKind
+from papermail.wiring import Wiring
+
+
+@click.command()
+@click.option("--date", "day", help="Day to fetch (YYYY-MM-DD); default today and yesterday (UTC).")
+@click.option("--sample", is_flag=True, help="Load the bundled sample instead of the API.")
+def ingest(day: str | None, sample: bool) -> None:
+    """Fetch papers from the Hugging Face Daily Papers API and store them."""
+    from papermail.sources.base import SourceError
+    from papermail.sources.hf import load_sample
+
+    w = wiring()
+    chosen = parse_date(day)
+    days = [chosen] if chosen else stages.default_ingest_days(w, today=utcnow().date())
+    try:
+        with console.status("fetching papers..."):
+            if sample:
+                report = stages.store_papers(w, result=load_sample(), source="bundled sample")
+            else:
+                report = stages.ingest(w, days=days)
+    except SourceError as exc:
+        raise Fail(f"ingest failed, nothing was written: {exc}") from exc
+    table = Table("fetched", "new", "updated", "rejected", title="Ingest")
+    table.add_row(
+        str(report.fetched), str(report.inserted), str(report.updated), str(len(report.rejected))
+    )
+    console.print(table)
+    for item in report.rejected[:10]:
+        console.print(
+            f"  [yellow]skipped[/] item #{item.index} {escape(item.paper_id or '')}: "
+            f"{escape(item.reason)}"
+        )
+
+
+@click.command()
+@click.option("--date", "day", help="Edition day (YYYY-MM-DD); default today (UTC).")
+@click.option("--kind", type=click.Choice(["daily", "weekly"]), default="daily", show_default=True)
+@click.option("--top", default=15, show_default=True, help="How many papers to show.")
+def rank(day: str | None, kind: str, top: int) -> None:
+    """Build (or show) the edition of a day: the ranked papers digests draw from."""
+    w = wiring()
+    chosen = parse_date(day) or utcnow().date()
+    summary = stages.build_edition(w, day=chosen, kind=EditionKind(kind))
+    if summary.edition_id is None:
+        raise Fail(f"no papers submitted in the window before {chosen}; run `papermail ingest`")
+    word = "built" if summary.created else "already built"
+    console.print(f"{kind} edition of {chosen} {word}: {summary.papers} papers")
+    with w.sessions() as session:
+        edition = session.get(Edition, summary.edition_id)
+        assert edition is not None
+        console.print(edition_table(edition, top=top))
+
+
+def edition_table(edition: Edition, *, top: int) -> Table:
+    table = Table(
+        "#",
+        "score",
+        "▲",
+        "💬",
+        "title",
+        "organisation",
+        title=f"{edition.day} ({edition.kind.value})",
+    )
+    for item in edition.items[:top]:
+        paper = item.paper
+        table.add_row(
+            str(item.rank),
+            f"{item.score:.3f}",
+            str(paper.upvotes),
+            str(paper.num_comments),
+            plain(cut(paper.title, 60)),
+            plain(cut(paper.organization or "", 24)),
+        )
+    return table
+
+
+@click.command()
+@click.option("--edition", "edition_id", type=int, help="Edition id; default the latest ones.")
+@click.option("--due-only", is_flag=True, help="Only subscribers whose local send hour has come.")
+def send(edition_id: int | None, due_only: bool) -> None:
+    """Plan deliveries and send them (inline when embedded, through workers in production)."""
+    w = wiring()
+    with sending(w) as dispatcher:
+        reports = stages.plan(
+            w,
+            dispatcher=dispatcher,
+            now=utcnow(),
+            due_only=due_only,
+            edition_ids=[edition_id] if edition_id else None,
+        )
+    if not reports:
+        raise Fail("no recent edition to send; run `papermail rank` first")
+    for report in reports:
+        console.print(
+            f"edition {report.edition_id}: planned {report.planned} deliveries "
+            f"({len(report.variants)} variants, {report.batches} batches, "
+            f"{report.not_due} not due yet)"
+        )
+        console.print(funnel_table(w, report.edition_id))
+    if w.settings.embedded:
+        for report in reports:
+            fail_if_nothing_went_out(w, report.edition_id)
+
+
+def delivery_counts(w: Wiring, edition_id: int) -> dict[DeliveryStatus, int]:
+    with w.sessions() as session:
+        return dict(
+            session.execute(
+                select(Delivery.status, func.count())
+                .where(Delivery.edition_id == edition_id)
+                .group_by(Delivery.status)
+            ).all()
+        )
+
+
+def funnel_table(w: Wiring, edition_id: int) -> Table:
+    counts = delivery_counts(w, edition_id)
+    table = Table(*(s.value for s in DeliveryStatus), title=f"deliveries of edition {edition_id}")
+    table.add_row(*(str(counts.get(s, 0)) for s in DeliveryStatus))
+    return table
+
+
+def fail_if_nothing_went_out(w: Wiring, edition_id: int) -> None:
+    """After sending inline: rows that all failed or wait for a retry mean a broken
+    setup (templates missing, relay down), not a quiet success."""
+    counts = delivery_counts(w, edition_id)
+    stuck = counts.get(DeliveryStatus.FAILED, 0) + counts.get(DeliveryStatus.RETRY, 0)
+    if stuck and not counts.get(DeliveryStatus.SENT, 0):
+        with w.sessions() as session:
+            error = session.scalar(
+                select(Delivery.last_error)
+                .where(Delivery.edition_id == edition_id, Delivery.last_error.is_not(None))
+                .limit(1)
+            )
+        raise Fail(
+            f"no email of edition {edition_id} went out: {stuck} failed or waiting to retry "
+            f"(first error: {error or 'unknown'})"
+        )
+
+
+@click.command()
+@click.option("--subscriber", "email", help="Render what this subscriber would get.")
+@click.option("--edition", "edition_id", type=int, help="Edition id; default the latest daily.")
+@click.option("--out", type=click.Path(path_type=Path), help="File to write; default under var/.")
+def preview(email: str | None, edition_id: int | None, out: Path | None) -> None:
+    """Render one digest to a file and print its path."""
+    from papermail.pipeline.preview import render_preview
+
+    w = wiring()
+    with w.sessions() as session:
+        try:
+            result = render_preview(
+                session,
+                email=email,
+                edition_id=edition_id,
+                env=w.env,
+                links=w.links,
+                list_name=w.settings.list_name,
+                default_max_papers=w.settings.default_max_papers,
+            )
+        except LookupError as exc:
+            raise Fail(str(exc)) from exc
+    suffix = ".html" if result.html is not None else ".txt"
+    path = out or w.settings.var_dir / "previews" / f"{result.name}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(result.html if result.html is not None else result.text, encoding="utf-8")
+    console.print(f"[bold]{escape(result.subject)}[/]")
+    console.print(str(path.resolve()))

@@ -1,0 +1,190 @@
+"""``papermail status``: queues, workers, beat, stage runs, deliveries, subscribers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+from rich import box
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from papermail import stages
+from papermail.cli.common import celery_app, console, cut, wiring
+from papermail.clock import utcnow
+from papermail.ops.monitoring import FUNNEL, Snapshot, StageRun
+from papermail.ops.phrasing import ago, describe_pause, describe_run
+
+WIDTH = 100  # the status view fits a 100-column terminal
+
+
+@click.command()
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per refresh).")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes.")
+def status(watch: bool, as_json: bool, interval: float) -> None:
+    """Queues, workers, beat, stage runs, today's deliveries and subscribers."""
+    w = wiring()
+    app = celery_app(w)
+
+    def take() -> Snapshot:
+        return stages.snapshot(w, celery=app, now=utcnow())
+
+    if not watch:
+        _print_once(take(), as_json=as_json)
+        return
+    try:
+        if as_json:
+            while True:
+                _print_once(take(), as_json=True, indent=None)
+                time.sleep(interval)
+        with Live(status_view(take()), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(status_view(take()), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_once(snap: Snapshot, *, as_json: bool, indent: int | None = 2) -> None:
+    if as_json:
+        click.echo(json.dumps(snap.as_dict(), indent=indent))
+    else:
+        console.print(status_view(snap), width=min(console.width, WIDTH))
+
+
+def status_view(snap: Snapshot) -> RenderableType:
+    parts: list[RenderableType] = [_headline(snap)]
+    parts.extend(Text(f"! {cut(e, WIDTH - 2)}", style="bold red") for e in snap.errors)
+    for section in (
+        _side_by_side(_queues_table(snap), _fleet_table(snap)),
+        _stages_table(snap),
+        _funnel_table(snap),
+        _side_by_side(_rates_table(snap), _subscribers_table(snap)),
+    ):
+        parts.extend((Text(""), section))
+    return Group(*parts)
+
+
+def _headline(snap: Snapshot) -> Text:
+    mode = "embedded" if snap.embedded else "production"
+    line = Text.assemble(
+        ("papermail ", "bold"), f"{snap.taken_at:%Y-%m-%d %H:%M:%S} UTC · {mode} · sending "
+    )
+    if snap.paused:
+        line.append(f"PAUSED {describe_pause(snap.paused, snap.taken_at)}", style="bold yellow")
+    else:
+        line.append("running", style="bold green")
+    return line
+
+
+def _table(title: str, *columns: str, numeric: tuple[str, ...] = ()) -> Table:
+    table = Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        header_style="dim",
+    )
+    for column in columns:
+        table.add_column(column, justify="right" if column in numeric else "left")
+    return table
+
+
+def _side_by_side(left: Table, right: Table) -> Table:
+    grid = Table.grid(padding=(0, 4))
+    grid.add_row(left, right)
+    return grid
+
+
+def _queues_table(snap: Snapshot) -> Table:
+    table = _table("Queues", "queue", "ready", "reserved", numeric=("ready", "reserved"))
+    for q in snap.queues:
+        table.add_row(q.name, f"{q.ready:,}", f"{q.unacked:,}")
+    if not snap.queues:
+        table.add_row("[red]no broker figures[/]", "-", "-")
+    return table
+
+
+def _fleet_table(snap: Snapshot) -> Table:
+    table = _table("Workers and beat", "", "")
+    table.show_header = False
+    if snap.workers is None:
+        workers = "inline (embedded)" if snap.embedded else "[red]no answer[/]"
+    elif not snap.workers:
+        workers = "[bold red]none online[/]"
+    else:
+        workers = escape(f"{len(snap.workers)} online: {cut(', '.join(snap.workers), 28)}")
+    table.add_row("workers", workers)
+    beat = snap.beat
+    if snap.embedded:
+        tick = "not used (embedded)"
+    elif beat is None or not beat.lock_held:
+        tick = "[bold red]not running[/] (no RedBeat lock)"
+    else:
+        tick = f"ticked {ago(beat.last_tick, snap.taken_at)}"
+    table.add_row("beat", tick)
+    if beat is not None and beat.last_dispatch is not None:
+        table.add_row("last task", f"sent {ago(beat.last_dispatch, snap.taken_at)}")
+    return table
+
+
+def _stages_table(snap: Snapshot) -> Table:
+    table = _table("Pipeline", "stage", "last run", "took", "result", "last OK", numeric=("took",))
+    for run in snap.runs:
+        table.add_row(
+            run.stage,
+            ago(run.started_at, snap.taken_at),
+            _seconds(run.duration_seconds),
+            _result(run),
+            ago(run.last_success_at, snap.taken_at),
+        )
+    return table
+
+
+def _funnel_table(snap: Snapshot) -> Table:
+    table = _table(
+        "Today's deliveries (planned today, UTC)", *FUNNEL, "total", numeric=(*FUNNEL, "total")
+    )
+    styles = {"failed": "red", "retry": "yellow", "sent": "green", "suppressed": "magenta"}
+    table.add_row(
+        *(Text(f"{snap.funnel.get(k, 0):,}", style=styles.get(k, "")) for k in FUNNEL),
+        f"{sum(snap.funnel.values()):,}",
+    )
+    return table
+
+
+def _rates_table(snap: Snapshot) -> Table:
+    columns = ("5 min", "60 min", "bounces", "backlog")
+    table = _table("Sending (per minute)", *columns, numeric=columns)
+    table.add_row(
+        f"{snap.send_rate_5m:,.1f}",
+        f"{snap.send_rate_60m:,.1f}",
+        Text(f"{snap.bounces_today:,}", style="red" if snap.bounces_today else ""),
+        f"{sum(snap.backlog.values()):,}",
+    )
+    return table
+
+
+def _subscribers_table(snap: Snapshot) -> Table:
+    table = _table("Subscribers", *snap.subscribers, numeric=tuple(snap.subscribers))
+    table.add_row(*(f"{n:,}" for n in snap.subscribers.values()))
+    return table
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}s" if value < 120 else f"{value / 60:.0f}m"
+
+
+def _result(run: StageRun) -> Text:
+    if run.ok is None:
+        return Text("running" if run.started_at else "-", style="yellow")
+    return Text(cut(describe_run(run), 40), style="" if run.ok else "red")

@@ -1,0 +1,166 @@
+"""``papermail subscribers``: add, list and remove subscribers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+from pydantic import ValidationError
+from rich.table import Table
+from sqlalchemy import func, select
+
+from papermail.cli.common import Fail, console, cut, wiring
+from papermail.clock import utcnow
+from papermail.db import session_scope
+from papermail.models import MailFormat, Subscriber, SubscriberStatus
+from papermail.subscribers import subscriptions
+from papermail.subscribers.preferences import MAX_PAPERS, MIN_PAPERS, Preferences, error_lines
+
+# Preferences' field names as `subscribers add` spells them, for its error lines.
+OPTIONS = {
+    "frequency": "--frequency",
+    "max_papers": "--max-papers",
+    "topics": "--topics",
+    "follow_organizations": "--organizations",
+    "follow_authors": "--authors",
+    "format": "--format",
+    "timezone": "--timezone",
+    "send_hour": "--send-hour",
+}
+
+
+@click.group()
+def subscribers() -> None:
+    """Add, list and remove subscribers."""
+
+
+def _prefs_options(command: Callable[..., None]) -> Callable[..., None]:
+    options = [
+        click.option(
+            "--frequency",
+            type=click.Choice(["daily", "weekly"]),
+            default="daily",
+            show_default=True,
+        ),
+        click.option(
+            "--max-papers",
+            type=int,
+            default=None,
+            help=f"Papers per digest, {MIN_PAPERS}-{MAX_PAPERS}"
+            " (default: PAPERMAIL_DEFAULT_MAX_PAPERS).",
+        ),
+        click.option(
+            "--topics", default="", help="Comma-separated keywords, e.g. 'diffusion, RL'."
+        ),
+        click.option(
+            "--organizations", default="", help="Comma-separated organisations to follow."
+        ),
+        click.option("--authors", default="", help="Comma-separated authors to follow."),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["html", "text"]),
+            default="html",
+            show_default=True,
+        ),
+        click.option("--timezone", default="UTC", show_default=True, help="IANA time zone."),
+        click.option(
+            "--send-hour", type=int, default=7, show_default=True, help="Local hour, 0-23."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@subscribers.command("add")
+@click.argument("email")
+@_prefs_options
+@click.option("--pending", is_flag=True, help="Leave unconfirmed (they must confirm by email).")
+def subscribers_add(email: str, pending: bool, fmt: str, **prefs: object) -> None:
+    """Add a subscriber (confirmed: use only for people who already opted in)."""
+    w = wiring()
+    try:
+        preferences = Preferences(
+            frequency=prefs["frequency"],
+            max_papers=prefs["max_papers"] or w.settings.default_max_papers,
+            topics=prefs["topics"],
+            follow_organizations=prefs["organizations"],
+            follow_authors=prefs["authors"],
+            format=MailFormat(fmt),
+            timezone=prefs["timezone"],
+            send_hour=prefs["send_hour"],
+        )
+        with session_scope(w.sessions) as session:
+            subscriber, created = subscriptions.add_subscriber(
+                session, email=email, prefs=preferences, now=utcnow(), confirmed=not pending
+            )
+            status = subscriber.status.value
+    except subscriptions.InvalidEmail as exc:
+        raise Fail(f"invalid email address {email!r}: {exc}") from exc
+    except ValidationError as exc:
+        raise Fail("\n".join(error_lines(exc, labels=OPTIONS))) from exc
+    console.print(f"{'added' if created else 'updated'} {subscriber.email} ({status})")
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]))
+@click.option("--limit", default=100, show_default=True)
+def subscribers_list(status: str | None, limit: int) -> None:
+    """List subscribers with their preferences."""
+    w = wiring()
+    with w.sessions() as session:
+        query = select(Subscriber).order_by(Subscriber.id).limit(limit)
+        if status:
+            query = query.where(Subscriber.status == SubscriberStatus(status))
+        rows = list(session.scalars(query))
+        total = session.scalar(select(func.count()).select_from(Subscriber))
+    table = Table(
+        "id",
+        "email",
+        "status",
+        "freq",
+        "n",
+        "format",
+        "topics",
+        "tz",
+        "hour",
+        title=f"subscribers ({len(rows)} of {total})",
+    )
+    for s in rows:
+        table.add_row(
+            str(s.id),
+            s.email,
+            s.status.value,
+            s.frequency.value,
+            str(s.max_papers),
+            s.format.value,
+            cut(", ".join(s.topics or []), 30),
+            s.timezone,
+            str(s.send_hour),
+        )
+    console.print(table)
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.option(
+    "--erase", is_flag=True, help="Delete them and their delivery history (GDPR erasure)."
+)
+def subscribers_remove(email: str, erase: bool) -> None:
+    """Unsubscribe someone (or erase them entirely with --erase)."""
+    w = wiring()
+    try:
+        with session_scope(w.sessions) as session:
+            subscriber = subscriptions.find(session, email)
+            if subscriber is None:
+                raise Fail(f"no subscriber {email}")
+            if erase:
+                subscriptions.erase(session, subscriber)
+            else:
+                subscriptions.unsubscribe(
+                    session, subscriber, now=utcnow(), reason="removed by operator"
+                )
+    except subscriptions.InvalidEmail as exc:
+        raise Fail(f"invalid email address {email!r}: {exc}") from exc
+    console.print(f"{'erased' if erase else 'unsubscribed'} {email}")

@@ -1,0 +1,333 @@
+"""RFC 5322 message assembly.
+
+Two paths that must produce equally valid bytes:
+
+* ``build_message`` uses the standard ``email`` package. One-off emails
+  (confirmations) take it, and tests use it as the oracle.
+* ``MessageTemplate`` is the hot path for digests. A variant's headers and body
+  parts are encoded once (quoted-printable, CRLF); each subscriber's message is
+  then a join of pre-encoded bytes with the few personal values spliced in.
+  Every literal segment ends on a (soft) line break, so a spliced value always
+  starts at column 0 and no encoded line can grow past 76 characters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.quoprimime
+import html
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.header import Header
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+
+CRLF = "\r\n"
+
+
+class HeaderInjection(ValueError):
+    """A value bound for a header contained CR, LF or NUL."""
+
+
+def header_safe(value: str) -> str:
+    if any(c in value for c in "\r\n\0"):
+        raise HeaderInjection(f"header value contains a line break: {value[:60]!r}")
+    return value
+
+
+def ascii_header_safe(value: str) -> str:
+    header_safe(value)
+    if not value.isascii():
+        raise HeaderInjection(f"header value must be ASCII: {value[:60]!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ListHeaders:
+    """RFC 2369 / 2919 / 8058 headers that make a digest a well-behaved list message."""
+
+    list_id: str  # "papermail daily papers <daily.papermail.example.org>"
+    unsubscribe_url: str  # https URL; POST with List-Unsubscribe=One-Click unsubscribes
+    archive_url: str | None = None
+
+
+def make_message_id(*, domain: str, edition_id: int, delivery_id: int) -> str:
+    """Stable across retries: a receiver can drop a second copy by Message-ID."""
+    return f"<papermail.e{edition_id}.d{delivery_id}@{domain}>"
+
+
+def resend_message_id(previous: str) -> str:
+    """A new Message-ID for an operator's resend: receivers drop a repeated one as a
+    duplicate (that is the point of keeping it stable across retries)."""
+    local, _, domain = previous.strip("<>").rpartition("@")
+    return f"<{local.split('.r', 1)[0]}.r{secrets.token_hex(4)}@{domain}>"
+
+
+def random_message_id(domain: str) -> str:
+    return f"<papermail.{secrets.token_hex(12)}@{domain}>"
+
+
+def list_id(name: str, domain: str, kind: str = "daily") -> str:
+    return f"{header_safe(name)} <{kind}.{domain}>"
+
+
+def build_message(
+    *,
+    sender: str,
+    to: str,
+    subject: str,
+    text: str,
+    html_body: str | None,
+    message_id: str,
+    date: dt.datetime,
+    reply_to: str | None = None,
+    list_headers: ListHeaders | None = None,
+) -> bytes:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = header_safe(sender)
+    msg["To"] = ascii_header_safe(to)
+    if _encode_ourselves(subject):
+        msg.set_raw("Subject", _rfc2047("Subject", subject))
+    else:
+        msg["Subject"] = header_safe(subject)
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = ascii_header_safe(message_id)
+    if reply_to:
+        msg["Reply-To"] = header_safe(reply_to)
+    if list_headers:
+        for name, value in _list_header_pairs(list_headers):
+            # Raw: the policy would fold a long URL into RFC 2047 encoded words, which
+            # no mailbox provider reads as a List-Unsubscribe URL.
+            msg.set_raw(name, value)
+    msg.set_content(text, charset="utf-8", cte="quoted-printable")
+    if html_body is not None:
+        msg.add_alternative(html_body, subtype="html", charset="utf-8", cte="quoted-printable")
+    # refold_source="none" emits the raw headers above as they are; the others fold as usual.
+    return msg.as_bytes(policy=SMTP.clone(refold_source="none"))
+
+
+def _encode_ourselves(subject: str) -> bool:
+    # The policy's folder, given a str, (1) decodes anything that looks like an RFC 2047
+    # encoded word (a paper title can) and writes the result raw, CR/LF included, and
+    # (2) on Python 3.11 drops spaces between the encoded words it makes of non-ASCII text.
+    return "=?" in subject or not subject.isascii()
+
+
+def _rfc2047(name: str, value: str) -> str:
+    """``value`` wholly RFC 2047-encoded, folded with CRLF + space."""
+    return Header(header_safe(value), "utf-8", header_name=name).encode(linesep=CRLF)
+
+
+def _fold(name: str, value: str) -> str:
+    header_safe(value)
+    if value.isascii() and "=?" not in value and len(name) + 2 + len(value) <= 78:
+        return f"{name}: {value}{CRLF}"  # nothing to encode or fold: skip the policy's parser
+    if name == "Subject" and _encode_ourselves(value):
+        return f"{name}: {_rfc2047(name, value)}{CRLF}"
+    return SMTP.fold(*SMTP.header_store_parse(name, header_safe(value)))
+
+
+def _list_header_pairs(headers: ListHeaders) -> list[tuple[str, str]]:
+    pairs = [
+        ("List-Id", header_safe(headers.list_id)),
+        ("List-Unsubscribe", f"<{ascii_header_safe(headers.unsubscribe_url)}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ]
+    if headers.archive_url:
+        pairs.append(("List-Archive", f"<{ascii_header_safe(headers.archive_url)}>"))
+    return pairs
+
+
+# --- the hot path -------------------------------------------------------------------------
+
+Segment = bytes | str  # bytes: pre-encoded literal; str: the name of a slot to fill
+HTML_SLOT = "html:"
+
+
+def _qp(text: str) -> str:
+    # quoprimime works on code points < 256, so hand it UTF-8 bytes as latin-1.
+    # 73, not 76: a soft break ("=") may be appended to a last line, and a leading
+    # "." may become "=2E" (see _no_leading_dots).
+    return email.quoprimime.body_encode(
+        text.encode("utf-8").decode("latin-1"), maxlinelen=73, eol=CRLF
+    )
+
+
+def _no_leading_dots(encoded: str) -> str:
+    """Write a line-leading "." as "=2E" (same decoded text).
+
+    Then no line of a digest starts with a dot, and the SMTP backend can skip
+    dot-stuffing (a copy of the whole message) on the hot path.
+    """
+    if not encoded.startswith(".") and "\n." not in encoded:
+        return encoded
+    return CRLF.join(
+        "=2E" + line[1:] if line.startswith(".") else line for line in encoded.split(CRLF)
+    )
+
+
+def _encode_literal(text: str) -> bytes:
+    encoded = _no_leading_dots(_qp(text))
+    if not text.endswith("\n"):
+        encoded += "=" + CRLF  # soft break: the next segment starts a fresh line
+    return encoded.encode("ascii")
+
+
+_QP_SAFE = re.compile(r"[!-<>-~]*")  # printable ASCII but "=": QP leaves it as it is
+
+
+def _encode_value(value: str) -> bytes:
+    # A value (a URL, an address) is short; it becomes its own soft-broken line(s).
+    if not value:
+        return b""
+    if _QP_SAFE.fullmatch(value):  # the usual case, without quoprimime's per-char work
+        lines = [value[i : i + 72] for i in range(0, len(value), 72)]
+        encoded = ("=" + CRLF).join(lines)
+    else:
+        encoded = _qp(value)
+    return (_no_leading_dots(encoded) + "=" + CRLF).encode("ascii")
+
+
+def _encode_part(segments: tuple[str, ...], content_type: str) -> list[Segment]:
+    out: list[Segment] = [
+        (
+            f'Content-Type: {content_type}; charset="utf-8"{CRLF}'
+            f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
+        ).encode("ascii")
+    ]
+    for index, segment in enumerate(segments):
+        if index % 2:
+            out.append(segment)  # slot name
+        elif segment:
+            out.append(_encode_literal(segment))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTemplate:
+    """A variant encoded once; ``render`` makes one subscriber's message in microseconds."""
+
+    head: bytes  # constant headers, CRLF-terminated
+    body: tuple[Segment, ...]  # the MIME body after the top-level headers
+    slots: frozenset[str]  # slot names; "html:" ones sit in the text/html part
+
+    @classmethod
+    def compile(
+        cls,
+        *,
+        sender: str,
+        subject: str,
+        text: tuple[str, ...],
+        html_body: tuple[str, ...] | None,
+        list_id: str,
+        reply_to: str | None = None,
+        archive_url: str | None = None,
+    ) -> MessageTemplate:
+        headers = [("From", sender), ("Subject", subject), ("List-Id", list_id)]
+        if reply_to:
+            headers.append(("Reply-To", reply_to))
+        if archive_url:
+            headers.append(("List-Archive", f"<{ascii_header_safe(archive_url)}>"))
+        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        headers.append(("MIME-Version", "1.0"))
+        text_part = _encode_part(text, "text/plain")
+        if html_body is None:
+            # Single part: the part's own headers simply continue the message headers.
+            body: list[Segment] = text_part
+        else:
+            boundary = f"==papermail_{secrets.token_hex(16)}=="
+            headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
+            delimiter = f"--{boundary}{CRLF}".encode("ascii")
+            # HTML slots are renamed so render() knows to HTML-escape their values.
+            html_part = [
+                s if isinstance(s, bytes) else HTML_SLOT + s
+                for s in _encode_part(html_body, "text/html")
+            ]
+            body = [
+                CRLF.encode(),
+                delimiter,
+                *text_part,
+                CRLF.encode(),
+                delimiter,
+                *html_part,
+                f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
+            ]
+        # RFC 2047 for non-ASCII subjects and names, 78-column lines (see _fold).
+        head = "".join(_fold(name, value) for name, value in headers)
+        return cls(
+            head=head.encode("ascii"),
+            body=_merge_literals(body),
+            slots=frozenset(s for s in body if isinstance(s, str)),
+        )
+
+    @property
+    def size(self) -> int:
+        """Bytes held, roughly (what a cache of templates should budget for)."""
+        return len(self.head) + sum(len(s) for s in self.body)
+
+    def render(
+        self,
+        *,
+        to: str,
+        message_id: str,
+        date: dt.datetime,
+        dates: DateHeaders,
+        unsubscribe_url: str,
+        values: Mapping[str, str],
+    ) -> bytes:
+        """One subscriber's message; ``dates`` formats its Date header (keep one per
+        batch: it formats once a second)."""
+        personal = (
+            f"To: {ascii_header_safe(to)}{CRLF}"
+            f"Date: {dates.format(date)}{CRLF}"
+            f"Message-ID: {ascii_header_safe(message_id)}{CRLF}"
+            f"List-Unsubscribe: <{ascii_header_safe(unsubscribe_url)}>{CRLF}"
+        ).encode("ascii")
+        encoded = {
+            name: _encode_value(
+                html.escape(values[name[len(HTML_SLOT) :]], quote=True)
+                if name.startswith(HTML_SLOT)
+                else values[name]
+            )
+            for name in self.slots
+        }
+        return (
+            self.head
+            + personal
+            + b"".join(encoded[s] if isinstance(s, str) else s for s in self.body)
+        )
+
+
+class DateHeaders:
+    """``format_datetime(date)``, computed once per second and time zone.
+
+    A batch sends ~1,000 messages a second and formatting a date (strftime, timetuple)
+    was the largest cost left in ``render()``. A cache, so whoever renders owns one (a
+    send batch does) rather than sharing it between threads.
+    """
+
+    __slots__ = ("_second", "_value", "_zone")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._zone: dt.tzinfo | None = None
+        self._value = ""
+
+    def format(self, date: dt.datetime) -> str:
+        second = int(date.timestamp())
+        if self._second != second or self._zone is not date.tzinfo:
+            self._second, self._zone, self._value = second, date.tzinfo, format_datetime(date)
+        return self._value
+
+
+def _merge_literals(body: list[Segment]) -> tuple[Segment, ...]:
+    merged: list[Segment] = []
+    for segment in body:
+        if isinstance(segment, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] = merged[-1] + segment
+        else:
+            merged.append(segment)
+    return tuple(merged)

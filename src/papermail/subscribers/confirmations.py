@@ -1,0 +1,168 @@
+"""Double opt-in: record a sign-up, mail its confirmation link, confirm it, expire it.
+
+The web form, the CLI and the Celery tasks all go through here. Nothing in this
+module tells a caller whether an address was already known: the subscribe page
+looks the same either way, and the confirmation email is sent from a task.
+
+Who gets a confirmation email when they (or someone) submit the form:
+
+- a new address: a pending row with the chosen preferences;
+- a pending one: its preferences are replaced by the latest submission;
+- an unsubscribed one: its preferences are replaced, but it stays unsubscribed
+  until the link is opened (never reactivated without confirming, and no
+  half-state for ``expire_pending`` to trip over);
+- an active one: nothing changes (a stranger must not be able to edit someone's
+  preferences); the link they get lands on their preferences page;
+- a suppressed one: nothing at all. Bounces are the mailbox's word.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import jinja2
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from papermail.delivery.base import MailBackend, OutgoingMessage
+from papermail.models import Subscriber, SubscriberStatus
+from papermail.pipeline.messages import build_message, random_message_id
+from papermail.pipeline.rendering import render_confirmation
+from papermail.pipeline.sending import Outcome, send_one
+from papermail.pipeline.variants import Identity
+from papermail.subscribers.bounces import BouncePolicy
+from papermail.subscribers.preferences import Preferences
+from papermail.subscribers.subscriptions import activate, apply_preferences, normalize_email
+from papermail.subscribers.tokens import InvalidToken, Links, Purpose, TokenSigner
+
+log = logging.getLogger(__name__)
+
+# Unconfirmed sign-ups older than this are deleted (the confirm link lives 2 days).
+PENDING_TTL = dt.timedelta(days=7)
+# Links whose token must carry the subscriber's current token_version. Unsubscribe
+# links are not in it: they must keep working from emails sent months ago.
+VERSIONED = frozenset({Purpose.CONFIRM, Purpose.PREFERENCES})
+
+
+def request_subscription(
+    session: Session, *, email: str, prefs: Preferences, now: dt.datetime
+) -> int | None:
+    """Record a sign-up request; returns the subscriber id to confirm, or None to stay silent.
+
+    Raises InvalidEmail for an address that is not one. Flushes, does not commit.
+    """
+    address = normalize_email(email)
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    if subscriber is None:
+        subscriber = Subscriber(email=address, status=SubscriberStatus.PENDING, created_at=now)
+        apply_preferences(subscriber, prefs)
+        try:
+            with session.begin_nested():  # two tabs submitting at once: one row, no 500
+                session.add(subscriber)
+        except IntegrityError:
+            return request_subscription(session, email=address, prefs=prefs, now=now)
+    elif subscriber.status is SubscriberStatus.SUPPRESSED:
+        return None
+    elif subscriber.status is SubscriberStatus.PENDING:
+        apply_preferences(subscriber, prefs)
+        subscriber.created_at = now  # the sign-up restarts: expiry counts from the latest
+    elif subscriber.status is SubscriberStatus.UNSUBSCRIBED:
+        apply_preferences(subscriber, prefs)
+    session.flush()
+    return subscriber.id
+
+
+def send_confirmation(
+    session: Session,
+    *,
+    subscriber_id: int,
+    env: jinja2.Environment,
+    links: Links,
+    identity: Identity,
+    backend: MailBackend,
+    now: dt.datetime,
+    bounce_threshold: int = 3,
+) -> bool:
+    """Mail the confirmation link; True if a message left. TransientError propagates.
+
+    A bounce counts like a digest's (one policy: papermail.subscribers.bounces): at
+    ``bounce_threshold`` the address is suppressed and gets no confirmation again.
+    """
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or subscriber.status is SubscriberStatus.SUPPRESSED:
+        log.info("no confirmation for subscriber %s: gone or suppressed", subscriber_id)
+        return False
+    rendered = render_confirmation(
+        env,
+        confirm_url=links.confirm(subscriber.id, subscriber.token_version),
+        email=subscriber.email,
+        topics=list(subscriber.topics or []),
+        frequency=subscriber.frequency.value,
+    )
+    message_id = random_message_id(identity.domain)
+    data = build_message(
+        sender=identity.mail_from,
+        to=subscriber.email,
+        subject=rendered.subject,
+        text=rendered.text,
+        html_body=rendered.html,
+        message_id=message_id,
+        date=now,
+        reply_to=identity.reply_to,
+    )
+    message = OutgoingMessage(
+        sender=identity.envelope_from, recipient=subscriber.email, data=data, message_id=message_id
+    )
+    outcome = send_one(
+        session,
+        message,
+        backend=backend,
+        subscriber=subscriber,
+        bounces=BouncePolicy(threshold=bounce_threshold),
+    )
+    return outcome is Outcome.SENT
+
+
+def subscriber_for_token(
+    session: Session, *, signer: TokenSigner, purpose: Purpose, token: str
+) -> Subscriber:
+    """The subscriber a link names, or InvalidToken (bad, expired, revoked, or gone)."""
+    claims = signer.read(purpose, token)
+    subscriber = session.get(Subscriber, claims.subscriber_id)
+    if subscriber is None:
+        raise InvalidToken("no such subscriber")
+    if purpose in VERSIONED and claims.token_version != subscriber.token_version:
+        raise InvalidToken("revoked")
+    return subscriber
+
+
+def confirm(session: Session, subscriber: Subscriber, *, now: dt.datetime) -> bool:
+    """Activate after the emailed link was opened; True if this call activated them.
+
+    Opening the link again is harmless; a suppressed address stays suppressed.
+    """
+    if subscriber.status is SubscriberStatus.SUPPRESSED:
+        raise InvalidToken("suppressed")
+    if subscriber.status is SubscriberStatus.ACTIVE:
+        return False
+    activate(subscriber, now=now)
+    session.flush()
+    return True
+
+
+def expire_pending(
+    session: Session, *, now: dt.datetime, older_than: dt.timedelta = PENDING_TTL
+) -> int:
+    """Delete sign-ups never confirmed within ``older_than``; returns how many."""
+    result = session.execute(
+        delete(Subscriber)
+        .where(
+            Subscriber.status == SubscriberStatus.PENDING,
+            Subscriber.confirmed_at.is_(None),
+            Subscriber.created_at < now - older_than,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0

@@ -1,0 +1,323 @@
+"""The `papermail` command, driven through click's CliRunner in a throwaway directory."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, inspect, select
+from sqlalchemy.orm import Session
+
+from papermail.cli.main import main
+from papermail.config import get_settings
+from papermail.models import Subscriber, SubscriberStatus
+from papermail.subscribers.preferences import MESSAGES
+from papermail.web.forms import parse_preferences
+
+EDITION_DAY = "2026-11-27"  # the bundled sample's papers were submitted on the 26th
+
+
+def run(*args: str) -> Result:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result
+
+
+def ok(*args: str) -> Result:
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def subscribers_in(var: Path) -> list[Subscriber]:
+    engine = create_engine(f"sqlite:///{var / 'papermail.db'}")
+    try:
+        with Session(engine) as session:
+            return list(session.scalars(select(Subscriber).order_by(Subscriber.id)))
+    finally:
+        engine.dispose()
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def test_demo_offline_writes_an_outbox_of_four_parseable_emails(var_dir: Path) -> None:
+    result = ok("demo", "--offline")
+    outbox = var_dir / "demo" / "outbox"
+    assert "bundled sample" in result.output
+    assert (outbox / "index.html").is_file()
+    emls = sorted(outbox.glob("*.eml"))
+    assert len(emls) == 4
+    recipients = set()
+    for path in emls:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert message.defects == []
+        assert message["Subject"]
+        assert message["List-Unsubscribe"].startswith("<https://papers.example.org/unsubscribe/")
+        assert message.get_body(("plain",)) is not None
+        recipients.add(str(message["To"]))
+    assert recipients == {
+        "ada@example.org",
+        "grace@example.org",
+        "alan@example.org",
+        "katherine@example.org",
+    }
+    index = (outbox / "index.html").read_text(encoding="utf-8")
+    assert all(address in index for address in recipients)
+
+
+def test_demo_twice_starts_afresh(var_dir: Path) -> None:
+    ok("demo", "--offline")
+    ok("demo", "--offline")
+    assert len(list((var_dir / "demo" / "outbox").glob("*.eml"))) == 4
+
+
+# --- subscribers --------------------------------------------------------------------------
+
+
+def test_db_upgrade_creates_the_schema(var_dir: Path) -> None:
+    result = ok("db", "upgrade")
+    assert "revision" in result.output
+    engine = create_engine(f"sqlite:///{var_dir / 'papermail.db'}")
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert {"papers", "editions", "subscribers", "deliveries", "alembic_version"} <= tables
+    ok("db", "upgrade")  # idempotent
+
+
+def test_subscribers_add_list_and_remove(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    added = ok(
+        "subscribers",
+        "add",
+        "Ada@Example.org",
+        "--topics",
+        "diffusion, RL",
+        "--max-papers",
+        "5",
+        "--timezone",
+        "Europe/Paris",
+        "--send-hour",
+        "8",
+    )
+    assert "added ada@example.org (active)" in added.output
+    ok("subscribers", "add", "bob@example.org", "--pending", "--format", "text")
+    [ada, bob] = subscribers_in(var_dir)
+    assert (ada.email, ada.status, ada.topics, ada.max_papers) == (
+        "ada@example.org",
+        SubscriberStatus.ACTIVE,
+        ["diffusion", "RL"],
+        5,
+    )
+    assert (ada.timezone, ada.send_hour) == ("Europe/Paris", 8)
+    assert bob.status is SubscriberStatus.PENDING
+
+    listing = ok("subscribers", "list").output
+    assert "ada@example.org" in listing and "bob@example.org" in listing
+    assert "2 of 2" in listing
+    active_only = ok("subscribers", "list", "--status", "active").output
+    assert "ada@example.org" in active_only and "bob@example.org" not in active_only
+
+    removed = ok("subscribers", "remove", "ADA@example.org")
+    assert "unsubscribed" in removed.output
+    assert subscribers_in(var_dir)[0].status is SubscriberStatus.UNSUBSCRIBED
+
+    ok("subscribers", "remove", "bob@example.org", "--erase")
+    assert [s.email for s in subscribers_in(var_dir)] == ["ada@example.org"]
+
+
+def test_adding_again_updates(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    ok("subscribers", "add", "ada@example.org")
+    result = ok("subscribers", "add", "ada@example.org", "--max-papers", "3")
+    assert "updated ada@example.org" in result.output
+    assert subscribers_in(var_dir)[0].max_papers == 3
+
+
+@pytest.mark.parametrize(
+    "address", ["not-an-address", "ada@", "adá@example.org", "ada@example.org\r\nBcc: x@y.org"]
+)
+def test_subscribers_add_refuses_an_invalid_email(var_dir: Path, address: str) -> None:
+    ok("db", "upgrade")
+    result = run("subscribers", "add", address)
+    assert result.exit_code != 0
+    assert "invalid email address" in result.output
+    assert "Traceback" not in result.output
+    assert subscribers_in(var_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--timezone", "Mars/Olympus", "--timezone: Unknown time zone"),
+        ("--max-papers", "99", "--max-papers: Choose a number of papers from 1 to 30."),
+        ("--send-hour", "25", "--send-hour: Choose an hour from 0 to 23."),
+    ],
+)
+def test_subscribers_add_refuses_bad_preferences(
+    var_dir: Path, option: str, value: str, words: str
+) -> None:
+    ok("db", "upgrade")
+    result = run("subscribers", "add", "ada@example.org", option, value)
+    assert result.exit_code != 0
+    assert words in result.output
+    assert "Traceback" not in result.output
+    assert subscribers_in(var_dir) == []
+
+
+def test_subscribers_add_names_every_bad_option_on_a_line_of_its_own(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    args = ("--max-papers", "99", "--send-hour", "25", "--timezone", "Mars/Olympus")
+    result = run("subscribers", "add", "ada@example.org", *args)
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert lines == [
+        f"error: --max-papers: {MESSAGES['max_papers']}",
+        f"--timezone: {MESSAGES['timezone']}",
+        f"--send-hour: {MESSAGES['send_hour']}",
+    ]
+    assert subscribers_in(var_dir) == []
+
+
+WEB_FORM = {
+    "frequency": "daily",
+    "max_papers": "10",
+    "topics": "",
+    "follow_organizations": "",
+    "follow_authors": "",
+    "format": "html",
+    "timezone": "UTC",
+    "send_hour": "7",
+}
+
+
+@pytest.mark.parametrize(
+    ("option", "field", "value"),
+    [
+        ("--timezone", "timezone", "Mars/Olympus"),
+        ("--max-papers", "max_papers", "99"),
+        ("--send-hour", "send_hour", "25"),
+        ("--topics", "topics", ", ".join(f"t{n}" for n in range(21))),
+        ("--authors", "follow_authors", "x" * 81),
+    ],
+)
+def test_the_cli_and_the_web_form_refuse_the_same_values_in_the_same_words(
+    var_dir: Path, option: str, field: str, value: str
+) -> None:
+    # Both build a Preferences and show what it says: one rule, one sentence.
+    form = parse_preferences(WEB_FORM | {field: value})
+    assert form.value is None and list(form.errors) == [field]
+    ok("db", "upgrade")
+    result = run("subscribers", "add", "ada@example.org", option, value)
+    assert result.exit_code != 0
+    assert f"{option}: {form.errors[field]}" in result.output
+    assert subscribers_in(var_dir) == []
+
+
+def test_removing_someone_unknown_fails(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    result = run("subscribers", "remove", "nobody@example.org")
+    assert result.exit_code != 0
+    assert "no subscriber nobody@example.org" in result.output
+
+
+# --- pipeline -----------------------------------------------------------------------------
+
+
+def test_ingest_sample_then_rank_prints_the_edition(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    ingested = ok("ingest", "--sample")
+    assert "40" in ingested.output  # fetched
+    ranked = ok("rank", "--date", EDITION_DAY, "--top", "5")
+    assert f"daily edition of {EDITION_DAY} built: 40 papers" in ranked.output
+    assert "score" in ranked.output
+    assert f"{EDITION_DAY} (daily)" in ranked.output
+    again = ok("rank", "--date", EDITION_DAY)
+    assert "already built" in again.output
+
+
+def test_rank_without_papers_fails_clearly(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    result = run("rank", "--date", EDITION_DAY)
+    assert result.exit_code != 0
+    assert "no papers" in result.output
+
+
+def test_rank_refuses_a_bad_date(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    result = run("rank", "--date", "yesterday")
+    assert result.exit_code != 0
+    assert "is not a date" in result.output
+
+
+def test_preview_writes_the_subscribers_digest_with_their_reasons(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    ok("ingest", "--sample")
+    ok("rank", "--date", EDITION_DAY)
+    ok("subscribers", "add", "ada@example.org", "--topics", "robotic manipulation")
+    result = ok("preview", "--subscriber", "ada@example.org")
+    path = Path(result.output.strip().splitlines()[-1])
+    assert path.is_file() and path.suffix == ".html"
+    assert path.is_relative_to(var_dir)
+    page = path.read_text(encoding="utf-8")
+    assert "Matches your topic" in page and "robotic manipulation" in page
+    assert "ada@example.org" in page
+
+
+def test_preview_to_a_chosen_file_for_a_text_subscriber(var_dir: Path, tmp_path: Path) -> None:
+    ok("db", "upgrade")
+    ok("ingest", "--sample")
+    ok("rank", "--date", EDITION_DAY)
+    ok("subscribers", "add", "tex@example.org", "--format", "text", "--topics", "scaling law")
+    out = tmp_path / "preview.txt"
+    ok("preview", "--subscriber", "tex@example.org", "--out", str(out))
+    text = out.read_text(encoding="utf-8")
+    assert "Matches your topic \u201cscaling law\u201d" in text
+    assert "<html" not in text
+
+
+def test_preview_of_an_unknown_subscriber_fails(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    ok("ingest", "--sample")
+    ok("rank", "--date", EDITION_DAY)
+    result = run("preview", "--subscriber", "nobody@example.org")
+    assert result.exit_code != 0
+    assert "no subscriber" in result.output
+
+
+def test_send_delivers_to_the_outbox_exactly_once(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    ok("ingest", "--sample")
+    ok("rank", "--date", EDITION_DAY)
+    ok("subscribers", "add", "ada@example.org")
+    ok("subscribers", "add", "bob@example.org", "--format", "text")
+    edition_id = "1"
+    first = ok("send", "--edition", edition_id)
+    assert "planned 2 deliveries" in first.output
+    outbox = var_dir / "outbox"
+    assert len(list(outbox.glob("*.eml"))) == 2
+    second = ok("send", "--edition", edition_id)
+    assert "planned 0 deliveries" in second.output
+    assert len(list(outbox.glob("*.eml"))) == 2
+    manifest = [json.loads(line) for line in (outbox / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(entry["recipient"] for entry in manifest) == [
+        "ada@example.org",
+        "bob@example.org",
+    ]
+
+
+def test_new_subscribers_get_the_configured_number_of_papers(
+    var_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAPERMAIL_DEFAULT_MAX_PAPERS", "7")
+    get_settings.cache_clear()
+    ok("db", "upgrade")
+    ok("subscribers", "add", "ada@example.org")
+    ok("subscribers", "add", "bob@example.org", "--max-papers", "3")
+    papers = {s.email: s.max_papers for s in subscribers_in(var_dir)}
+    assert papers == {"ada@example.org": 7, "bob@example.org": 3}

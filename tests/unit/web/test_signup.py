@@ -1,0 +1,371 @@
+"""Landing page, subscribe form (double opt-in, no enumeration, limits), confirm link."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+
+import pytest
+from itsdangerous import TimestampSigner
+
+from papermail.config import Settings
+from papermail.db import session_scope
+from papermail.models import SubscriberStatus
+from papermail.subscribers.preferences import Preferences
+from papermail.subscribers.signup_limits import Budget, SignupLimits
+from papermail.subscribers.tokens import Purpose
+from tests.support.web import (
+    HOSTILE,
+    Web,
+    confirm_path,
+    csrf_in,
+    make_web,
+    running_web,
+    seed_edition,
+    text_of,
+)
+
+# -- landing ---------------------------------------------------------------------------------
+
+
+def test_landing_shows_form_and_a_sample_of_the_latest_edition(web: Web) -> None:
+    seed_edition(web, papers=5)
+    response = web.client.get("/")
+    assert response.status_code == 200
+    page = response.text
+    assert '<form method="post" action="/subscribe"' in page
+    assert '<label for="email">Email address</label>' in page
+    assert 'name="frequency" value="weekly"' in page
+    assert "From the latest edition" in page
+    assert page.count('class="card paper"') == 3  # a sample, not the whole edition
+    assert "All 5 papers of this edition" in page
+    assert 'href="/editions/2026-11-26"' in page
+    assert "pm_csrf" in response.headers["set-cookie"]
+
+
+def test_get_on_the_form_address_leads_to_the_form(web: Web) -> None:
+    response = web.client.get("/subscribe", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/#subscribe"
+
+
+def test_landing_without_any_edition_still_works(web: Web) -> None:
+    page = web.client.get("/").text
+    assert "The first edition is on its way" in page
+
+
+def test_landing_escapes_paper_titles(web: Web) -> None:
+    seed_edition(web, hostile=True)
+    page = web.client.get("/").text
+    assert "<script>alert(1)" not in page
+    assert "&lt;script&gt;alert(1)" in page
+    assert "javascript:" not in page
+
+
+# -- subscribe -------------------------------------------------------------------------------
+
+
+def test_subscribe_creates_pending_and_sends_one_confirmation(web: Web) -> None:
+    response = web.subscribe(
+        "New.Reader@Example.org", topics="diffusion, robotics", frequency="weekly"
+    )
+    assert response.status_code == 200
+    assert "Check your inbox" in response.text
+    assert "within 48 hours" in response.text  # the confirm link's real lifetime
+    subscriber = web.subscriber("new.reader@example.org")
+    assert subscriber is not None
+    assert subscriber.status is SubscriberStatus.PENDING
+    assert subscriber.topics == ["diffusion", "robotics"]
+    assert subscriber.frequency.value == "weekly"
+    [message] = web.outbox
+    assert message["To"] == "new.reader@example.org"
+    assert "Confirm" in message["Subject"]
+    assert message["Message-ID"].endswith("@papers.example.org>")
+    assert message.get_body(preferencelist=("html",)) is not None
+    assert "diffusion, robotics" in text_of(message)
+    assert confirm_path(message).startswith("/confirm/")
+
+
+def test_known_and_unknown_addresses_get_the_same_page(web: Web) -> None:
+    web.add("known@example.org")
+    web.add("suppressed@example.org")
+    with session_scope(web.runtime.sessions) as session:
+        session.query(type(web.subscriber("suppressed@example.org"))).filter_by(
+            email="suppressed@example.org"
+        ).update({"status": SubscriberStatus.SUPPRESSED})
+
+    def body(address: str) -> str:
+        return web.subscribe(address).text.replace(address, "ADDRESS")
+
+    unknown = body("unknown@example.org")
+    assert body("known@example.org") == unknown
+    assert body("suppressed@example.org") == unknown
+
+
+def test_suppressed_address_gets_no_email(web: Web) -> None:
+    web.add("bounced@example.org")
+    with session_scope(web.runtime.sessions) as session:
+        from papermail.models import Subscriber
+
+        session.query(Subscriber).update({"status": SubscriberStatus.SUPPRESSED})
+    assert web.subscribe("bounced@example.org").status_code == 200
+    assert web.outbox == []
+
+
+def test_subscribing_an_active_address_changes_nothing_but_mails_a_way_in(web: Web) -> None:
+    web.add("ada@example.org", topics=["diffusion"], max_papers=4)
+    web.subscribe("ada@example.org", topics="cooking", frequency="weekly")
+    ada = web.subscriber("ada@example.org")
+    assert ada is not None
+    assert (ada.status, ada.topics, ada.frequency.value) == (
+        SubscriberStatus.ACTIVE,
+        ["diffusion"],
+        "daily",
+    )
+    [message] = web.outbox  # its link lands on their preferences page
+    response = web.client.get(confirm_path(message), follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/preferences/")
+
+
+def test_unsubscribed_address_needs_to_confirm_again(web: Web) -> None:
+    ada = web.add("ada@example.org")
+    web.client.post(
+        f"/unsubscribe/{web.token(Purpose.UNSUBSCRIBE, ada)}",
+        data={"List-Unsubscribe": "One-Click"},
+    )
+    web.subscribe("ada@example.org", topics="robotics")
+    again = web.subscriber("ada@example.org")
+    assert again is not None
+    assert again.status is SubscriberStatus.UNSUBSCRIBED  # not before the link is opened
+    assert again.topics == ["robotics"]
+    [message] = web.outbox
+    web.client.get(confirm_path(message))
+    assert web.subscriber("ada@example.org").status is SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+
+
+def test_pending_signup_resubmitted_takes_the_latest_choices(web: Web) -> None:
+    web.subscribe("ada@example.org", topics="diffusion")
+    web.subscribe("ada@example.org", topics="robotics", frequency="weekly")
+    ada = web.subscriber("ada@example.org")
+    assert ada is not None and ada.topics == ["robotics"] and ada.frequency.value == "weekly"
+    assert len(web.outbox) == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"email": ""}, "email", "Enter your email address."),
+        ({"email": "not-an-address"}, "email", "Enter it like name@example.org."),
+        ({"email": "a@" + "b" * 260 + ".org"}, "email", "too long"),
+        ({"email": "ada@example.org\r\nBcc: victim@example.org"}, "email", "Line breaks"),
+        ({"email": "ada\x00@example.org"}, "email", "characters that aren't allowed"),
+        ({"frequency": "hourly"}, "frequency", "Choose daily or weekly."),
+        ({"topics": ", ".join(f"t{n}" for n in range(25))}, "topics", "at most 20 topics"),
+        ({"topics": "x" * 81}, "topics", "under 80 characters"),
+        ({"topics": "a\nb"}, "topics", "Line breaks"),
+        ({"topics": "y" * 1200}, "topics", "under 1000 characters"),
+    ],
+)
+def test_bad_subscribe_input_is_shown_next_to_the_field(
+    web: Web, fields: dict[str, str], field: str, message: str
+) -> None:
+    data = {"email": "ada@example.org", "topics": "diffusion", "frequency": "daily"} | fields
+    response = web.client.post("/subscribe", data=data | {"csrf_token": web.csrf()})
+    assert response.status_code == 400
+    page = response.text
+    assert f'id="{field}-error"' in page
+    assert message in html.unescape(page)
+    assert 'aria-invalid="true"' in page
+    assert f'aria-describedby="{field}' in page or f"{field}-hint {field}-error" in page
+    assert web.outbox == []
+    assert web.subscriber("ada@example.org") is None
+
+
+def test_bad_input_keeps_what_was_typed(web: Web) -> None:
+    response = web.client.post(
+        "/subscribe",
+        data={
+            "email": "ada(at)example.org",
+            "topics": 'diffusion, "><b>x',
+            "frequency": "weekly",
+            "csrf_token": web.csrf(),
+        },
+    )
+    page = response.text
+    assert 'value="ada(at)example.org"' in page
+    assert 'value="diffusion, &#34;&gt;&lt;b&gt;x"' in page  # kept, and escaped
+    assert 'id="frequency-weekly" name="frequency" value="weekly" checked' in page
+
+
+def test_subscribe_without_csrf_cookie_or_token_sends_nothing(web: Web) -> None:
+    token = web.csrf()
+    web.client.cookies.clear()
+    refused = web.client.post("/subscribe", data={"email": "ada@example.org", "csrf_token": token})
+    assert refused.status_code == 403
+    assert "This form had expired" in refused.text
+    assert 'value="ada@example.org"' in refused.text  # kept
+    missing = web.client.post("/subscribe", data={"email": "ada@example.org"})
+    assert missing.status_code == 403
+    forged = web.client.post(
+        "/subscribe", data={"email": "ada@example.org", "csrf_token": "forged.token.value"}
+    )
+    assert forged.status_code == 403
+    assert web.outbox == [] and web.subscriber("ada@example.org") is None
+
+
+def test_csrf_token_from_another_browser_is_refused(web: Web, settings: Settings) -> None:
+    other = make_web(settings)
+    stolen = csrf_in(other.client.get("/").text)  # same secret, another cookie
+    web.client.get("/")
+    response = web.client.post(
+        "/subscribe", data={"email": "ada@example.org", "csrf_token": stolen}
+    )
+    assert response.status_code == 403
+
+
+def test_address_limit_stops_mail_but_not_the_page(settings: Settings) -> None:
+    web = make_web(settings)
+    web.app.state.web.limits.per_address = Budget(limit=3, window_seconds=86400)
+    pages = {web.subscribe("ada@example.org").text for _ in range(5)}
+    assert len(pages) == 1  # the same "check your inbox" every time
+    assert len(web.outbox) == 3
+    web.subscribe("grace@example.org")
+    assert len(web.outbox) == 4  # another address has its own budget
+
+
+def test_ip_limit_answers_429(settings: Settings) -> None:
+    web = make_web(settings)
+    web.app.state.web.limits.per_ip = Budget(limit=2, window_seconds=3600)
+    assert web.subscribe("a@example.org").status_code == 200
+    assert web.subscribe("b@example.org").status_code == 200
+    blocked = web.subscribe("c@example.org")
+    assert blocked.status_code == 429
+    assert "Too many sign-ups" in blocked.text
+    assert blocked.headers["retry-after"] == "3600"
+    assert web.subscriber("c@example.org") is None
+    assert len(web.outbox) == 2
+
+
+def test_limits_are_fixed_windows_in_redis(redis) -> None:  # type: ignore[no-untyped-def]
+    now = [1_000_000.0]
+    limits = SignupLimits(redis, per_address=Budget(2, 3600), clock=lambda: now[0])
+    assert [limits.allow_address("a@example.org") for _ in range(3)] == [True, True, False]
+    now[0] += 3600
+    assert limits.allow_address("a@example.org")
+    assert not any(b"a@example.org" in key for key in redis.keys("*"))  # hashed
+    assert all(0 < redis.ttl(key) <= 3660 for key in redis.keys("*"))
+
+
+# -- confirm ---------------------------------------------------------------------------------
+
+
+def test_confirm_link_activates_and_lands_on_preferences(web: Web) -> None:
+    web.subscribe("ada@example.org", topics="diffusion")
+    [message] = web.outbox
+    response = web.client.get(confirm_path(message), follow_redirects=False)
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith("/preferences/") and location.endswith("?welcome=1")
+    ada = web.subscriber("ada@example.org")
+    assert ada is not None
+    assert ada.status is SubscriberStatus.ACTIVE
+    assert ada.confirmed_at == web.clock()
+    page = web.client.get(location)
+    assert page.status_code == 200
+    assert "You're subscribed" in page.text
+    assert 'value="diffusion"' in page.text
+
+
+def test_confirm_link_opened_twice_is_harmless(web: Web) -> None:
+    web.subscribe("ada@example.org")
+    path = confirm_path(web.outbox[0])
+    first = web.client.get(path, follow_redirects=False)
+    second = web.client.get(path, follow_redirects=False)
+    assert first.status_code == second.status_code == 303
+
+
+@pytest.mark.parametrize("purpose", [Purpose.PREFERENCES, Purpose.UNSUBSCRIBE])
+def test_other_purposes_cannot_confirm(web: Web, purpose: Purpose) -> None:
+    ada = web.add("ada@example.org", confirmed=False)
+    response = web.client.get(f"/confirm/{web.token(purpose, ada)}")
+    assert response.status_code == 400
+    assert "This link doesn't work" in html.unescape(response.text)
+    assert web.subscriber("ada@example.org").status is SubscriberStatus.PENDING  # type: ignore[union-attr]
+
+
+def test_tampered_confirm_link_gets_a_friendly_400(web: Web) -> None:
+    ada = web.add("ada@example.org", confirmed=False)
+    token = web.token(Purpose.CONFIRM, ada)
+    for bad in (token[:-2] + ("AA" if not token.endswith("AA") else "BB"), "garbage", "a.b.c"):
+        response = web.client.get(f"/confirm/{bad}")
+        assert response.status_code == 400
+        assert "<h1>" in response.text and "Subscribe" in response.text
+
+
+def test_expired_confirm_link_offers_to_subscribe_again(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada = web.add("ada@example.org", confirmed=False)
+    three_days_ago = int(dt.datetime.now(dt.UTC).timestamp()) - 3 * 86400
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: three_days_ago)
+    token = web.token(Purpose.CONFIRM, ada)
+    monkeypatch.undo()
+    response = web.client.get(f"/confirm/{token}")
+    assert response.status_code == 400
+    assert "This confirmation link has expired" in response.text
+    assert web.subscriber("ada@example.org").status is SubscriberStatus.PENDING  # type: ignore[union-attr]
+
+
+def test_confirm_link_of_an_old_token_version_is_refused(web: Web) -> None:
+    ada = web.add("ada@example.org", confirmed=False)
+    token = web.token(Purpose.CONFIRM, ada, version=1)
+    with session_scope(web.runtime.sessions) as session:
+        from papermail.models import Subscriber
+
+        session.query(Subscriber).update({"token_version": 2})
+    response = web.client.get(f"/confirm/{token}")
+    assert response.status_code == 400
+    assert "replaced" in response.text
+
+
+def test_suppressed_address_cannot_confirm(web: Web) -> None:
+    web.subscribe("ada@example.org")
+    with session_scope(web.runtime.sessions) as session:
+        from papermail.models import Subscriber
+
+        session.query(Subscriber).update({"status": SubscriberStatus.SUPPRESSED})
+    assert web.client.get(confirm_path(web.outbox[0])).status_code == 400
+    assert web.subscriber("ada@example.org").status is SubscriberStatus.SUPPRESSED  # type: ignore[union-attr]
+
+
+def test_confirm_link_for_an_expired_signup_is_refused(web: Web) -> None:
+    from papermail.subscribers import confirmations
+
+    web.subscribe("ada@example.org")
+    with session_scope(web.runtime.sessions) as session:
+        assert confirmations.expire_pending(session, now=web.clock() + dt.timedelta(days=8)) == 1
+    response = web.client.get(confirm_path(web.outbox[0]))
+    assert response.status_code == 400
+    assert "Subscribe again" in response.text
+
+
+def test_signup_form_prefs_reach_the_database_validated(web: Web) -> None:
+    web.subscribe("ada@example.org", topics=" diffusion ,, Diffusion; robotics ")
+    ada = web.subscriber("ada@example.org")
+    assert ada is not None
+    assert Preferences.of(ada).topics == ["diffusion", "robotics"]
+
+
+def test_confirmation_email_escapes_what_was_typed(web: Web) -> None:
+    web.subscribe("ada@example.org", topics=HOSTILE.replace(",", ""))
+    [message] = web.outbox
+    html_part = message.get_body(preferencelist=("html",))
+    assert html_part is not None
+    assert "<script>" not in str(html_part.get_content())
+
+
+def test_a_new_reader_gets_the_configured_number_of_papers(settings: Settings) -> None:
+    for web in running_web(settings.model_copy(update={"default_max_papers": 6})):
+        web.subscribe("six@example.org")
+        subscriber = web.subscriber("six@example.org")
+        assert subscriber is not None and subscriber.max_papers == 6

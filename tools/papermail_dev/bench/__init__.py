@@ -1,0 +1,29 @@
+"""`papermail bench`: deliver one edition to N synthetic subscribers on the real topology.
+
+PostgreSQL, Redis, Celery worker processes and a loopback SMTP sink, all on this
+machine. Planning runs as the Celery task does in production. In the same run,
+against the same sink, a raw baseline sends pre-built bytes over reused smtplib
+connections: the ratio says how much the pipeline costs over bare SMTP.
+
+    run.py             BenchConfig, BenchResult, run_bench, report_lines
+    scratch.py         the scratch database, its edition and subscribers
+    celery_workers.py  worker processes, started as in production
+    sink_process.py    the SMTP sink in a process of its own
+    sampling.py        CPU/RSS sampling and counts in the database
+    baseline.py        the raw SMTP baseline
+"""
+
+from __future__ import annotations
+
+from papermail_dev.bench.run import BenchConfig, BenchResult, report_lines, run_bench
+from papermail_dev.bench.scratch import prepare, scratch_database, seed_subscribers
+
+__all__ = [
+    "BenchConfig",
+    "BenchResult",
+    "prepare",
+    "report_lines",
+    "run_bench",
+    "scratch_database",
+    "seed_subscribers",
+]

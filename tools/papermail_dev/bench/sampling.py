@@ -1,0 +1,131 @@
+"""Watching a run: polling, the CPU and memory of processes, and counts in the database."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+import psycopg
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from papermail.models import Delivery, DeliveryStatus, JobRun, Variant
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def service_processes(sink_pid: int) -> dict[str, list[psutil.Process]]:
+    """The other CPU consumers of a run: PostgreSQL, Redis and the SMTP sink."""
+    found: dict[str, list[psutil.Process]] = {"postgres": [], "redis": [], "sink": []}
+    for proc in psutil.process_iter(["name"]):
+        name = proc.info["name"] or ""
+        if name.startswith("postgres"):
+            found["postgres"].append(proc)
+        elif name.startswith("redis-server"):
+            found["redis"].append(proc)
+    found["sink"].append(psutil.Process(sink_pid))
+    return found
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
+    seconds = {}
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        seconds[proc.pid] = times.user + times.system
+    return seconds
+
+
+class ProcessSampler:
+    """Samples CPU and RSS of worker process trees while the run goes on."""
+
+    def __init__(self, roots: list[psutil.Process]) -> None:
+        self.roots = roots
+        self.peak_rss: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _procs(self) -> list[psutil.Process]:
+        procs = []
+        for root in self.roots:
+            try:
+                procs += [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+        return procs
+
+    def sample(self) -> None:
+        for proc in self._procs():
+            try:
+                rss = proc.memory_info().rss
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            self.peak_rss[proc.pid] = max(self.peak_rss.get(proc.pid, 0), rss)
+            self.cpu[proc.pid] = times.user + times.system
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.sample()
+
+    def __enter__(self) -> ProcessSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+# --- the database ------------------------------------------------------------------------------
+
+
+def sent_count(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.status == DeliveryStatus.SENT)
+            )
+            or 0
+        )
+
+
+def sent_count_url(db_url: str) -> int:
+    url = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM deliveries WHERE status = 'sent'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def planning_seconds(sessions: sessionmaker[Session]) -> float:
+    with sessions() as session:
+        run = session.scalar(
+            select(JobRun).where(JobRun.stage == "planning").order_by(JobRun.id.desc()).limit(1)
+        )
+    if run is None or run.finished_at is None:
+        return float("nan")
+    return (run.finished_at - run.started_at).total_seconds()
+
+
+def variant_count(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(Variant)) or 0
