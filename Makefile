@@ -4,12 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit integration e2e lint format bench compose-check clean help
+.PHONY: demo test unit integration e2e lint typecheck format bench compose-check clean help
 
 help:
 	@echo "make demo      run the whole pipeline once, embedded, and say where to look"
 	@echo "make test      install dev dependencies and run every test"
-	@echo "make lint      ruff"
+	@echo "make lint      ruff (check and format), pinned in pyproject's dev extra"
+	@echo "make typecheck mypy over src/papermail and workers"
 	@echo "make bench     delivery benchmark on real PostgreSQL, Redis, Celery, SMTP sink"
 
 $(BIN)/python:
@@ -43,6 +44,9 @@ e2e: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src workers tests tools
 	$(BIN)/ruff format --check src workers tests tools
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src workers tests tools

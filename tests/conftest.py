@@ -61,3 +61,19 @@ def redis() -> fakeredis.FakeRedis:
 @pytest.fixture
 def links(settings: Settings) -> Links:
     return Links(settings.base_url, TokenSigner(settings.secret_key.get_secret_value()))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Say up front (even under -q) what the service tests write to, before they do."""
+    from tests.support.services import PG_ADMIN_URL, REDIS_BASE
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and any(
+        "integration" in a or a == "tests" for a in session.config.args
+    ):
+        reporter.write_line(
+            f"warning: the integration tests FLUSH Redis databases 9 and 11-14 at {REDIS_BASE} "
+            "(PAPERMAIL_TEST_REDIS) and create and drop scratch databases papermail_* through "
+            f"{PG_ADMIN_URL} (PAPERMAIL_TEST_PG): point them at servers you can spare",
+            yellow=True,
+        )

@@ -14,10 +14,11 @@ import datetime as dt
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import setup_logging
+from celery.signals import celeryd_init, setup_logging
 from kombu import Exchange, Queue
+from pydantic import ValidationError
 
-from papermail.config import Settings, get_settings
+from papermail.config import Settings, describe_errors, get_settings
 from papermail.dispatch import PIPELINE_QUEUE, QUEUES, SEND_QUEUE
 from papermail.logging_setup import configure_logging
 from papermail.ops.monitoring import REDBEAT_LOCK_TIMEOUT
@@ -134,14 +135,32 @@ def celery_config(settings: Settings) -> dict[str, object]:
     )
 
 
+def settings_or_exit() -> Settings:
+    """The process's settings; a bad one ends a worker or beat with one line, no traceback."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise SystemExit(f"papermail: bad configuration: {describe_errors(exc)}") from None
+
+
 @setup_logging.connect
 def _configure_logging(**_kwargs: object) -> None:
     """Celery hands logging to us: papermail's format (JSON when configured) everywhere."""
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(json=settings.log_json, level=settings.log_level)
+
+
+@celeryd_init.connect
+def _refuse_the_in_memory_broker(**_kwargs: object) -> None:
+    """A worker on the in-memory broker would sit idle forever: nothing can reach it."""
+    if settings_or_exit().embedded:
+        raise SystemExit(
+            "papermail: a Celery worker needs a broker: set PAPERMAIL_REDIS_URL and "
+            "PAPERMAIL_DATABASE_URL (embedded mode runs everything inline, no worker needed)"
+        )
 
 
 # Configured on first use, not at import: importing this module reads no environment.
 app = Celery("papermail", set_as_current=False)
-app.add_defaults(lambda: celery_config(get_settings()))
+app.add_defaults(lambda: celery_config(settings_or_exit()))
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)

@@ -72,6 +72,22 @@ def _no_crlf(value: str) -> str:
     return value
 
 
+# A batch stops sending this long before its lease ends (see pipeline/sending.py), so no
+# message is still in flight when the rows are reclaimed: four SMTP timeouts (connect,
+# MAIL, RCPT, end of DATA), never less than this floor.
+LEASE_MARGIN_FLOOR_SECONDS = 5.0
+
+
+def lease_margin_for(smtp_timeout: float) -> float:
+    """How long before its lease ends a batch stops sending: ``max(5, 4 × smtp_timeout)``."""
+    return max(LEASE_MARGIN_FLOOR_SECONDS, 4 * smtp_timeout)
+
+
+def min_lease_seconds(smtp_timeout: float) -> int:
+    """The shortest lease that leaves a batch at least its margin (half its lease) to send."""
+    return math.ceil(2 * lease_margin_for(smtp_timeout))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAPERMAIL_", env_file=".env", env_ignore_empty=True, extra="ignore"
@@ -188,6 +204,29 @@ class Settings(BaseSettings):
                 f"PAPERMAIL_MAIL_FROM has no address with a domain: {self.mail_from!r}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _lease_outlasts_its_margin(self) -> Settings:
+        # The batch stops min(margin, lease / 2) before its lease ends; a lease under twice
+        # the margin would either cut the margin (a slow message still in flight when the
+        # rows are reclaimed) or leave the batch almost no time to send.
+        margin = self.lease_margin_seconds
+        minimum = min_lease_seconds(self.smtp_timeout)
+        if self.lease_seconds < minimum:
+            raise ValueError(
+                f"PAPERMAIL_LEASE_SECONDS={self.lease_seconds} is too short for "
+                f"PAPERMAIL_SMTP_TIMEOUT={self.smtp_timeout:g}: a batch stops sending "
+                f"max({LEASE_MARGIN_FLOOR_SECONDS:g}, 4 x SMTP timeout) = {margin:g} s before "
+                f"its lease ends and needs at least as long again to send, so the lease must "
+                f"be at least 2 x {margin:g} = {minimum} s; set PAPERMAIL_LEASE_SECONDS to "
+                f"{minimum} or more, or lower PAPERMAIL_SMTP_TIMEOUT"
+            )
+        return self
+
+    @property
+    def lease_margin_seconds(self) -> float:
+        """How long before its lease ends a batch stops sending (see lease_margin_for)."""
+        return lease_margin_for(self.smtp_timeout)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -121,9 +121,8 @@ def prepare(w: Wiring, *, papers: Papers, now: dt.datetime) -> tuple[IngestRepor
     report = stages.store_papers(w, result=papers.result, source=source)
     with session_scope(w.sessions) as session:
         for email, prefs in DEMO_SUBSCRIBERS:
-            add_subscriber(
-                session, email=email, prefs=Preferences(**prefs), now=now, confirmed=True
-            )
+            prefs_in = Preferences.model_validate(prefs)
+            add_subscriber(session, email=email, prefs=prefs_in, now=now, confirmed=True)
     summary = stages.build_edition(w, day=papers.edition_day, kind=EditionKind.DAILY, rank_hour=6)
     return report, summary.edition_id
 

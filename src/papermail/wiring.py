@@ -138,7 +138,7 @@ class Wiring:
             bounce_threshold=s.bounce_threshold,
             lease_seconds=s.lease_seconds,
             ledger_async_commit=s.ledger_async_commit,
-            lease_margin_seconds=max(30.0, 4 * s.smtp_timeout),
+            lease_margin_seconds=s.lease_margin_seconds,
         )
 
     @cached_property

@@ -50,12 +50,14 @@ def service_env(
         "PAPERMAIL_REDIS_URL": redis_url,
         "PAPERMAIL_SMTP_HOST": sink.host,
         "PAPERMAIL_SMTP_PORT": str(sink.port),
-        "PAPERMAIL_SMTP_TIMEOUT": "10",
+        # A 10 s lease needs a margin of 5 s at most: max(5, 4 x SMTP timeout), so 1.25 s
+        # (plenty on loopback). Settings refuses a lease under twice the margin.
+        "PAPERMAIL_SMTP_TIMEOUT": "1.25",
         "PAPERMAIL_BASE_URL": BASE_URL,
         "PAPERMAIL_MAIL_FROM": MAIL_FROM,
         "PAPERMAIL_SECRET_KEY": SECRET,
         "PAPERMAIL_VAR_DIR": str(var_dir),
-        "PAPERMAIL_LEASE_SECONDS": "10",  # the minimum Settings allows
+        "PAPERMAIL_LEASE_SECONDS": "10",  # the minimum Settings allows (SIGKILLs recover fast)
         "PAPERMAIL_REDISPATCH_STALE_SECONDS": "3",
         "PAPERMAIL_RETRY_BASE_SECONDS": "0.2",
         "PAPERMAIL_MAX_ATTEMPTS": "30",

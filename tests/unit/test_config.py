@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from papermail.config import DEFAULT_SECRET, InsecureConfiguration, Settings
+from papermail.config import (
+    DEFAULT_SECRET,
+    InsecureConfiguration,
+    Settings,
+    describe_errors,
+    min_lease_seconds,
+)
 from papermail.wiring import Wiring
 
 GOOD = {
@@ -81,3 +87,63 @@ def test_development_defaults_are_embedded() -> None:
     dev = Settings(_env_file=None)
     assert dev.embedded and dev.effective_mail_backend == "outbox"
     dev.check_production_ready()  # development never refuses
+
+
+# --- the lease and its margin ------------------------------------------------------------------
+
+
+def test_a_lease_shorter_than_twice_its_margin_is_refused_with_the_rule() -> None:
+    # The default 30 s SMTP timeout: a margin of 4 x 30 = 120 s, so a lease of 240 s at least.
+    with pytest.raises(ValidationError) as refused:
+        settings(lease_seconds=10)
+    message = describe_errors(refused.value)
+    assert "PAPERMAIL_LEASE_SECONDS=10" in message
+    assert "PAPERMAIL_SMTP_TIMEOUT=30" in message
+    assert "at least 2 x 120 = 240 s" in message
+    with pytest.raises(ValidationError, match="at least 2 x 120 = 240 s"):
+        settings(lease_seconds=239)
+    assert settings(lease_seconds=240).lease_seconds == 240
+    assert settings().lease_seconds == 300  # the default passes with the default timeout
+
+
+@pytest.mark.parametrize(
+    ("smtp_timeout", "minimum"),
+    [(30.0, 240), (10.0, 80), (2.6, 21), (1.25, 10), (0.5, 10)],  # floor: a 5 s margin
+)
+def test_the_minimum_lease_follows_the_smtp_timeout(smtp_timeout: float, minimum: int) -> None:
+    assert min_lease_seconds(smtp_timeout) == minimum
+    assert settings(smtp_timeout=smtp_timeout, lease_seconds=minimum).lease_seconds == minimum
+    if minimum > 10:  # 10 is the floor lease_seconds itself enforces
+        with pytest.raises(ValidationError, match=f"= {minimum} s"):
+            settings(smtp_timeout=smtp_timeout, lease_seconds=minimum - 1)
+
+
+@pytest.mark.parametrize(
+    ("smtp_timeout", "lease"), [(30.0, 300), (30.0, 240), (1.25, 10), (10.0, 80), (7.0, 60)]
+)
+def test_every_accepted_lease_leaves_a_batch_half_of_it_and_the_full_margin(
+    smtp_timeout: float, lease: int, tmp_path: Path
+) -> None:
+    s = settings(smtp_timeout=smtp_timeout, lease_seconds=lease, var_dir=tmp_path)
+    policy = Wiring(s).send_policy  # the one margin: the Settings', not a formula of its own
+    assert policy.lease_margin_seconds == s.lease_margin_seconds
+    assert policy.lease_margin_seconds == max(5.0, 4 * smtp_timeout)
+    # sending.py stops min(margin, lease / 2) before the lease ends: the margin is never cut.
+    assert policy.lease_margin_seconds <= lease / 2
+
+
+def test_the_fault_tests_fast_lease_is_a_valid_configuration(tmp_path: Path) -> None:
+    from tests.integration.faults_support import service_env
+
+    class Sink:
+        host, port = "127.0.0.1", 2525
+
+    env = service_env(
+        db_url="postgresql+psycopg://u@h/d",
+        redis_url="redis://h:6379/14",
+        sink=Sink(),  # type: ignore[arg-type]
+        var_dir=tmp_path,
+    )
+    fields = {key.removeprefix("PAPERMAIL_").lower(): value for key, value in env.items()}
+    s = Settings(_env_file=None, **fields)  # type: ignore[arg-type]
+    assert s.lease_seconds == 10  # SIGKILLed batches come back within seconds

@@ -6,12 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from papermail.config import InsecureConfiguration, Settings, describe_errors, get_settings
@@ -19,12 +20,15 @@ from papermail.dispatch import Dispatcher
 from papermail.stages import InlineDispatcher
 from papermail.wiring import Wiring
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 console = Console()
 err = Console(stderr=True)
 
 
 class Fail(click.ClickException):
-    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
+    def show(self, file: IO[Any] | None = None) -> None:
         err.print(f"[bold red]error:[/] {escape(self.message)}")
 
 
@@ -98,7 +102,7 @@ def dispatcher(w: Wiring) -> Dispatcher:
     return InlineDispatcher(w) if w.settings.embedded else celery_dispatcher(w)
 
 
-def celery_app(w: Wiring):  # type: ignore[no-untyped-def]
+def celery_app(w: Wiring) -> Celery | None:
     """The Celery app to watch (None when embedded: there are no workers)."""
     if w.settings.embedded:
         return None
@@ -116,17 +120,16 @@ def sending(w: Wiring) -> Iterator[Dispatcher]:
         console.print("batches queued for workers")
         return
     progress = Progress(
-        TextColumn("sending"),
-        BarColumn(),
-        MofNCompleteColumn(),
+        SpinnerColumn(),
+        TextColumn("planning and sending: {task.completed:,} emails"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
     )
     task = progress.add_task("send", total=None)
+    progress.start()  # at once: planning a big edition takes a while before the first batch
 
     def advance(count: int) -> None:
-        progress.start()
         progress.advance(task, count)
 
     on_batch: Callable[[int], None] = advance

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import click
+import httpx
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
@@ -23,8 +25,6 @@ from papermail.wiring import Wiring
 @click.option("--offline", is_flag=True, help="Do not try the network; use the bundled sample.")
 def demo(offline: bool) -> None:
     """Run the whole pipeline once, embedded, and show where the emails are."""
-    import httpx
-
     settings = demo_mod.demo_settings(get_settings())
     demo_mod.reset(settings)
     w = wiring(settings)  # a brand-new embedded database: the schema is created here
@@ -69,9 +69,7 @@ def demo(offline: bool) -> None:
     )
 
 
-def _offline(request):  # type: ignore[no-untyped-def]
-    import httpx
-
+def _offline(request: httpx.Request) -> NoReturn:
     raise httpx.ConnectError("--offline given", request=request)
 
 

@@ -7,6 +7,7 @@ import logging
 import click
 from pydantic import ValidationError
 
+from papermail import __version__
 from papermail.cli import bench, db, demo, ops, pipeline, status, subscribers, web
 from papermail.cli.common import Fail
 from papermail.config import describe_errors, get_settings
@@ -18,6 +19,7 @@ def _rank(level: str) -> int:
 
 
 @click.group()
+@click.version_option(__version__, "--version", prog_name="papermail")
 @click.option("-v", "--verbose", is_flag=True, help="Log what each stage does.")
 def main(verbose: bool) -> None:
     """papermail: the day's trending research papers, delivered by email."""

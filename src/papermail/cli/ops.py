@@ -15,16 +15,28 @@ from papermail.cli.common import Fail, console, dispatcher, wiring
 from papermail.clock import utcnow
 from papermail.ops import actions as operations
 from papermail.ops.actions import OperationRefused
+from papermail.sources.base import SourceError
 from papermail.subscribers.subscriptions import InvalidEmail, find
+from papermail.wiring import Wiring
 
 log = logging.getLogger(__name__)
+
+
+def needs_workers(w: Wiring, what: str) -> Wiring:
+    """Pause and resume act on workers through Redis; embedded mode has neither."""
+    if w.settings.embedded:
+        raise Fail(
+            f"{what} needs Redis and workers (PAPERMAIL_REDIS_URL, PAPERMAIL_DATABASE_URL): "
+            "in embedded mode each command sends inline and nothing runs in the background"
+        )
+    return w
 
 
 @click.command()
 @click.option("--reason", default="", help="Shown on the dashboard while paused.")
 def pause(reason: str) -> None:
     """Pause sending: workers stop within one batch and hand unsent rows back."""
-    w = wiring()
+    w = needs_workers(wiring(), "pause")
     if operations.pause(w.redis, now=utcnow(), reason=reason):
         console.print("sending [bold yellow]paused[/]; `papermail resume` to continue")
     else:
@@ -34,7 +46,7 @@ def pause(reason: str) -> None:
 @click.command()
 def resume() -> None:
     """Resume sending and queue everything that waited."""
-    w = wiring()
+    w = needs_workers(wiring(), "resume")
     with w.sessions() as session:
         queued = operations.resume(
             w.redis,
@@ -65,7 +77,7 @@ def retry_failed(edition_id: int) -> None:
 
 
 @click.command()
-@click.argument("email")
+@click.option("--subscriber", "email", required=True, help="The subscriber's email address.")
 @click.option("--edition", "edition_id", type=int, help="Edition id; default their latest.")
 def resend(email: str, edition_id: int | None) -> None:
     """Send one subscriber's digest again."""
@@ -105,8 +117,11 @@ def reingest() -> None:
     if not w.settings.embedded:
         console.print(f"ingest queued (task {dispatcher(w).ingest()})")
         return
-    with console.status("ingesting..."):
-        report = stages.ingest(w, days=stages.default_ingest_days(w, today=utcnow().date()))
+    try:
+        with console.status("ingesting..."):
+            report = stages.ingest(w, days=stages.default_ingest_days(w, today=utcnow().date()))
+    except SourceError as exc:
+        raise Fail(f"ingest failed, nothing was written: {exc}") from exc
     console.print(
         f"ingested: {report.fetched} fetched, {report.inserted} new, "
         f"{len(report.rejected)} rejected"

@@ -50,7 +50,9 @@ def ingest(day: str | None, sample: bool) -> None:
 @click.command()
 @click.option("--date", "day", help="Edition day (YYYY-MM-DD); default today (UTC).")
 @click.option("--kind", type=click.Choice(["daily", "weekly"]), default="daily", show_default=True)
-@click.option("--top", default=15, show_default=True, help="How many papers to show.")
+@click.option(
+    "--top", default=15, show_default=True, type=click.IntRange(1, 200), help="Papers to show."
+)
 def rank(day: str | None, kind: str, top: int) -> None:
     """Build (or show) the edition of a day: the ranked papers digests draw from."""
     w = wiring()
@@ -59,7 +61,10 @@ def rank(day: str | None, kind: str, top: int) -> None:
     if summary.edition_id is None:
         raise Fail(f"no papers submitted in the window before {chosen}; run `papermail ingest`")
     word = "built" if summary.created else "already built"
-    console.print(f"{kind} edition of {chosen} {word}: {summary.papers} papers")
+    console.print(
+        f"{kind} edition [bold]{summary.edition_id}[/] of {chosen} {word}: {summary.papers} "
+        f"papers (send it: papermail send --edition {summary.edition_id})"
+    )
     with w.sessions() as session:
         edition = session.get(Edition, summary.edition_id)
         assert edition is not None
@@ -95,6 +100,10 @@ def edition_table(edition: Edition, *, top: int) -> Table:
 def send(edition_id: int | None, due_only: bool) -> None:
     """Plan deliveries and send them (inline when embedded, through workers in production)."""
     w = wiring()
+    if edition_id is not None:
+        with w.sessions() as session:
+            if session.get(Edition, edition_id) is None:
+                raise Fail(f"no edition {edition_id}; `papermail rank` prints edition ids")
     with sending(w) as dispatcher:
         reports = stages.plan(
             w,
@@ -160,6 +169,7 @@ def fail_if_nothing_went_out(w: Wiring, edition_id: int) -> None:
 def preview(email: str | None, edition_id: int | None, out: Path | None) -> None:
     """Render one digest to a file and print its path."""
     from papermail.pipeline.preview import render_preview
+    from papermail.subscribers.subscriptions import InvalidEmail
 
     w = wiring()
     with w.sessions() as session:
@@ -173,7 +183,7 @@ def preview(email: str | None, edition_id: int | None, out: Path | None) -> None
                 list_name=w.settings.list_name,
                 default_max_papers=w.settings.default_max_papers,
             )
-        except LookupError as exc:
+        except (LookupError, InvalidEmail) as exc:
             raise Fail(str(exc)) from exc
     suffix = ".html" if result.html is not None else ".txt"
     path = out or w.settings.var_dir / "previews" / f"{result.name}{suffix}"

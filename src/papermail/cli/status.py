@@ -25,7 +25,13 @@ WIDTH = 100  # the status view fits a 100-column terminal
 @click.command()
 @click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per refresh).")
-@click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes.")
+@click.option(
+    "--interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.5),
+    help="Seconds between refreshes.",
+)
 def status(watch: bool, as_json: bool, interval: float) -> None:
     """Queues, workers, beat, stage runs, today's deliveries and subscribers."""
     w = wiring()
@@ -75,7 +81,9 @@ def _headline(snap: Snapshot) -> Text:
     line = Text.assemble(
         ("papermail ", "bold"), f"{snap.taken_at:%Y-%m-%d %H:%M:%S} UTC · {mode} · sending "
     )
-    if snap.paused:
+    if snap.embedded:
+        line.append("inline, when a command sends (no workers)", style="bold")
+    elif snap.paused:
         line.append(f"PAUSED {describe_pause(snap.paused, snap.taken_at)}", style="bold yellow")
     else:
         line.append("running", style="bold green")

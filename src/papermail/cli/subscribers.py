@@ -6,10 +6,11 @@ from collections.abc import Callable
 
 import click
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import func, select
 
-from papermail.cli.common import Fail, console, cut, wiring
+from papermail.cli.common import Fail, console, cut, dispatcher, plain, wiring
 from papermail.clock import utcnow
 from papermail.db import session_scope
 from papermail.models import MailFormat, Subscriber, SubscriberStatus
@@ -76,36 +77,76 @@ def _prefs_options(command: Callable[..., None]) -> Callable[..., None]:
 @subscribers.command("add")
 @click.argument("email")
 @_prefs_options
-@click.option("--pending", is_flag=True, help="Leave unconfirmed (they must confirm by email).")
+@click.option(
+    "--pending",
+    is_flag=True,
+    help="Leave unconfirmed and email them the confirmation link (double opt-in).",
+)
 def subscribers_add(email: str, pending: bool, fmt: str, **prefs: object) -> None:
-    """Add a subscriber (confirmed: use only for people who already opted in)."""
+    """Add a subscriber (confirmed: use only for people who already opted in).
+
+    Never brings back an address that unsubscribed or bounced: only its owner can,
+    through the web form and its confirmation email.
+    """
     w = wiring()
     try:
-        preferences = Preferences(
-            frequency=prefs["frequency"],
-            max_papers=prefs["max_papers"] or w.settings.default_max_papers,
-            topics=prefs["topics"],
-            follow_organizations=prefs["organizations"],
-            follow_authors=prefs["authors"],
-            format=MailFormat(fmt),
-            timezone=prefs["timezone"],
-            send_hour=prefs["send_hour"],
+        max_papers = prefs["max_papers"]
+        preferences = Preferences.model_validate(
+            {
+                "frequency": prefs["frequency"],
+                "max_papers": w.settings.default_max_papers if max_papers is None else max_papers,
+                "topics": prefs["topics"],
+                "follow_organizations": prefs["organizations"],
+                "follow_authors": prefs["authors"],
+                "format": MailFormat(fmt),
+                "timezone": prefs["timezone"],
+                "send_hour": prefs["send_hour"],
+            }
         )
         with session_scope(w.sessions) as session:
             subscriber, created = subscriptions.add_subscriber(
                 session, email=email, prefs=preferences, now=utcnow(), confirmed=not pending
             )
-            status = subscriber.status.value
+            subscriber_id, address, status = subscriber.id, subscriber.email, subscriber.status
     except subscriptions.InvalidEmail as exc:
         raise Fail(f"invalid email address {email!r}: {exc}") from exc
+    except subscriptions.OptedOut as exc:
+        raise Fail(opted_out(exc)) from exc
     except ValidationError as exc:
         raise Fail("\n".join(error_lines(exc, labels=OPTIONS))) from exc
-    console.print(f"{'added' if created else 'updated'} {subscriber.email} ({status})")
+    done = f"{'added' if created else 'updated'} {address} ({status.value})"
+    if status is not SubscriberStatus.PENDING:
+        console.print(escape(done))
+        return
+    # After the commit: a task must never name a row its worker cannot see yet.
+    send = dispatcher(w)
+    try:
+        send.send_confirmation(subscriber_id)
+    except Exception as exc:  # the row is in; say what did not happen and how to retry
+        raise Fail(
+            f"{done}, but the confirmation email was not sent "
+            f"({type(exc).__name__}: {exc}); run the same command again to retry"
+        ) from exc
+    console.print(escape(f"{done}: confirmation email {'queued' if send.queued else 'sent'}"))
+
+
+def opted_out(exc: subscriptions.OptedOut) -> str:
+    """Why an operator cannot add this address back, in one line."""
+    if exc.status is SubscriberStatus.SUPPRESSED:
+        return (
+            f"not added: {exc.email} is suppressed (mail to it bounced), "
+            "so papermail does not mail it any more"
+        )
+    since = f" on {exc.since:%Y-%m-%d}" if exc.since else ""
+    return (
+        f"not added: {exc.email} unsubscribed{since}; only they can come back, by "
+        "subscribing again on the web form (it emails them a confirmation link)"
+    )
 
 
 @subscribers.command("list")
 @click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]))
-@click.option("--limit", default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 def subscribers_list(status: str | None, limit: int) -> None:
     """List subscribers with their preferences."""
     w = wiring()
@@ -130,13 +171,13 @@ def subscribers_list(status: str | None, limit: int) -> None:
     for s in rows:
         table.add_row(
             str(s.id),
-            s.email,
+            plain(s.email),
             s.status.value,
             s.frequency.value,
             str(s.max_papers),
             s.format.value,
-            cut(", ".join(s.topics or []), 30),
-            s.timezone,
+            plain(cut(", ".join(s.topics or []), 30)),
+            plain(s.timezone),
             str(s.send_hour),
         )
     console.print(table)
@@ -163,4 +204,4 @@ def subscribers_remove(email: str, erase: bool) -> None:
                 )
     except subscriptions.InvalidEmail as exc:
         raise Fail(f"invalid email address {email!r}: {exc}") from exc
-    console.print(f"{'erased' if erase else 'unsubscribed'} {email}")
+    console.print(f"{'erased' if erase else 'unsubscribed'} {escape(email)}")

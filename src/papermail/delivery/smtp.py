@@ -121,6 +121,7 @@ class SmtpBackend:
     def _prepare(self, client: smtplib.SMTP) -> None:
         # The message and its ".\r\n" go out as two writes: with Nagle on, the kernel holds
         # the terminator until the server ACKs the message, which it delays ~40 ms.
+        assert client.sock is not None  # connect() in _connect opened it
         client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.ehlo_or_helo_if_needed()
         if self.starttls:

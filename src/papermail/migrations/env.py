@@ -47,7 +47,7 @@ def run_migrations_online() -> None:
         _run(connectable)
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection) -> None:
     # Batch mode lets ALTERs work on SQLite too (it rebuilds the table).
     context.configure(
         connection=connection,

@@ -19,7 +19,7 @@ from typing import Literal
 
 import redis as redis_lib
 from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from papermail.models import (
     Delivery,
@@ -126,7 +126,9 @@ def retry_failed(session: Session, *, edition_id: int, now: dt.datetime) -> int:
     return len(ids)
 
 
-def _note(what: str, now: dt.datetime, previous: ColumnElement[str | None]) -> ColumnElement[str]:
+def _note(
+    what: str, now: dt.datetime, previous: QueryableAttribute[str | None]
+) -> ColumnElement[str]:
     stamp = f"{what} {now:%Y-%m-%d %H:%M}Z; was: "
     return func.substr(stamp + func.coalesce(previous, ""), 1, 1000)
 

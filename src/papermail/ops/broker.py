@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import redis as redis_lib
@@ -122,7 +122,8 @@ def beat_status(
     last_tick = now - dt.timedelta(milliseconds=lock_timeout * 1000 - ttl_ms) if lock_held else None
     entries: dict[str, dt.datetime | None] = {}
     keys = [
-        k.decode() if isinstance(k, bytes) else k for k in redis.zrange(f"{prefix}:schedule", 0, -1)
+        k.decode() if isinstance(k, bytes) else str(k)
+        for k in cast(list[bytes | str], redis.zrange(f"{prefix}:schedule", 0, -1))
     ]
     if keys:
         with redis.pipeline(transaction=False) as pipe:

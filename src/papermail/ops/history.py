@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import redis as redis_lib
 from sqlalchemy import func, select
@@ -57,7 +58,7 @@ def record_sample(
 ) -> bool:
     """Append a sample unless one newer than ``min_interval`` exists; trims old ones."""
     stamp = now.timestamp()
-    newest = redis.zrevrange(SAMPLES_KEY, 0, 0, withscores=True)
+    newest = cast(list[tuple[bytes, float]], redis.zrevrange(SAMPLES_KEY, 0, 0, withscores=True))
     if newest and stamp - newest[0][1] < min_interval.total_seconds():
         return False
     member = json.dumps(
@@ -89,7 +90,8 @@ def read_samples(
     redis: redis_lib.Redis, *, since: dt.datetime, until: dt.datetime
 ) -> tuple[Sample, ...]:
     samples = []
-    for raw in redis.zrangebyscore(SAMPLES_KEY, since.timestamp(), until.timestamp()):
+    found = redis.zrangebyscore(SAMPLES_KEY, since.timestamp(), until.timestamp())
+    for raw in cast(list[bytes], found):
         try:
             data = json.loads(raw)
             samples.append(
@@ -138,7 +140,7 @@ def sent_per_hour(session: Session, *, start: dt.datetime, hours: int) -> list[i
         bucket = func.date_trunc("hour", func.timezone("UTC", Delivery.sent_at))
     else:  # SQLite stores UTC text: 'YYYY-MM-DD HH:MM:SS.ffffff'
         bucket = func.strftime("%Y-%m-%d %H:00:00", Delivery.sent_at)
-    rows = session.execute(
+    rows: Sequence[tuple[object, int]] = session.execute(
         select(bucket, func.count())
         .where(
             Delivery.status == DeliveryStatus.SENT,

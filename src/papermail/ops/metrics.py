@@ -1,7 +1,15 @@
-"""Prometheus metrics: the monitoring snapshot as gauges, plus SMTP latency and send outcomes.
+"""Prometheus metrics, by Prometheus's conventions: counters for what happened, gauges only
+for what is true now, and rates left to PromQL (``rate(papermail_sends_total[5m])``).
 
-Gauges are computed at scrape time from ``monitoring.take_snapshot`` by a custom
-collector, so /metrics, the CLI and /ops can never disagree.
+- Current state (queue depth, backlog, subscribers by status, the last stage runs, ...)
+  is a gauge computed at scrape time from ``monitoring.take_snapshot`` by a custom
+  collector, so /metrics, the CLI and /ops can never disagree.
+- ``papermail_sends_total{outcome}`` and the ``papermail_smtp_send_seconds`` histogram
+  count what the senders did (see below; in embedded mode, the ledger).
+- ``papermail_build_info{version}``, the process's own CPU, memory and file descriptors
+  (prometheus_client's ProcessCollector and PlatformCollector), and the web app's
+  requests (``HttpMetrics``: counted by route *template*, never the raw path, which
+  carries subscribers' tokens).
 
 Sends happen in Celery workers: prefork children on any number of machines, none of
 which Prometheus scrapes. So each worker process owns a ``SendTally``: its ``observe``
@@ -10,26 +18,47 @@ to a Redis hash after each batch (one round trip), and the web process exposes t
 fleet-wide totals from Redis as a real histogram and counter. Totals only ever grow, as
 Prometheus expects; losing Redis resets them, which ``rate()`` treats like a process
 restart. This module keeps no tally of its own: whoever sends makes one and keeps it.
+
+Embedded mode has no such tally: its Redis is an in-process fakeredis, and the sends
+were made by another process (``papermail demo``) or inline without one. There the send
+counter is derived from the ledger, always (``ledger_send_totals``): see its docstring
+for what each outcome counts.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import redis as redis_lib
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from papermail.ops.monitoring import Snapshot
+from papermail import __version__
+from papermail.models import Delivery, DeliveryStatus
+from papermail.ops.monitoring import BOUNCE_PREFIX, Snapshot
+
+log = logging.getLogger(__name__)
 
 SEND_OUTCOMES = ("sent", "retry", "failed", "bounced", "skipped")
 # SMTP round trips on a LAN relay take milliseconds; a slow or throttling provider, seconds.
@@ -38,12 +67,20 @@ SENDS_KEY = "papermail:metrics:sends"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+# What the ledger can tell (embedded mode): how many retries a row went through is not kept.
+LEDGER_OUTCOMES = ("sent", "failed", "bounced", "skipped")
+# The web app's requests: buckets from a cached page (ms) to a slow /ops render (seconds).
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 @dataclass
 class SendTotals:
     outcomes: dict[str, int] = field(default_factory=dict)
     buckets: dict[float, int] = field(default_factory=dict)  # per bucket, not cumulative
     latency_sum: float = 0.0
     latency_count: int = 0
+    from_ledger: bool = False  # outcomes only (LEDGER_OUTCOMES), no SMTP times
 
     def is_empty(self) -> bool:
         return not self.outcomes and not self.latency_count
@@ -136,33 +173,76 @@ def _bound_label(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(bound)
 
 
+def ledger_send_totals(sessions: sessionmaker[Session]) -> SendTotals:
+    """Send outcomes as the ledger has them, for embedded mode (no workers' tally there).
+
+    ``sent`` counts rows that went out at least once (``sent_at`` is set, and an operator
+    resend keeps it), so it only grows; ``failed``, ``bounced`` (a 5xx) and ``skipped``
+    count rows in that state now, which an operator's retry-failed can lower (a counter
+    reset to ``rate()``; rare, and embedded mode is a laptop). No ``retry``: the ledger
+    does not keep how many attempts a row took; no SMTP times either.
+    """
+    failed = Delivery.status == DeliveryStatus.FAILED
+    bounce = func.coalesce(Delivery.last_error, "").like(f"{BOUNCE_PREFIX}%")
+    with sessions() as session:
+        row = session.execute(
+            select(
+                func.count(Delivery.sent_at),
+                func.count(case((failed & ~bounce, 1))),
+                func.count(case((failed & bounce, 1))),
+                func.count(case((Delivery.status == DeliveryStatus.SKIPPED, 1))),
+            )
+        ).one()
+    return SendTotals(outcomes=dict(zip(LEDGER_OUTCOMES, row, strict=True)), from_ledger=True)
+
+
 # --- exposition -----------------------------------------------------------------------------
+
+SendSource = Literal["redis", "database"]
 
 
 class PapermailCollector(Collector):
-    """Reads a fresh snapshot (and the fleet's send totals) at every scrape."""
+    """Reads a fresh snapshot (and the send totals) at every scrape.
+
+    ``send_source`` is what ``send_totals`` reads: while the snapshot says that source is
+    down, the send metrics are left out rather than waited for a second time.
+    """
 
     def __init__(
         self,
         *,
         snapshot: Callable[[], Snapshot],
         send_totals: Callable[[], SendTotals] | None = None,
+        send_source: SendSource = "redis",
     ) -> None:
         self._snapshot = snapshot
         self._send_totals = send_totals
+        self._send_source = send_source
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
+        yield _build_info()
         yield from _source_metrics(snap)
         yield from _broker_metrics(snap)
         yield from _delivery_metrics(snap)
         yield from _stage_metrics(snap)
-        if self._send_totals is not None and snap.source_up("redis"):
-            yield from _send_metrics(self._send_totals())
+        if self._send_totals is not None and snap.source_up(self._send_source):
+            try:
+                totals = self._send_totals()
+            except Exception as exc:  # one missing family must not fail the whole scrape
+                log.warning("metrics: could not read the send totals: %s", type(exc).__name__)
+            else:
+                yield from _send_metrics(totals)
 
 
 def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"papermail_{name}", doc, labels=list(labels))
+
+
+def _build_info() -> Metric:
+    info = InfoMetricFamily("papermail_build", "The papermail release serving this scrape.")
+    info.add_metric([], {"version": __version__})
+    return info
 
 
 def _source_metrics(snap: Snapshot) -> Iterator[Metric]:
@@ -201,27 +281,16 @@ def _broker_metrics(snap: Snapshot) -> Iterator[Metric]:
 
 
 def _delivery_metrics(snap: Snapshot) -> Iterator[Metric]:
+    # Current state only. What was sent, failed or bounced is papermail_sends_total, a
+    # counter: per-minute rates and "today" totals are PromQL's job (docs/operations.md).
     if not snap.source_up("database"):
         return
-    today = _gauge(
-        "deliveries_today", "Deliveries planned today (UTC) by current status.", ("status",)
-    )
-    for status, n in snap.funnel.items():
-        today.add_metric([status], n)
-    yield today
     backlog = _gauge(
         "delivery_backlog", "Deliveries still to send across all editions.", ("status",)
     )
     for status, n in snap.backlog.items():
         backlog.add_metric([status], n)
     yield backlog
-    rate = _gauge("send_rate_per_minute", "Messages sent per minute over a window.", ("window",))
-    rate.add_metric(["5m"], snap.send_rate_5m)
-    rate.add_metric(["60m"], snap.send_rate_60m)
-    yield rate
-    bounces = _gauge("bounces_today", "Deliveries planned today that bounced (5xx).")
-    bounces.add_metric([], snap.bounces_today)
-    yield bounces
     subscribers = _gauge("subscribers", "Subscribers by status.", ("status",))
     for status, n in snap.subscribers.items():
         subscribers.add_metric([status], n)
@@ -255,12 +324,23 @@ def _stage_metrics(snap: Snapshot) -> Iterator[Metric]:
 
 
 def _send_metrics(totals: SendTotals) -> Iterator[Metric]:
-    sends = CounterMetricFamily(
-        "papermail_sends", "Messages by send outcome, all workers.", labels=["outcome"]
-    )
-    for outcome in SEND_OUTCOMES:
+    if totals.from_ledger:
+        sends = CounterMetricFamily(
+            "papermail_sends",
+            "Deliveries by send outcome, from the ledger (embedded mode: no workers' tally).",
+            labels=["outcome"],
+        )
+        outcomes: tuple[str, ...] = LEDGER_OUTCOMES
+    else:
+        sends = CounterMetricFamily(
+            "papermail_sends", "Messages by send outcome, all workers.", labels=["outcome"]
+        )
+        outcomes = SEND_OUTCOMES
+    for outcome in outcomes:
         sends.add_metric([outcome], totals.outcomes.get(outcome, 0))
     yield sends
+    if totals.from_ledger:
+        return  # the ledger keeps no SMTP times: no histogram rather than an empty one
     cumulative, buckets = 0, []
     for bound in (*LATENCY_BUCKETS, math.inf):
         cumulative += totals.buckets.get(bound, 0)
@@ -273,11 +353,51 @@ def _send_metrics(totals: SendTotals) -> Iterator[Metric]:
     )
 
 
+class HttpMetrics:
+    """The web app's requests: a counter by method, route and status, a latency histogram.
+
+    ``route`` must be the matched route's *template* ("/preferences/{token}"), never the
+    path: paths carry subscribers' tokens, and one series per token would be both a leak
+    and a cardinality bomb. Requests that matched no route count as "<unmatched>".
+    """
+
+    UNMATCHED = "<unmatched>"
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "papermail_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ("method", "route", "status"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "papermail_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template.",
+            ("method", "route"),
+            buckets=HTTP_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(self, *, method: str, route: str | None, status: int, seconds: float) -> None:
+        method = method if method in HTTP_METHODS else "OTHER"
+        route = route or self.UNMATCHED
+        self.requests.labels(method, route, str(status)).inc()
+        self.duration.labels(method, route).observe(seconds)
+
+
 def make_registry(
-    *, snapshot: Callable[[], Snapshot], send_totals: Callable[[], SendTotals] | None = None
+    *,
+    snapshot: Callable[[], Snapshot],
+    send_totals: Callable[[], SendTotals] | None = None,
+    send_source: SendSource = "redis",
 ) -> CollectorRegistry:
+    """papermail's collector plus this process's own metrics (process_*, python_info)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PapermailCollector(snapshot=snapshot, send_totals=send_totals))
+    registry.register(
+        PapermailCollector(snapshot=snapshot, send_totals=send_totals, send_source=send_source)
+    )
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     return registry
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, TextClause, and_, bindparam, or_, select, text, update
+from sqlalchemy import Connection, Engine, TextClause, and_, bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from papermail.clock import Clock
@@ -127,7 +127,9 @@ def no_longer_active(session: Session, rows: Sequence[Row]) -> dict[int, Subscri
 @contextmanager
 def ledger_connection(session: Session, *, async_commit: bool) -> Iterator[Connection]:
     """A connection of the session's engine in autocommit mode, for the ledger marks."""
-    with session.get_bind().connect() as raw:
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with engine.connect() as raw:
         connection = raw.execution_options(isolation_level="AUTOCOMMIT")
         relaxed = async_commit and connection.dialect.name == "postgresql"
         if relaxed:

@@ -36,7 +36,7 @@ class PipelinedSentMarks:
 
     def __init__(
         self,
-        connection: psycopg.Connection,  # type: ignore[type-arg]
+        connection: psycopg.Connection,
         *,
         timeout: float = SETTLE_TIMEOUT_SECONDS,
     ) -> None:

@@ -12,9 +12,10 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from typing import cast as type_cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Row, Text, and_, cast, exists, or_, select, text, update
@@ -150,7 +151,7 @@ def plan_edition(
     due_only: bool = True,
     chunk_size: int = 20_000,
     only_subscribers: Sequence[int] | None = None,
-    on_new_variants: Callable[[list[str]], None] = lambda _keys: None,
+    on_new_variants: Callable[[list[str]], object] = lambda _keys: None,
 ) -> PlanReport:
     """Create missing delivery rows for subscribers who are due; publish them in batches.
 
@@ -206,7 +207,7 @@ def _json_list(raw: str | None) -> list[str]:
 
 def _due_chunk(
     session: Session, edition: Edition, *, after_id: int, limit: int, only: Sequence[int] | None
-) -> Sequence:  # type: ignore[type-arg]
+) -> Sequence:
     already = exists().where(
         Delivery.subscriber_id == Subscriber.id,
         Delivery.edition_id == edition.id,
@@ -306,7 +307,7 @@ def _insert_rows(
                 "keys": [key for _, key in values],
             },
         )
-        return [(row_id, key) for row_id, key in rows]
+        return [(row_id, key) for row_id, key in type_cast(Iterable[tuple[int, str]], rows)]
     # executemany form: SQLAlchemy's insertmanyvalues splits it under SQLite's
     # bind-parameter limit and still returns the new ids.
     stmt = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import html as html_mod
 from dataclasses import dataclass
 
 import jinja2
@@ -69,8 +71,6 @@ def render_preview(
         "preferences_url": links.preferences(sid, version),
         "unsubscribe_url": links.unsubscribe(sid, version),
     }
-    import html as html_mod
-
     html_values = {k: html_mod.escape(v, quote=True) for k, v in values.items()}
     who = (subscriber.email if subscriber else "default").replace("@", "_at_")
     return PreviewResult(
@@ -93,7 +93,9 @@ def _subscriber(session: Session, email: str | None) -> Subscriber | None:
 
 def _edition(session: Session, edition_id: int | None, subscriber: Subscriber | None) -> Edition:
     if edition_id is not None:
-        edition = session.get(Edition, edition_id)
+        if (edition := session.get(Edition, edition_id)) is None:
+            raise LookupError(f"no edition {edition_id}; `papermail rank` prints edition ids")
+        return edition
     else:
         kind = EditionKind(subscriber.frequency.value) if subscriber else EditionKind.DAILY
         edition = latest_edition(session, kind=kind, on_or_before=_far_future())
@@ -102,7 +104,5 @@ def _edition(session: Session, edition_id: int | None, subscriber: Subscriber | 
     return edition
 
 
-def _far_future():  # type: ignore[no-untyped-def]
-    import datetime as dt
-
+def _far_future() -> dt.date:
     return dt.date.max

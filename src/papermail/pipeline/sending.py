@@ -200,8 +200,8 @@ def send_batch(
         )
     }
     session.commit()
-    # Half the lease at most: with the 10 s lease Settings allows, a full margin would put
-    # the deadline before the claim and the batch would never send anything.
+    # Stop a margin before the lease ends (Settings guarantees lease >= 2 x margin); the
+    # half-lease cap only matters for a SendPolicy built by hand with a longer margin.
     margin = dt.timedelta(seconds=policy.lease_margin_seconds)
     deadline = claimed_at + lease - min(margin, lease / 2)
     with (

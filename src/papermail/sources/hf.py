@@ -73,7 +73,7 @@ def fetch_daily(
     rejected: list[RejectedItem] = []
     seen_items = pages = 0
     for page in range(max_pages):
-        params = {"date": day.isoformat(), "p": page, "limit": page_size}
+        params: dict[str, str | int] = {"date": day.isoformat(), "p": page, "limit": page_size}
         response = _get(
             client,
             url=url,

@@ -10,19 +10,30 @@ Who gets a confirmation email when they (or someone) submit the form:
 - a pending one: its preferences are replaced by the latest submission;
 - an unsubscribed one: its preferences are replaced, but it stays unsubscribed
   until the link is opened (never reactivated without confirming, and no
-  half-state for ``expire_pending`` to trip over);
+  half-state for ``expire_pending`` to trip over); every confirm and preferences
+  link sent before stops working, so only the new email can bring them back;
 - an active one: nothing changes (a stranger must not be able to edit someone's
   preferences); the link they get lands on their preferences page;
 - a suppressed one: nothing at all. Bounces are the mailbox's word.
+
+A confirm link activates once: activating rotates the subscriber's token version,
+which kills that link and every other link minted before (the preferences links
+mailed afterwards carry the new version); unsubscribing rotates it again. A link
+opened after that changes nothing and says it was used. Opening it is a GET (the
+emailed link is the documented flow), so mail scanners may be the first to use it.
+An active reader's link (the way in above) changes nothing, so nothing is used up.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import logging
+from dataclasses import dataclass
+from typing import Any, cast
 
 import jinja2
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,7 +45,12 @@ from papermail.pipeline.sending import Outcome, send_one
 from papermail.pipeline.variants import Identity
 from papermail.subscribers.bounces import BouncePolicy
 from papermail.subscribers.preferences import Preferences
-from papermail.subscribers.subscriptions import activate, apply_preferences, normalize_email
+from papermail.subscribers.subscriptions import (
+    activate,
+    apply_preferences,
+    normalize_email,
+    revoke_links,
+)
 from papermail.subscribers.tokens import InvalidToken, Links, Purpose, TokenSigner
 
 log = logging.getLogger(__name__)
@@ -70,6 +86,7 @@ def request_subscription(
         subscriber.created_at = now  # the sign-up restarts: expiry counts from the latest
     elif subscriber.status is SubscriberStatus.UNSUBSCRIBED:
         apply_preferences(subscriber, prefs)
+        revoke_links(subscriber)  # only the confirmation about to be sent can bring them back
     session.flush()
     return subscriber.id
 
@@ -138,18 +155,58 @@ def subscriber_for_token(
     return subscriber
 
 
-def confirm(session: Session, subscriber: Subscriber, *, now: dt.datetime) -> bool:
-    """Activate after the emailed link was opened; True if this call activated them.
+class Confirmed(enum.StrEnum):
+    """What opening a confirm link did."""
 
-    Opening the link again is harmless; a suppressed address stays suppressed.
+    ACTIVATED = "activated"  # this link subscribed them; the links sent before are revoked
+    ALREADY_ACTIVE = "already active"  # a way in for an active reader: nothing changed
+    USED = "used"  # used already, or revoked by a newer sign-up or an unsubscribe: nothing changed
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    outcome: Confirmed
+    subscriber: Subscriber
+
+
+def confirm(session: Session, *, signer: TokenSigner, token: str, now: dt.datetime) -> Confirmation:
+    """Open a confirm link: activate the subscriber it names, once. Flushes, does not commit.
+
+    Raises InvalidToken for a link that is bad, expired, for someone erased or suppressed.
+    A link of an older token version changes nothing (``Confirmed.USED``). Activating
+    rotates the token version with a conditional UPDATE, so of two requests racing
+    with one link (a mail scanner and the reader) exactly one activates. An active
+    reader's current link changes nothing and is not used up: it is what the sign-up
+    form mails them to reach their preferences, and a scanner opening it must not
+    revoke the links in their digests.
     """
+    claims = signer.read(Purpose.CONFIRM, token)
+    subscriber = session.get(Subscriber, claims.subscriber_id)
+    if subscriber is None:
+        raise InvalidToken("no such subscriber")
     if subscriber.status is SubscriberStatus.SUPPRESSED:
         raise InvalidToken("suppressed")
+    if claims.token_version != subscriber.token_version:
+        return Confirmation(Confirmed.USED, subscriber)
     if subscriber.status is SubscriberStatus.ACTIVE:
-        return False
+        return Confirmation(Confirmed.ALREADY_ACTIVE, subscriber)
+    result = session.execute(
+        update(Subscriber)
+        .where(
+            Subscriber.id == subscriber.id,
+            Subscriber.token_version == claims.token_version,
+            Subscriber.status != SubscriberStatus.SUPPRESSED,
+        )
+        .values(token_version=Subscriber.token_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:
+        session.expire(subscriber)
+        return Confirmation(Confirmed.USED, subscriber)  # another request used it first
+    session.expire(subscriber, ["token_version"])
     activate(subscriber, now=now)
     session.flush()
-    return True
+    return Confirmation(Confirmed.ACTIVATED, subscriber)
 
 
 def expire_pending(
@@ -165,4 +222,4 @@ def expire_pending(
         )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return cast(CursorResult[Any], result).rowcount or 0

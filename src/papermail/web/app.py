@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from papermail.clock import utcnow
 from papermail.dispatch import Dispatcher
+from papermail.ops.metrics import HttpMetrics
 from papermail.stages import InlineDispatcher
 from papermail.subscribers.signup_limits import SignupLimits
 from papermail.subscribers.tokens import InvalidToken
@@ -60,17 +61,22 @@ def redact(path: str) -> str:
 
 
 class EdgeMiddleware:
-    """Security headers, a request body cap, and an access log without tokens."""
+    """Security headers, a request body cap, an access log without tokens, and the
+    request metrics (by route template: the path may carry a token)."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body: int = MAX_BODY, http_metrics: HttpMetrics | None = None
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        self.http_metrics = http_metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started, status, seen = time.perf_counter(), 0, 0
+        method = scope["method"]
         declared = dict(scope["headers"]).get(b"content-length", b"0")
 
         async def capped_receive() -> Message:
@@ -97,13 +103,67 @@ class EdgeMiddleware:
             else:
                 await self.app(scope, capped_receive, secured_send)
         finally:
-            access_log.info(
-                "%s %s %s %.1fms",
-                scope["method"],
-                redact(scope["path"]),
-                status,
-                (time.perf_counter() - started) * 1000,
+            took = time.perf_counter() - started
+            access_log.info("%s %s %s %.1fms", method, redact(scope["path"]), status, took * 1000)
+            if self.http_metrics is not None:
+                # No response started: an exception on its way to the 500 page.
+                self.http_metrics.observe(
+                    method=method, route=route_template(scope), status=status or 500, seconds=took
+                )
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's path template ("/preferences/{token}"), None if none matched."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) else None
+
+
+# GET routes whose GET changes state: the emailed confirmation link works once, and link
+# checkers and mail scanners send HEAD. HEAD must stay safe, so these answer 405.
+_NOT_FOR_HEAD = re.compile(r"^/confirm/")
+
+
+class HeadAsGet:
+    """HEAD on every GET route: the request runs as GET and the body is dropped, so the
+    status and headers (Content-Length included) are exactly GET's. FastAPI registers
+    GET routes for GET only, which would answer HEAD with 405. (Not for _NOT_FOR_HEAD.)
+
+    The app gets a copy of the scope (the server's own stays HEAD: it must know to send
+    no body); the route the router picked is copied back for the access log and metrics.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        if _NOT_FOR_HEAD.match(scope["path"]):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 405,
+                    "headers": [(b"allow", b"GET"), (b"content-length", b"0")],
+                }
             )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        as_get = dict(scope, method="GET")
+
+        async def bodiless_send(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return  # swallow the chunks; the last message ends the response
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        try:
+            await self.app(as_get, receive, bodiless_send)
+        finally:
+            if "route" in as_get:
+                scope["route"] = as_get["route"]
 
 
 async def _too_large(send: Send) -> None:
@@ -153,10 +213,11 @@ def create_app(
     )
     app = FastAPI(title="papermail", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = web
-    app.add_middleware(EdgeMiddleware)
     for module in (signup, manage, archive):
         app.include_router(module.router)
-    attach_ops(app, wiring=wiring, dispatcher=dispatcher, celery=celery)
+    http_metrics = attach_ops(app, wiring=wiring, dispatcher=dispatcher, celery=celery)
+    app.add_middleware(HeadAsGet)  # inside EdgeMiddleware: logs and metrics say HEAD
+    app.add_middleware(EdgeMiddleware, http_metrics=http_metrics)
     _add_basics(app, web)
     _add_error_pages(app, web)
     return app

@@ -62,7 +62,7 @@ def edition_path(day: dt.date, kind: str) -> str:
     return f"/editions/{day.isoformat()}" + ("" if kind == "daily" else f"?kind={kind}")
 
 
-def _with_items(query):  # type: ignore[no-untyped-def]
+def _with_items(query):
     return query.options(selectinload(Edition.items).joinedload(EditionItem.paper))
 
 

@@ -110,7 +110,7 @@ def _preferences(
         if name in values and name not in errors
     }
     try:
-        prefs = Preferences(**(data | fixed))
+        prefs = Preferences.model_validate(data | fixed)
     except ValidationError as exc:
         for name, message in field_errors(exc).items():
             errors.setdefault(name, message)

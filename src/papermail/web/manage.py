@@ -141,7 +141,7 @@ def save_preferences(
         )
 
 
-def _unsubscriber(session, web: WebContext, token: str) -> Subscriber | None:  # type: ignore[no-untyped-def]
+def _unsubscriber(session, web: WebContext, token: str) -> Subscriber | None:
     """The subscriber an unsubscribe link names; None if they were erased since."""
     try:
         return confirmations.subscriber_for_token(

@@ -8,7 +8,9 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from papermail.db import session_scope
+from papermail.models import SubscriberStatus
 from papermail.subscribers import confirmations
+from papermail.subscribers.confirmations import Confirmed
 from papermail.subscribers.tokens import MAX_AGE, Purpose
 from papermail.web import csrf
 from papermail.web.archive import latest_view
@@ -115,12 +117,40 @@ def subscribe(
 
 @router.get("/confirm/{token}")
 def confirm(token: str, web: WebContext = Depends(get_web)) -> Response:
+    """The emailed link: activates (once) and lands on the preferences page.
+
+    A GET that changes state, because following the emailed link is the documented
+    opt-in; it works once, so a scanner or a forwarded email opening it later (even
+    after an unsubscribe) changes nothing and gets the "already used" page.
+    """
     with session_scope(web.sessions) as session:
-        subscriber = confirmations.subscriber_for_token(
-            session, signer=web.signer, purpose=Purpose.CONFIRM, token=token
-        )
-        confirmations.confirm(session, subscriber, now=web.clock())
+        result = confirmations.confirm(session, signer=web.signer, token=token, now=web.clock())
+        subscriber = result.subscriber
+        if result.outcome is Confirmed.USED:
+            return _used_link_page(web, active=subscriber.status is SubscriberStatus.ACTIVE)
         prefs_token = web.signer.make(
             Purpose.PREFERENCES, subscriber_id=subscriber.id, token_version=subscriber.token_version
         )
     return RedirectResponse(f"/preferences/{prefs_token}?welcome=1", status_code=303)
+
+
+USED_HEADING = "This link has already been used"
+USED_WHILE_ACTIVE = (
+    "Each confirmation link works once, and you're subscribed. "
+    "Every email we send you has a link to your preferences."
+)
+USED_NOT_ACTIVE = (
+    "Each confirmation link works once, and only the newest one we sent counts, so this "
+    "one changed nothing. To subscribe, use the link in our most recent email or sign up again."
+)
+
+
+def _used_link_page(web: WebContext, *, active: bool) -> Response:
+    return web.pages.render(
+        "message.html.j2",
+        status=410,
+        title=USED_HEADING,
+        heading=USED_HEADING,
+        text=USED_WHILE_ACTIVE if active else USED_NOT_ACTIVE,
+        subscribe_link=not active,
+    )

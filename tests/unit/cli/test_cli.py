@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, inspect, select, update
 from sqlalchemy.orm import Session
 
 from papermail.cli.main import main
@@ -226,6 +226,68 @@ def test_removing_someone_unknown_fails(var_dir: Path) -> None:
     assert "no subscriber nobody@example.org" in result.output
 
 
+@pytest.mark.parametrize("pending", [False, True])
+def test_subscribers_add_never_brings_back_someone_who_unsubscribed(
+    var_dir: Path, pending: bool
+) -> None:
+    ok("db", "upgrade")
+    ok("subscribers", "add", "ada@example.org", "--max-papers", "4")
+    ok("subscribers", "remove", "ada@example.org")
+    args = ["--pending"] if pending else []
+    result = run("subscribers", "add", "ADA@example.org", "--max-papers", "9", *args)
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: not added: ada@example.org unsubscribed on ")
+    assert "subscribing again on the web form" in line and "confirmation" in line
+    [ada] = subscribers_in(var_dir)
+    assert (ada.status, ada.max_papers) == (SubscriberStatus.UNSUBSCRIBED, 4)
+    assert not list((var_dir / "outbox").glob("*.eml"))
+
+
+def test_subscribers_add_never_brings_back_a_suppressed_address(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    ok("subscribers", "add", "ada@example.org")
+    engine = create_engine(f"sqlite:///{var_dir / 'papermail.db'}")
+    with engine.begin() as connection:
+        connection.execute(update(Subscriber).values(status=SubscriberStatus.SUPPRESSED))
+    engine.dispose()
+    result = run("subscribers", "add", "ada@example.org")
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: not added: ada@example.org is suppressed")
+    assert subscribers_in(var_dir)[0].status is SubscriberStatus.SUPPRESSED
+
+
+def test_subscribers_add_pending_emails_the_confirmation(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    result = ok("subscribers", "add", "bob@example.org", "--pending")
+    assert "added bob@example.org (pending): confirmation email sent" in result.output
+    [eml] = (var_dir / "outbox").glob("*.eml")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert message["To"] == "bob@example.org"
+    body = message.get_body(("plain",))
+    assert body is not None and "https://papers.example.org/confirm/" in body.get_content()
+    [bob] = subscribers_in(var_dir)
+    assert bob.status is SubscriberStatus.PENDING
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "10001"])
+def test_subscribers_list_refuses_a_limit_out_of_range(var_dir: Path, limit: str) -> None:
+    ok("db", "upgrade")
+    result = run("subscribers", "list", "--limit", limit)
+    assert result.exit_code == 2
+    assert "--limit" in result.output and "Traceback" not in result.output
+
+
+def test_subscribers_list_prints_what_readers_typed_as_typed(var_dir: Path) -> None:
+    # The public form accepts any topic; rich markup in one used to crash the listing.
+    ok("db", "upgrade")
+    ok("subscribers", "add", "ada@example.org", "--topics", "[/b] robots, [bold red]LOUD[/]")
+    result = run("subscribers", "list")
+    assert result.exit_code == 0, result.output
+    assert "[/b] robots, [bold red]LOUD[/]" in result.output
+
+
 # --- pipeline -----------------------------------------------------------------------------
 
 
@@ -234,7 +296,7 @@ def test_ingest_sample_then_rank_prints_the_edition(var_dir: Path) -> None:
     ingested = ok("ingest", "--sample")
     assert "40" in ingested.output  # fetched
     ranked = ok("rank", "--date", EDITION_DAY, "--top", "5")
-    assert f"daily edition of {EDITION_DAY} built: 40 papers" in ranked.output
+    assert f"daily edition 1 of {EDITION_DAY} built: 40 papers" in ranked.output
     assert "score" in ranked.output
     assert f"{EDITION_DAY} (daily)" in ranked.output
     again = ok("rank", "--date", EDITION_DAY)

@@ -1,4 +1,5 @@
-"""metrics: the snapshot as Prometheus gauges, and send outcomes/latency from every worker."""
+"""metrics: the snapshot as Prometheus gauges, send outcomes/latency from every worker (or
+the ledger, embedded), build info, process metrics and the web app's requests."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import math
 import fakeredis
 import pytest
 import redis as redis_lib
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session, sessionmaker
 
+from papermail import __version__
+from papermail.models import DeliveryStatus
 from papermail.ops import metrics
 from papermail.ops.broker import BeatStatus, QueueDepth
 from papermail.ops.metrics import SendTally
 from papermail.ops.monitoring import Snapshot, StageRun
 from tests.conftest import FIXED_NOW
+from tests.support.ledger import seed_delivery, seed_edition
 
 
 def snapshot(**overrides: object) -> Snapshot:
@@ -57,10 +63,18 @@ def snapshot(**overrides: object) -> Snapshot:
     return Snapshot(**(values | overrides))  # type: ignore[arg-type]
 
 
-def scrape(snap: Snapshot, totals: metrics.SendTotals | None = None) -> dict[str, object]:
+def scrape(
+    snap: Snapshot, totals: metrics.SendTotals | None = None, **options: object
+) -> dict[str, object]:
     registry = metrics.make_registry(
-        snapshot=lambda: snap, send_totals=(lambda: totals) if totals is not None else None
+        snapshot=lambda: snap,
+        send_totals=(lambda: totals) if totals is not None else None,
+        **options,  # type: ignore[arg-type]
     )
+    return families_of(registry)
+
+
+def families_of(registry: CollectorRegistry) -> dict[str, object]:
     text = metrics.render(registry).decode()
     return {family.name: family for family in text_string_to_metric_families(text)}
 
@@ -78,11 +92,8 @@ def test_every_figure_of_the_snapshot_is_a_gauge() -> None:
     }
     assert queue[("papermail.send", "ready")] == 250 and queue[("papermail.send", "unacked")] == 4
     assert families["papermail_workers_online"].samples[0].value == 3
-    assert values(families["papermail_deliveries_today"], "status")["sent"] == 300
     assert values(families["papermail_delivery_backlog"], "status")["pending"] == 10
-    assert values(families["papermail_send_rate_per_minute"], "window") == {"5m": 42.5, "60m": 12.0}
     assert values(families["papermail_subscribers"], "status")["active"] == 320
-    assert families["papermail_bounces_today"].samples[0].value == 1
     assert (
         families["papermail_beat_last_tick_timestamp_seconds"].samples[0].value
         == (FIXED_NOW - dt.timedelta(seconds=5)).timestamp()
@@ -116,7 +127,7 @@ def test_a_source_that_is_down_says_so_and_its_gauges_are_left_out() -> None:
         )
     )
     assert values(families["papermail_monitoring_source_up"], "source")["database"] == 0
-    assert "papermail_deliveries_today" not in families
+    assert "papermail_delivery_backlog" not in families
     assert "papermail_stage_last_run_ok" not in families
     assert "papermail_queue_messages" in families
 
@@ -199,3 +210,91 @@ def test_the_redis_hash_keeps_its_field_names(redis: fakeredis.FakeRedis) -> Non
         "sum": "45.25",
         "count": "2",
     }
+
+
+# --- by Prometheus's conventions -------------------------------------------------------------
+
+
+def test_no_precomputed_rates_and_no_today_gauges() -> None:
+    # Rates are PromQL's job (rate() over a counter), and a "today" gauge that drops to 0 at
+    # midnight is neither a counter nor current state.
+    families = scrape(snapshot(), metrics.SendTotals())
+    papermail = {name for name in families if name.startswith("papermail_")}
+    assert not {name for name in papermail if "today" in name or "rate" in name}
+    assert families["papermail_sends"].type == "counter"  # exposed as papermail_sends_total
+    gauges = {name for name in papermail if families[name].type == "gauge"}  # type: ignore[attr-defined]
+    assert "papermail_delivery_backlog" in gauges and "papermail_subscribers" in gauges
+
+
+def test_build_info_and_the_process_own_metrics_are_exported() -> None:
+    families = scrape(snapshot())
+    info = families["papermail_build_info"]  # an info metric: a gauge at 1 in text format
+    assert [(s.name, s.labels, s.value) for s in info.samples] == [  # type: ignore[attr-defined]
+        ("papermail_build_info", {"version": __version__}, 1.0)
+    ]
+    assert "process_cpu_seconds" in families  # ProcessCollector (Linux /proc)
+    assert "process_resident_memory_bytes" in families
+    assert "python_info" in families  # PlatformCollector
+
+
+def test_embedded_send_counts_come_from_the_ledger(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as session:
+        edition = seed_edition(session, day=FIXED_NOW.date())
+        for _ in range(3):
+            seed_delivery(session, edition=edition, status=DeliveryStatus.SENT)
+        # An operator resend: back to pending, but it went out once (sent_at stays).
+        seed_delivery(session, edition=edition, status=DeliveryStatus.PENDING, sent_at=FIXED_NOW)
+        seed_delivery(session, edition=edition, status=DeliveryStatus.FAILED, last_error="4xx x5")
+        seed_delivery(session, edition=edition, status=DeliveryStatus.FAILED, last_error=None)
+        seed_delivery(
+            session, edition=edition, status=DeliveryStatus.FAILED, last_error="bounced: 550"
+        )
+        seed_delivery(session, edition=edition, status=DeliveryStatus.SKIPPED)
+        seed_delivery(session, edition=edition, status=DeliveryStatus.RETRY)
+        session.commit()
+
+    totals = metrics.ledger_send_totals(session_factory)
+    families = scrape(snapshot(embedded=True), totals, send_source="database")
+
+    assert values(families["papermail_sends"], "outcome") == {
+        "sent": 4,
+        "failed": 2,
+        "bounced": 1,
+        "skipped": 1,
+    }
+    assert "papermail_smtp_send_seconds" not in families  # the ledger keeps no SMTP times
+
+
+def test_send_metrics_wait_for_the_source_they_read() -> None:
+    down = snapshot(errors=("database: OperationalError: gone",))
+    assert "papermail_sends" not in scrape(down, metrics.SendTotals(), send_source="database")
+    assert "papermail_sends" in scrape(down, metrics.SendTotals(), send_source="redis")
+
+
+def test_http_requests_are_counted_by_route_template_and_method() -> None:
+    registry = metrics.make_registry(snapshot=snapshot)
+    http = metrics.HttpMetrics(registry)
+    http.observe(method="GET", route="/preferences/{token}", status=200, seconds=0.03)
+    http.observe(method="GET", route="/preferences/{token}", status=400, seconds=0.01)
+    http.observe(method="BREW", route=None, status=405, seconds=0.001)
+
+    families = families_of(registry)
+
+    requests = {
+        (s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+        for s in families["papermail_http_requests"].samples  # type: ignore[attr-defined]
+        if s.name == "papermail_http_requests_total"
+    }
+    assert requests == {
+        ("GET", "/preferences/{token}", "200"): 1,
+        ("GET", "/preferences/{token}", "400"): 1,
+        ("OTHER", "<unmatched>", "405"): 1,
+    }
+    counts = {
+        (s.labels["method"], s.labels["route"]): s.value
+        for s in families["papermail_http_request_duration_seconds"].samples  # type: ignore[attr-defined]
+        if s.name.endswith("_count")
+    }
+    assert counts == {("GET", "/preferences/{token}"): 2, ("OTHER", "<unmatched>"): 1}

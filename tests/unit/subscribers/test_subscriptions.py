@@ -135,31 +135,53 @@ def test_add_refuses_a_bad_address(session: Session) -> None:
     assert list(session.scalars(select(Subscriber))) == []
 
 
-def test_an_unsubscribed_reader_added_by_an_operator_is_active_again(session: Session) -> None:
+def test_an_operator_cannot_add_back_someone_who_unsubscribed(session: Session) -> None:
+    # Leaving is the reader's word: only they can come back, through double opt-in.
     subscriber, _ = add_subscriber(
-        session, email="ada@example.org", prefs=Preferences(), now=NOW, confirmed=True
+        session, email="ada@example.org", prefs=Preferences(max_papers=4), now=NOW, confirmed=True
     )
     unsubscribe(session, subscriber, now=NOW, reason="too much mail")
     later = NOW + dt.timedelta(days=3)
-    again, _ = add_subscriber(
-        session, email="ada@example.org", prefs=Preferences(), now=later, confirmed=True
-    )
-    assert again.status is SubscriberStatus.ACTIVE
-    assert again.unsubscribed_at is None and again.unsubscribe_reason is None
-    assert again.confirmed_at == later
+    for confirmed in (True, False):
+        with pytest.raises(subscriptions.OptedOut) as info:
+            add_subscriber(
+                session,
+                email="ADA@example.org",
+                prefs=Preferences(max_papers=9),
+                now=later,
+                confirmed=confirmed,
+            )
+        assert info.value.status is SubscriberStatus.UNSUBSCRIBED
+        assert info.value.since == NOW
+    assert subscriber.status is SubscriberStatus.UNSUBSCRIBED
+    assert subscriber.unsubscribe_reason == "too much mail" and subscriber.max_papers == 4
+    assert subscriber.confirmed_at == NOW
 
 
-def test_suppressed_stays_suppressed_when_added_again(session: Session) -> None:
+def test_a_suppressed_address_cannot_be_added_again(session: Session) -> None:
     subscriber, _ = add_subscriber(
         session, email="ada@example.org", prefs=Preferences(), now=NOW, confirmed=True
     )
     subscriber.status = SubscriberStatus.SUPPRESSED
     session.flush()
+    with pytest.raises(subscriptions.OptedOut) as info:
+        add_subscriber(
+            session,
+            email="ada@example.org",
+            prefs=Preferences(max_papers=3),
+            now=NOW,
+            confirmed=True,
+        )
+    assert info.value.status is SubscriberStatus.SUPPRESSED
+    assert subscriber.status is SubscriberStatus.SUPPRESSED and subscriber.max_papers == 10
+
+
+def test_adding_a_pending_subscriber_as_confirmed_activates_them(session: Session) -> None:
+    add_subscriber(session, email="ada@example.org", prefs=Preferences(), now=NOW, confirmed=False)
     again, created = add_subscriber(
         session, email="ada@example.org", prefs=Preferences(), now=NOW, confirmed=True
     )
-    assert created is False
-    assert again.status is SubscriberStatus.SUPPRESSED
+    assert created is False and again.status is SubscriberStatus.ACTIVE
 
 
 def test_find_normalises_the_address(session: Session) -> None:
@@ -260,6 +282,20 @@ def test_unsubscribe_is_idempotent(
     later = NOW + dt.timedelta(days=1)
     assert unsubscribe(session, leaving, now=later) is False
     assert leaving.unsubscribed_at == NOW
+
+
+def test_unsubscribing_rotates_the_token_version_once(
+    session: Session, planned: tuple[Subscriber, Subscriber]
+) -> None:
+    # Every confirm and preferences link sent before stops working (they carry the version).
+    leaving, staying = planned
+    assert leaving.token_version == 1
+    unsubscribe(session, leaving, now=NOW)
+    session.commit()
+    assert leaving.token_version == 2
+    unsubscribe(session, leaving, now=NOW)  # already out: nothing to revoke again
+    session.commit()
+    assert (leaving.token_version, staying.token_version) == (2, 1)
 
 
 def test_unsubscribe_reason_is_optional_and_bounded(

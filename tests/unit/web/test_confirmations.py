@@ -17,7 +17,7 @@ from papermail.pipeline.rendering import make_environment
 from papermail.pipeline.variants import Identity
 from papermail.subscribers import confirmations
 from papermail.subscribers.preferences import Preferences
-from papermail.subscribers.subscriptions import InvalidEmail
+from papermail.subscribers.subscriptions import InvalidEmail, unsubscribe
 from papermail.subscribers.tokens import InvalidToken, Links, Purpose
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -148,16 +148,135 @@ def test_transient_failure_propagates_for_a_retry(
     assert backend.closed == 1
 
 
-def test_confirm_activates_once_and_refuses_suppressed(session: Session) -> None:
+def _confirm(session: Session, links: Links, token: str) -> confirmations.Confirmation:
+    result = confirmations.confirm(session, signer=links.signer, token=token, now=NOW)
+    session.commit()
+    return result
+
+
+def _confirm_token(links: Links, sid: int, version: int = 1) -> str:
+    return links.signer.make(Purpose.CONFIRM, subscriber_id=sid, token_version=version)
+
+
+def test_a_confirm_link_activates_once(session: Session, links: Links) -> None:
     sid = _request(session, "ada@example.org")
-    subscriber = session.get(Subscriber, sid)
-    assert subscriber is not None
-    assert confirmations.confirm(session, subscriber, now=NOW)
-    assert subscriber.status is SubscriberStatus.ACTIVE and subscriber.confirmed_at == NOW
-    assert not confirmations.confirm(session, subscriber, now=NOW)
-    subscriber.status = SubscriberStatus.SUPPRESSED
-    with pytest.raises(InvalidToken):
-        confirmations.confirm(session, subscriber, now=NOW)
+    assert sid is not None
+    token = _confirm_token(links, sid)
+    first = _confirm(session, links, token)
+    assert first.outcome is confirmations.Confirmed.ACTIVATED
+    ada = first.subscriber
+    assert ada.status is SubscriberStatus.ACTIVE and ada.confirmed_at == NOW
+    assert ada.token_version == 2  # the link is used up; links mailed from now carry 2
+    again = _confirm(session, links, token)
+    assert again.outcome is confirmations.Confirmed.USED
+    assert ada.token_version == 2 and ada.confirmed_at == NOW
+
+
+def test_a_used_confirm_link_never_brings_back_someone_who_left(
+    session: Session, links: Links
+) -> None:
+    sid = _request(session, "ada@example.org")
+    assert sid is not None
+    token = _confirm_token(links, sid)
+    ada = _confirm(session, links, token).subscriber
+    unsubscribe(session, ada, now=NOW)
+    session.commit()
+    assert _confirm(session, links, token).outcome is confirmations.Confirmed.USED
+    assert ada.status is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_an_active_readers_current_link_is_a_way_in_that_changes_nothing(
+    session: Session, links: Links
+) -> None:
+    sid = _request(session, "ada@example.org")
+    assert sid is not None
+    _set_status(session, sid, SubscriberStatus.ACTIVE)
+    for _ in range(2):
+        result = _confirm(session, links, _confirm_token(links, sid))
+        assert result.outcome is confirmations.Confirmed.ALREADY_ACTIVE
+        assert result.subscriber.token_version == 1  # their digests' links keep working
+
+
+def test_a_confirm_link_refuses_suppressed_and_erased(session: Session, links: Links) -> None:
+    sid = _request(session, "ada@example.org")
+    assert sid is not None
+    _set_status(session, sid, SubscriberStatus.SUPPRESSED)
+    with pytest.raises(InvalidToken, match="suppressed"):
+        _confirm(session, links, _confirm_token(links, sid))
+    with pytest.raises(InvalidToken, match="no such subscriber"):
+        _confirm(session, links, _confirm_token(links, 12345))
+    assert session.get(Subscriber, sid).token_version == 1  # type: ignore[union-attr]
+
+
+def test_two_requests_racing_with_one_confirm_link_activate_once(
+    session_factory: sessionmaker[Session], links: Links
+) -> None:
+    # A mail scanner and the reader open the link at once: both read version 1 before
+    # either commits; the conditional update lets exactly one of them use it.
+    with session_factory() as setup:
+        sid = _request(setup, "ada@example.org")
+    assert sid is not None
+    token = _confirm_token(links, sid)
+    with session_factory() as first, session_factory() as second:
+        seen = second.get(Subscriber, sid)  # held: the identity map keeps it as read
+        assert seen is not None and seen.token_version == 1
+        won = _confirm(first, links, token)
+        lost = _confirm(second, links, token)
+    assert won.outcome is confirmations.Confirmed.ACTIVATED
+    assert lost.outcome is confirmations.Confirmed.USED
+    with session_factory() as check:
+        assert check.get(Subscriber, sid).token_version == 2  # type: ignore[union-attr]
+
+
+def test_signing_up_again_after_leaving_revokes_the_old_links(
+    session: Session, links: Links
+) -> None:
+    sid = _request(session, "ada@example.org")
+    assert sid is not None
+    ada = _confirm(session, links, _confirm_token(links, sid)).subscriber
+    unsubscribe(session, ada, now=NOW)
+    session.commit()
+    assert ada.token_version == 3
+    assert _request(session, "ada@example.org", topics=["robotics"]) == sid
+    assert ada.token_version == 4 and ada.status is SubscriberStatus.UNSUBSCRIBED
+    for stale in (1, 2, 3):
+        assert (
+            _confirm(session, links, _confirm_token(links, sid, stale)).outcome
+            is confirmations.Confirmed.USED
+        )
+    assert ada.status is SubscriberStatus.UNSUBSCRIBED
+    back = _confirm(session, links, _confirm_token(links, sid, 4))
+    assert back.outcome is confirmations.Confirmed.ACTIVATED and ada.token_version == 5
+
+
+def test_signing_up_again_while_pending_or_active_revokes_nothing(
+    session: Session, links: Links
+) -> None:
+    # A stranger can type anyone's address: that must not kill the links they hold.
+    sid = _request(session, "ada@example.org")
+    _request(session, "ada@example.org")
+    assert session.get(Subscriber, sid).token_version == 1  # type: ignore[union-attr]
+    assert sid is not None
+    _set_status(session, sid, SubscriberStatus.ACTIVE)
+    _request(session, "ada@example.org")
+    assert session.get(Subscriber, sid).token_version == 1  # type: ignore[union-attr]
+
+
+def test_the_confirmation_email_carries_the_current_token_version(
+    session: Session, links: Links, settings: Settings
+) -> None:
+    sid = _request(session, "ada@example.org")
+    assert sid is not None
+    ada = _confirm(session, links, _confirm_token(links, sid)).subscriber
+    unsubscribe(session, ada, now=NOW)
+    session.commit()
+    _request(session, "ada@example.org")
+    backend = MemoryBackend()
+    assert _send(session, links, settings, backend, sid)
+    text = email.message_from_bytes(backend.outbox[0].data, policy=policy.default)
+    body = text.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    url = next(word for word in body.split() if "/confirm/" in word)
+    assert links.signer.read(Purpose.CONFIRM, url.rsplit("/", 1)[1]).token_version == 4
 
 
 def test_subscriber_for_token_checks_version_except_for_unsubscribe(

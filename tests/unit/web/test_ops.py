@@ -1,15 +1,18 @@
-"""/ops, its actions, /metrics and /readyz through TestClient (SQLite + fakeredis)."""
+"""/ops, its actions, its sign-in throttle, /metrics and /readyz through TestClient
+(SQLite + fakeredis)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import fakeredis
 import pytest
 import redis as redis_lib
 from fastapi import FastAPI
@@ -23,9 +26,12 @@ from papermail.config import Settings
 from papermail.models import Base, Delivery, DeliveryStatus, SubscriberStatus
 from papermail.ops.control import pause_sending, sending_paused
 from papermail.ops.jobs import recorded
+from papermail.ops.metrics import SendTally
+from papermail.ops.throttle import FixedWindow, client_key
 from papermail.stages import InlineDispatcher
+from papermail.subscribers.tokens import Purpose
 from papermail.web.csrf import CsrfGuard
-from papermail.web.ops import charts
+from papermail.web.ops import auth, charts
 from papermail.web.ops import routes as ops
 from papermail.wiring import Wiring
 from tests.support.celery import FakeCelery
@@ -35,6 +41,7 @@ from tests.support.ledger import (
     seed_funnel,
     seed_subscriber,
 )
+from tests.support.web import Web
 
 PASSWORD = "s3cret-ops-password"  # noqa: S105 (a test credential)
 AUTH = ("ops", PASSWORD)
@@ -131,6 +138,75 @@ def test_the_page_is_not_cached_and_runs_under_a_strict_csp(client: TestClient) 
     assert response.headers["cache-control"] == "no-store"
     assert "script-src 'self'" in response.headers["content-security-policy"]
     assert "<script>" not in response.text and " style=" not in response.text
+
+
+# --- the sign-in throttle --------------------------------------------------------------------
+
+
+def from_address(client: TestClient, host: str) -> TestClient:
+    return TestClient(client.app, client=(host, 50000), follow_redirects=False)
+
+
+def test_wrong_passwords_are_throttled_per_client_address(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    attacker = from_address(client, "203.0.113.7")
+    operator = from_address(client, "198.51.100.2")
+    caplog.set_level(logging.WARNING, logger="papermail.web.ops.auth")
+    for n in range(auth.FAILURE_LIMIT):
+        assert attacker.get("/ops", auth=("ops", f"guess-{n}")).status_code == 401
+
+    refused = attacker.get("/ops", auth=("ops", "guess-last"))
+
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["retry-after"]) <= auth.FAILURE_WINDOW_SECONDS
+    assert refused.headers["cache-control"] == "no-store"
+    assert "www-authenticate" not in refused.headers
+    # Over budget, not even the right password is compared (else guessing goes on).
+    assert attacker.get("/ops", auth=AUTH).status_code == 429
+    assert attacker.get("/metrics", auth=AUTH).status_code == 429
+    # Another address is not affected, and its good sign-in resets nobody's budget.
+    assert operator.get("/ops", auth=AUTH).status_code == 200
+    assert attacker.get("/ops", auth=("ops", "guess-after")).status_code == 429
+    refusals = [r for r in caplog.records if "203.0.113.7" in r.getMessage()]
+    assert refusals and all(r.levelno == logging.WARNING for r in refusals)
+    assert not any("guess" in r.getMessage() or PASSWORD in r.getMessage() for r in caplog.records)
+
+
+def test_a_good_sign_in_does_not_refill_a_shared_address(client: TestClient) -> None:
+    # An office NAT: the attacker cannot wipe their count by waiting for the operator.
+    shared = from_address(client, "192.0.2.10")
+    for _ in range(auth.FAILURE_LIMIT - 1):
+        assert shared.get("/ops", auth=("ops", "wrong")).status_code == 401
+    assert shared.get("/ops", auth=AUTH).status_code == 200
+    assert shared.get("/ops", auth=("ops", "wrong")).status_code == 401  # the last one
+    assert shared.get("/ops", auth=("ops", "wrong")).status_code == 429
+
+
+def test_a_request_without_credentials_is_a_challenge_not_a_failure(client: TestClient) -> None:
+    for _ in range(3 * auth.FAILURE_LIMIT):  # the browser's first try, every page load
+        assert client.get("/ops").status_code == 401
+    assert client.get("/ops", auth=AUTH).status_code == 200
+
+
+def test_the_budget_comes_back_when_the_window_ends(redis: fakeredis.FakeRedis) -> None:
+    now = [1_000_000.0]  # 1,000,000 s: a window boundary for a 100 s window
+    budget = FixedWindow(redis, prefix="t", limit=3, window_seconds=100, clock=lambda: now[0])
+    now[0] += 40
+    assert [budget.hit("a") for _ in range(3)] == [1, 2, 3]
+    assert budget.retry_after("a") == 60
+    assert budget.retry_after("b") is None
+    now[0] += 60
+    assert budget.retry_after("a") is None
+
+
+def test_ipv6_clients_share_a_budget_per_64() -> None:
+    assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9")
+    assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert client_key("203.0.113.7") == "203.0.113.7"
+    assert client_key("testclient") == "testclient"
 
 
 # --- what the page shows --------------------------------------------------------------------
@@ -345,11 +421,74 @@ def test_metrics_parse_as_prometheus_text(rt: Wiring, client: TestClient) -> Non
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
-    today = {s.labels["status"]: s.value for s in families["papermail_deliveries_today"].samples}
-    assert today["sent"] == 4 and today["failed"] == 1
     assert families["papermail_workers_online"].samples[0].value == 2
     assert families["papermail_sending_paused"].samples[0].value == 1
+    assert "papermail_build_info" in families and "process_cpu_seconds" in families
+    assert not any("today" in name or "rate" in name for name in families)
+
+
+def test_embedded_metrics_count_the_sends_in_the_ledger(rt: Wiring, client: TestClient) -> None:
+    # Embedded `papermail web` shares no Redis with the `papermail demo` that sent: the
+    # workers' tally is not there, so the counter comes from the ledger.
+    assert rt.settings.embedded
+    with rt.sessions() as session:
+        edition = seed_edition(session, day=dt.datetime.now(dt.UTC).date())
+        seed_funnel(session, edition, {"sent": 4, "failed": 1, "pending": 2})
+
+    families = {
+        f.name: f for f in text_string_to_metric_families(client.get("/metrics", auth=AUTH).text)
+    }
+
+    sends = {s.labels["outcome"]: s.value for s in families["papermail_sends"].samples}
+    assert sends["sent"] == 4 and sends["failed"] == 1
+    assert "papermail_smtp_send_seconds" not in families
+
+
+def test_metrics_count_the_workers_tally_when_not_embedded(tmp_path: Path) -> None:
+    rt = make_runtime(
+        tmp_path,
+        redis_url="redis://127.0.0.1:1/0",  # replaced by fakeredis below
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+    )
+    rt.redis = fakeredis.FakeRedis()
+    Base.metadata.create_all(rt.engine)
+    with rt.sessions() as session:  # rows the ledger has but no worker of this fleet sent
+        seed_funnel(session, seed_edition(session, day=dt.date.today()), {"sent": 9})
+    tally = SendTally()
+    tally.observe("sent", 0.02)
+    tally.observe("retry", 0.5)
+    tally.flush(rt.redis)
+
+    text = make_client(rt, FakeCelery()).get("/metrics", auth=AUTH).text
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    sends = {s.labels["outcome"]: s.value for s in families["papermail_sends"].samples}
+    assert sends["sent"] == 1 and sends["retry"] == 1
     assert "papermail_smtp_send_seconds" in families
+
+
+def test_request_metrics_name_the_route_template_never_the_token(web: Web) -> None:
+    subscriber = web.add("ada@example.org")
+    token = web.token(Purpose.PREFERENCES, subscriber)
+    assert web.client.get(f"/preferences/{token}").status_code == 200
+    assert web.client.get("/no/such/page").status_code == 404
+
+    text = web.client.get("/metrics").text  # development, no password: open
+
+    assert token not in text and "/no/such/page" not in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = {
+        (s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+        for s in families["papermail_http_requests"].samples
+        if s.name == "papermail_http_requests_total"
+    }
+    assert requests[("GET", "/preferences/{token}", "200")] == 1
+    assert requests[("GET", "<unmatched>", "404")] == 1
+    durations = {
+        (s.labels["method"], s.labels["route"])
+        for s in families["papermail_http_request_duration_seconds"].samples
+    }
+    assert ("GET", "/preferences/{token}") in durations
 
 
 def test_readyz_says_which_dependency_is_down(rt: Wiring, client: TestClient) -> None:

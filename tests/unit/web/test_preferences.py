@@ -10,12 +10,15 @@ from papermail.db import session_scope
 from papermail.models import Subscriber, SubscriberStatus
 from papermail.pipeline import ranking
 from papermail.pipeline.planning import edition_candidates
+from papermail.stages import InlineDispatcher, plan
 from papermail.subscribers.preferences import MESSAGES
 from papermail.subscribers.tokens import Purpose
 from tests.support.web import (
     Web,
+    confirm_path,
     csrf_in,
     seed_edition,
+    text_of,
 )
 
 GOOD = {
@@ -309,3 +312,38 @@ def test_the_next_digest_selection_follows_saved_preferences(web: Web) -> None:
         )
     assert len(selection) == 3
     assert all("robotics" in reason for _, reason in selection)
+
+
+def test_leaving_revokes_preferences_links(web: Web) -> None:
+    ada = web.add("ada@example.org")
+    path, _ = _page(web, ada)
+    assert web.client.get(path).status_code == 200
+    web.client.post(
+        f"/unsubscribe/{web.token(Purpose.UNSUBSCRIBE, ada)}",
+        data={"List-Unsubscribe": "One-Click"},
+    )
+    response = web.client.get(path)
+    assert response.status_code == 400 and "replaced" in response.text
+    assert web.client.post(path, data=GOOD).status_code == 400  # and cannot save either
+    assert web.subscriber("ada@example.org").frequency.value == "daily"  # type: ignore[union-attr]
+
+
+def test_digests_link_to_preferences_with_the_current_token_version(web: Web) -> None:
+    # The version is read when a batch loads its rows, so a digest sent after confirming
+    # (or coming back) carries a link that works, and one from before does not.
+    edition_id = seed_edition(web)
+    web.subscribe("ada@example.org")
+    web.client.get(confirm_path(web.outbox[0]))
+    plan(
+        web.runtime,
+        dispatcher=InlineDispatcher(web.runtime, clock=web.clock),
+        now=web.clock(),
+        due_only=False,
+        edition_ids=[edition_id],
+    )
+    digest = web.outbox[-1]
+    assert digest["List-Unsubscribe"]
+    [link] = [w for w in text_of(digest).split() if "/preferences/" in w]
+    token = link.rsplit("/", 1)[1]
+    assert web.runtime.links.signer.read(Purpose.PREFERENCES, token).token_version == 2
+    assert web.client.get(f"/preferences/{token}").status_code == 200

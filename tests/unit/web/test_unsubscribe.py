@@ -177,6 +177,19 @@ def test_unsubscribe_links_outlive_token_rotation(web: Web) -> None:
     assert _status(web, "ada@example.org") is SubscriberStatus.UNSUBSCRIBED
 
 
+def test_unsubscribe_links_outlive_leaving_and_coming_back(web: Web) -> None:
+    # Leaving and signing up again rotate the token version; unsubscribe links ignore it.
+    ada = web.add("ada@example.org")
+    old = _path(web, ada)
+    assert web.client.post(old, data=ONE_CLICK).status_code == 200
+    web.subscribe("ada@example.org")
+    web.client.get(confirm_path(web.outbox[0]))
+    assert _status(web, "ada@example.org") is SubscriberStatus.ACTIVE
+    assert web.subscriber("ada@example.org").token_version == 4  # type: ignore[union-attr]
+    assert web.client.post(old, data=ONE_CLICK).status_code == 200
+    assert _status(web, "ada@example.org") is SubscriberStatus.UNSUBSCRIBED
+
+
 def test_unsubscribe_links_work_after_months(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
     from itsdangerous import TimestampSigner
 

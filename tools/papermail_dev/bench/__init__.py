@@ -5,7 +5,12 @@ machine. Planning runs as the Celery task does in production. In the same run,
 against the same sink, a raw baseline sends pre-built bytes over reused smtplib
 connections: the ratio says how much the pipeline costs over bare SMTP.
 
+A run flushes its Redis database and creates a scratch PostgreSQL database (it says so
+first), refuses to start while workers of an earlier run still answer on its broker, and
+leaves nothing running or behind however it ends (SIGKILL aside).
+
     run.py             BenchConfig, BenchResult, run_bench, report_lines
+    lifecycle.py       what a run started and created, gone on every exit (SIGTERM too)
     scratch.py         the scratch database, its edition and subscribers
     celery_workers.py  worker processes, started as in production
     sink_process.py    the SMTP sink in a process of its own

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from papermail.config import Settings
 from papermail.models import Delivery, Edition
+from papermail.pipeline.messages import DateHeaders
 from papermail.wiring import Wiring
 from papermail_dev.bench.sink_process import SinkProcess
 
@@ -36,6 +37,7 @@ def sample_message(settings: Settings) -> bytes:
         to="baseline@bench.example.org",
         message_id="<baseline@bench>",
         date=dt.datetime.now(dt.UTC),
+        dates=DateHeaders(),
         unsubscribe_url=url,
         values={
             "email": "baseline@bench.example.org",

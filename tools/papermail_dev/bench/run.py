@@ -11,9 +11,11 @@ from pathlib import Path
 
 import psutil
 
+from papermail.cli.common import Fail
 from papermail.db import make_engine, make_session_factory
 from papermail_dev.bench.baseline import raw_baseline, sample_message
-from papermail_dev.bench.celery_workers import start_worker, stop_workers, wait_workers
+from papermail_dev.bench.celery_workers import answering_workers, refusal, wait_workers
+from papermail_dev.bench.lifecycle import RunResources, redact, signals_as_exceptions
 from papermail_dev.bench.sampling import (
     ProcessSampler,
     cpu_seconds,
@@ -25,13 +27,14 @@ from papermail_dev.bench.sampling import (
     wait_for,
 )
 from papermail_dev.bench.scratch import (
+    SCRATCH_PREFIX,
     bench_settings,
+    existing_databases,
     flush_redis,
     prepare,
-    scratch_database,
+    scratch_name,
     settings_env,
 )
-from papermail_dev.bench.sink_process import SinkProcess
 
 PLAN_TASK = "papermail.plan_deliveries"
 
@@ -50,6 +53,8 @@ class BenchConfig:
     log_dir: Path = Path("var/bench")
     ledger_async_commit: bool = False
     seed: int = 7
+    send_rate_per_second: float = 0.0  # 0: as fast as the sink takes them
+    scratch_prefix: str = SCRATCH_PREFIX
 
 
 @dataclass
@@ -98,29 +103,89 @@ def report_lines(result: BenchResult) -> str:
     return out.getvalue()
 
 
+class EarlierRunStillRunning(Fail):
+    """Workers already answer on the bench's broker: they would take this run's tasks."""
+
+
+def warning_line(config: BenchConfig, database: str) -> str:
+    """What the run will flush and create on shared services, said before it does."""
+    server = redact(config.pg_admin_url).rsplit("/", 1)[0]
+    return (
+        f"warning: this run flushes Redis {redact(config.redis_url)} (before and after) and "
+        f"creates PostgreSQL database {database} on {server} (dropped after)"
+    )
+
+
+def leftovers_note(admin_url: str, prefix: str) -> str | None:
+    """Scratch databases already there: a run in progress, or one killed with SIGKILL."""
+    try:
+        names = existing_databases(admin_url, prefix)
+    except Exception:  # the run itself will say what is wrong with the server
+        return None
+    if not names:
+        return None
+    drops = "; ".join(f'DROP DATABASE "{name}" WITH (FORCE)' for name in names)
+    return (
+        f"note: {len(names)} scratch database(s) of other runs exist (one in progress, or "
+        f"killed with SIGKILL): {', '.join(names)}; once no run uses them: psql -c '{drops}'"
+    )
+
+
+def refuse_if_workers_answer(
+    redis_url: str,
+    *,
+    answering: Callable[[str], dict[str, int | None]] = answering_workers,
+) -> None:
+    try:
+        workers = answering(redis_url)
+    except Exception as exc:  # kombu's OperationalError, redis' ConnectionError...
+        raise Fail(f"cannot reach the bench's Redis at {redact(redis_url)}: {exc}") from exc
+    if workers:
+        raise EarlierRunStillRunning(refusal(redact(redis_url), workers))
+
+
 def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> BenchResult:
     from workers.celery_app import make_celery
 
-    flush_redis(config.redis_url)
-    with scratch_database(config.pg_admin_url) as db_url, SinkProcess() as sink:
+    database = scratch_name(config.scratch_prefix)
+    log(warning_line(config, database))
+    refuse_if_workers_answer(config.redis_url)
+    note = leftovers_note(config.pg_admin_url, config.scratch_prefix)
+    if note:
+        log(note)
+    with (
+        signals_as_exceptions(),
+        RunResources(
+            redis_url=config.redis_url, pg_admin_url=config.pg_admin_url, log=log
+        ) as resources,
+    ):
+        flush_redis(config.redis_url)
+        db_url = resources.create_database(database)
+        sink = resources.start_sink()
         settings = bench_settings(db_url, config.redis_url, sink, config.batch_size)
-        settings = settings.model_copy(update={"ledger_async_commit": config.ledger_async_commit})
+        settings = settings.model_copy(
+            update={
+                "ledger_async_commit": config.ledger_async_commit,
+                "send_rate_per_second": config.send_rate_per_second,
+            }
+        )
         started = time.perf_counter()
         prepare(settings, subscribers=config.subscribers, seed=config.seed)
         log(f"seeded {config.subscribers:,} subscribers in {time.perf_counter() - started:.1f} s")
         app = make_celery(settings)
         env = settings_env(settings)
-        procs = [
-            start_worker(
-                env,
-                name=f"bench{i}@%h",
-                concurrency=config.concurrency,
-                log_path=config.log_dir / f"worker-{i}.log",
-            )
-            for i in range(config.workers)
-        ]
         try:
+            procs = [
+                resources.start_worker(
+                    env,
+                    name=f"bench{i}@%h",
+                    concurrency=config.concurrency,
+                    log_path=config.log_dir / f"worker-{i}.log",
+                )
+                for i in range(config.workers)
+            ]
             wait_workers(app, config.workers, timeout=60)
+            log(f"{config.workers} worker(s) up: planning and delivering...")
             with ProcessSampler([psutil.Process(p.pid) for p in procs]) as sampler:
                 cpu_before = dict(sampler.cpu)
                 services = service_processes(sink.pid)
@@ -141,8 +206,8 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
                 for kind in services
             }
             peak_rss = max(sampler.peak_rss.values(), default=0)
+            resources.stop_workers()
         finally:
-            stop_workers(procs)
             app.close()
         engine = make_engine(db_url)
         sessions = make_session_factory(engine)
@@ -158,7 +223,6 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
             connections=config.baseline_connections,
             messages=min(config.baseline_messages, config.subscribers),
         )
-    flush_redis(config.redis_url)
     rate = recipients / elapsed if elapsed else 0.0
     notes = [] if done else [f"timed out after {config.timeout_seconds:.0f}s"]
     return BenchResult(

@@ -9,9 +9,11 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import redis as redis_lib
+from pydantic import SecretStr
 
 from papermail import stages
 from papermail.config import Settings
@@ -40,18 +42,51 @@ EDITION_SIZE = 50
 RANK_HOUR = 6
 
 
-@contextmanager
-def scratch_database(admin_url: str, *, prefix: str = "papermail_bench") -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards; yields its SQLAlchemy URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+SCRATCH_PREFIX = "papermail_bench"
+
+
+def scratch_name(prefix: str = SCRATCH_PREFIX) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def database_url(admin_url: str, name: str) -> str:
+    """The SQLAlchemy URL of database ``name`` on the admin URL's server."""
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}"
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """CREATE DATABASE ``name``; returns its SQLAlchemy URL."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return database_url(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """DROP DATABASE ``name``, its open connections with it (absent is fine)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def existing_databases(admin_url: str, prefix: str = SCRATCH_PREFIX) -> list[str]:
+    """The databases on the server named like a scratch database of this prefix."""
+    pattern = prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "\\_%"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY datname", (pattern,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+@contextmanager
+def scratch_database(admin_url: str, *, prefix: str = SCRATCH_PREFIX) -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards; yields its SQLAlchemy URL."""
+    name = scratch_name(prefix)
+    url = create_database(admin_url, name)
     try:
-        yield f"{base}/{name}"
+        yield url
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(admin_url, name)
 
 
 def seed_subscribers(db_url: str, *, count: int, seed: int) -> None:
@@ -92,15 +127,16 @@ def seed_subscribers(db_url: str, *, count: int, seed: int) -> None:
 
 
 def bench_settings(db_url: str, redis_url: str, sink: SinkProcess, batch_size: int) -> Settings:
+    no_env_file: dict[str, Any] = {"_env_file": None}  # the bench sets everything itself
     return Settings(
-        _env_file=None,
+        **no_env_file,
         database_url=db_url,
         redis_url=redis_url,
         smtp_host=sink.host,
         smtp_port=sink.port,
         base_url="https://papers.bench.example.org",
         mail_from="papermail <digest@papers.bench.example.org>",
-        secret_key=secrets.token_urlsafe(32),
+        secret_key=SecretStr(secrets.token_urlsafe(32)),
         batch_size=batch_size,
     )
 
@@ -118,6 +154,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PAPERMAIL_BATCH_SIZE": str(settings.batch_size),
         "PAPERMAIL_LOG_LEVEL": "WARNING",
         "PAPERMAIL_LEDGER_ASYNC_COMMIT": "1" if settings.ledger_async_commit else "0",
+        "PAPERMAIL_SEND_RATE_PER_SECOND": str(settings.send_rate_per_second),
     }
 
 

@@ -62,9 +62,14 @@ class OpsContext:
 
 def attach_ops(
     app: FastAPI, *, wiring: Wiring, dispatcher: Dispatcher, celery: CeleryLike | None
-) -> None:
-    app.state.ops = OpsContext(wiring=wiring, dispatcher=dispatcher, celery=celery)
+) -> metrics.HttpMetrics:
+    """Include /ops, /metrics and /readyz; returns the request metrics for the app's
+    middleware to feed (web/app.py), registered with what /metrics serves."""
+    ops = OpsContext(wiring=wiring, dispatcher=dispatcher, celery=celery)
+    app.state.ops = ops
+    app.state.ops_metrics = _make_registry(ops)
     app.include_router(router)
+    return metrics.HttpMetrics(app.state.ops_metrics)
 
 
 def get_ops(request: Request) -> OpsContext:
@@ -73,7 +78,8 @@ def get_ops(request: Request) -> OpsContext:
 
 
 def _gate(request: Request) -> Operator | Response:
-    return auth.gate(request, get_ops(request).wiring.settings)
+    w = get_ops(request).wiring
+    return auth.gate(request, w.settings, w.redis)
 
 
 # --- pages ----------------------------------------------------------------------------------
@@ -324,17 +330,22 @@ def reingest(request: Request, csrf_token: str = Form("")) -> Response:
 # --- machines -------------------------------------------------------------------------------
 
 
-def _registry(request: Request) -> CollectorRegistry:
-    registry = getattr(request.app.state, "ops_metrics", None)
-    if registry is None:
-        ops = get_ops(request)
-        registry = metrics.make_registry(
-            # A scrape must stay fast: a short worker ping (Prometheus times out at 10 s).
+def _make_registry(ops: OpsContext) -> CollectorRegistry:
+    w = ops.wiring
+    if w.settings.embedded:
+        # Embedded: the sends were made by another process (`papermail demo`) or inline,
+        # and this process's fakeredis has no workers' tally: count them from the ledger.
+        return metrics.make_registry(
             snapshot=lambda: ops.snapshot(worker_timeout=0.5),
-            send_totals=lambda: metrics.read_send_totals(ops.wiring.redis),
+            send_totals=lambda: metrics.ledger_send_totals(w.sessions),
+            send_source="database",
         )
-        request.app.state.ops_metrics = registry
-    return registry
+    return metrics.make_registry(
+        # A scrape must stay fast: a short worker ping (Prometheus times out at 10 s).
+        snapshot=lambda: ops.snapshot(worker_timeout=0.5),
+        send_totals=lambda: metrics.read_send_totals(w.redis),
+        send_source="redis",
+    )
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -342,7 +353,7 @@ def prometheus_metrics(request: Request) -> Response:
     operator = _gate(request)
     if isinstance(operator, Response):
         return operator
-    body = metrics.render(_registry(request))
+    body = metrics.render(request.app.state.ops_metrics)
     return Response(body, media_type=metrics.CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
 
