@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from papermail.clock import utcnow
 from papermail.dispatch import Dispatcher
-from papermail.ops.metrics import HttpMetrics
+from papermail.ops.http_metrics import HttpMetrics
 from papermail.stages import InlineDispatcher
 from papermail.subscribers.signup_limits import SignupLimits
 from papermail.subscribers.tokens import InvalidToken

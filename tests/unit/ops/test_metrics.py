@@ -17,6 +17,7 @@ from papermail import __version__
 from papermail.models import DeliveryStatus
 from papermail.ops import metrics
 from papermail.ops.broker import BeatStatus, QueueDepth
+from papermail.ops.http_metrics import HttpMetrics
 from papermail.ops.metrics import SendTally
 from papermail.ops.monitoring import Snapshot, StageRun
 from tests.conftest import FIXED_NOW
@@ -275,7 +276,7 @@ def test_send_metrics_wait_for_the_source_they_read() -> None:
 
 def test_http_requests_are_counted_by_route_template_and_method() -> None:
     registry = metrics.make_registry(snapshot=snapshot)
-    http = metrics.HttpMetrics(registry)
+    http = HttpMetrics(registry)
     http.observe(method="GET", route="/preferences/{token}", status=200, seconds=0.03)
     http.observe(method="GET", route="/preferences/{token}", status=400, seconds=0.01)
     http.observe(method="BREW", route=None, status=405, seconds=0.001)

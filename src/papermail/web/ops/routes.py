@@ -29,6 +29,7 @@ from papermail.ops import actions as operations
 from papermail.ops import history as ops_history
 from papermail.ops import metrics, monitoring, phrasing
 from papermail.ops.broker import CeleryLike
+from papermail.ops.http_metrics import HttpMetrics
 from papermail.subscribers.subscriptions import InvalidEmail, find
 from papermail.web.ops import auth
 from papermail.web.ops.auth import Operator
@@ -62,14 +63,14 @@ class OpsContext:
 
 def attach_ops(
     app: FastAPI, *, wiring: Wiring, dispatcher: Dispatcher, celery: CeleryLike | None
-) -> metrics.HttpMetrics:
+) -> HttpMetrics:
     """Include /ops, /metrics and /readyz; returns the request metrics for the app's
     middleware to feed (web/app.py), registered with what /metrics serves."""
     ops = OpsContext(wiring=wiring, dispatcher=dispatcher, celery=celery)
     app.state.ops = ops
     app.state.ops_metrics = _make_registry(ops)
     app.include_router(router)
-    return metrics.HttpMetrics(app.state.ops_metrics)
+    return HttpMetrics(app.state.ops_metrics)
 
 
 def get_ops(request: Request) -> OpsContext:
