@@ -82,6 +82,11 @@ class EditionKind(enum.StrEnum):
     WEEKLY = "weekly"
 
 
+class FeedbackDirection(enum.StrEnum):
+    MORE = "more"
+    LESS = "less"
+
+
 class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"
     SENDING = "sending"
@@ -187,6 +192,30 @@ class Subscriber(Base):
     unsubscribe_reason: Mapped[str | None] = mapped_column(String(500))
     bounce_count: Mapped[int] = mapped_column(default=0)
     token_version: Mapped[int] = mapped_column(default=1)
+    # Names muted from a digest card (subscribers/feedback.py): a paper by any of them is
+    # never selected. Stored as shown on the card; compared case-insensitively.
+    muted_authors: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    muted_organizations: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+
+
+class Feedback(Base):
+    """A reader's "more like this" / "less like this" on one paper; one per paper, the
+    latest word wins (subscribers/feedback.py)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "paper_id", name="uq_feedback_subscriber_paper"),
+        # The preferences page lists a reader's marks newest first.
+        Index("ix_feedback_subscriber_created", "subscriber_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    paper_id: Mapped[str] = mapped_column(ForeignKey("papers.id", ondelete="CASCADE"))
+    direction: Mapped[FeedbackDirection] = mapped_column(
+        _enum(FeedbackDirection, "feedback_direction")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Variant(Base):

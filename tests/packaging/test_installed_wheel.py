@@ -25,7 +25,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     dist = tmp / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(dist), str(ROOT)], check=True)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "-w", str(dist), str(ROOT)], check=True, env=_clean_env()
+    )
     [wheel] = dist.glob("papermail-*.whl")
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
@@ -38,13 +40,25 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).stdout.strip()
     # The dependencies come from the dev environment; papermail itself only from the wheel.
     Path(site, "dev-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([*pip, "--python", str(python), "install", "--no-deps", str(wheel)], check=True)
+    # --ignore-installed: the borrowed site-packages holds the editable papermail, which
+    # pip would otherwise call "already satisfied".
+    subprocess.run(
+        [*pip, "--python", str(python), "install", "--no-deps", "--ignore-installed", str(wheel)],
+        check=True,
+        env=_clean_env(),
+    )
     return env_dir
 
 
+def _clean_env() -> dict[str, str]:
+    """No PAPERMAIL_* settings and no PYTHONPATH: only the wheel may provide papermail."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("PAPERMAIL_") and k != "PYTHONPATH"
+    }
+
+
 def _run(env_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAPERMAIL_")}
-    env |= {"PAPERMAIL_VAR_DIR": str(cwd / "var"), "COLUMNS": "200"}
+    env = _clean_env() | {"PAPERMAIL_VAR_DIR": str(cwd / "var"), "COLUMNS": "200"}
     return subprocess.run(
         [str(env_dir / "bin" / "papermail"), *args],
         cwd=cwd,
@@ -66,6 +80,7 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(
             "import papermail.config as c; print(c.__file__); print(c.default_templates_dir())",
         ],
         cwd=tmp_path,
+        env=_clean_env(),
         check=True,
         capture_output=True,
         text=True,

@@ -19,11 +19,12 @@ import html
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from typing import cast
 
 CRLF = "\r\n"
 
@@ -177,13 +178,19 @@ def _encode_literal(text: str) -> bytes:
 
 
 _QP_SAFE = re.compile(r"[!-<>-~]*")  # printable ASCII but "=": QP leaves it as it is
+# What signed tokens are made of (base64url, digits, "."): nothing HTML or QP would alter.
+_TOKEN_TEXT = re.compile(r"[A-Za-z0-9_.\-]*").fullmatch
+# One encoded line as it is: QP-safe, at most 72 characters, not starting with a dot.
+_ONE_SAFE_LINE = re.compile(r"[\x21-\x2d\x2f-\x3c\x3e-\x7e][\x21-\x3c\x3e-\x7e]{0,71}").fullmatch
 
 
 def _encode_value(value: str) -> bytes:
-    # A value (a URL, an address) is short; it becomes its own soft-broken line(s).
+    # A value (a URL, a token, an address) is short; it becomes its own soft-broken line(s).
+    if _ONE_SAFE_LINE(value):  # the usual case (a token, an address), with nothing to do
+        return (value + "=" + CRLF).encode("ascii")
     if not value:
         return b""
-    if _QP_SAFE.fullmatch(value):  # the usual case, without quoprimime's per-char work
+    if _QP_SAFE.fullmatch(value):  # without quoprimime's per-char work
         lines = [value[i : i + 72] for i in range(0, len(value), 72)]
         encoded = ("=" + CRLF).join(lines)
     else:
@@ -213,6 +220,37 @@ class MessageTemplate:
     head: bytes  # constant headers, CRLF-terminated
     body: tuple[Segment, ...]  # the MIME body after the top-level headers
     slots: frozenset[str]  # slot names; "html:" ones sit in the text/html part
+    # The cards' feedback-link slots and what their tokens sign after the subscriber id
+    # (rendering.feedback_plan); the sender signs one token per slot for each message.
+    feedback_slots: tuple[str, ...] = ()
+    feedback_payloads: tuple[bytes, ...] = ()
+    # What render() encodes: the text part's slots, then (html slot, value name) pairs.
+    _plain: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _html: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    _positions: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        plain = tuple(sorted(s for s in self.slots if not s.startswith(HTML_SLOT)))
+        if len(self.feedback_slots) != len(self.feedback_payloads):
+            raise ValueError("one feedback payload per feedback slot")
+        if not set(self.feedback_slots) <= set(plain):
+            raise ValueError("feedback slots missing from the text part")
+        # A feedback slot holds a token, whose characters HTML leaves alone (render checks):
+        # its HTML occurrence takes the text part's encoding, with no escaping per value.
+        tokens = {HTML_SLOT + name: name for name in self.feedback_slots}
+        html_pairs = tuple(
+            sorted(
+                (s, s[len(HTML_SLOT) :])
+                for s in self.slots
+                if s.startswith(HTML_SLOT) and s not in tokens
+            )
+        )
+        positions = tuple(
+            (i, tokens.get(s, s)) for i, s in enumerate(self.body) if isinstance(s, str)
+        )
+        object.__setattr__(self, "_plain", plain)
+        object.__setattr__(self, "_html", html_pairs)
+        object.__setattr__(self, "_positions", positions)
 
     @classmethod
     def compile(
@@ -225,6 +263,8 @@ class MessageTemplate:
         list_id: str,
         reply_to: str | None = None,
         archive_url: str | None = None,
+        feedback_slots: tuple[str, ...] = (),
+        feedback_payloads: tuple[bytes, ...] = (),
     ) -> MessageTemplate:
         headers = [("From", sender), ("Subject", subject), ("List-Id", list_id)]
         if reply_to:
@@ -261,6 +301,8 @@ class MessageTemplate:
             head=head.encode("ascii"),
             body=_merge_literals(body),
             slots=frozenset(s for s in body if isinstance(s, str)),
+            feedback_slots=feedback_slots,
+            feedback_payloads=feedback_payloads,
         )
 
     @property
@@ -286,19 +328,21 @@ class MessageTemplate:
             f"Message-ID: {ascii_header_safe(message_id)}{CRLF}"
             f"List-Unsubscribe: <{ascii_header_safe(unsubscribe_url)}>{CRLF}"
         ).encode("ascii")
-        encoded = {
-            name: _encode_value(
-                html.escape(values[name[len(HTML_SLOT) :]], quote=True)
-                if name.startswith(HTML_SLOT)
-                else values[name]
-            )
-            for name in self.slots
-        }
-        return (
-            self.head
-            + personal
-            + b"".join(encoded[s] if isinstance(s, str) else s for s in self.body)
-        )
+        if self.feedback_slots and not _TOKEN_TEXT(
+            "".join([values[n] for n in self.feedback_slots])
+        ):
+            raise ValueError("a feedback slot's value is not a token")
+        encoded = {name: _encode_value(values[name]) for name in self._plain}
+        for name, value_name in self._html:
+            value = values[value_name]
+            escaped = html.escape(value, quote=True)
+            # A URL (the usual value) escapes to itself: encode it once for both parts.
+            same = escaped == value and value_name in encoded
+            encoded[name] = encoded[value_name] if same else _encode_value(escaped)
+        parts = list(self.body)
+        for index, name in self._positions:
+            parts[index] = encoded[name]
+        return self.head + personal + b"".join(cast(list[bytes], parts))  # no slot name left
 
 
 class DateHeaders:

@@ -116,17 +116,30 @@ class _Planner:
 
     def key_for_row(self, row: Row[Any]) -> str:
         """Memoised on the raw column values: a million rows share a few hundred."""
-        raw = (row.format, row.max_papers, row.topics, row.follow_organizations, row.follow_authors)
+        raw = (
+            row.format,
+            row.max_papers,
+            row.topics,
+            row.follow_organizations,
+            row.follow_authors,
+            row.muted_authors,
+            row.muted_organizations,
+        )
         key = self._raw_keys.get(raw)
         if key is None:
             interests = ranking.Interests.of(row, terms=_json_list)
-            key = self._raw_keys[raw] = self.key_for(MailFormat(row.format).value, interests)
+            muted = ranking.Muted.of(row, terms=_json_list)
+            key = self._raw_keys[raw] = self.key_for(MailFormat(row.format).value, interests, muted)
         return key
 
-    def key_for(self, fmt: str, interests: ranking.Interests) -> str:
-        memo = (fmt, interests)
+    def key_for(
+        self, fmt: str, interests: ranking.Interests, muted: ranking.Muted = ranking.NOBODY_MUTED
+    ) -> str:
+        memo = (fmt, interests, muted)
         if memo not in self._keys:
-            selection = ranking.select(self.candidates, interests, index=self.topic_index)
+            selection = ranking.select(
+                self.candidates, interests, index=self.topic_index, muted=muted
+            )
             key = variant_key(self.edition.id, fmt, selection)
             self._keys[memo] = key
             self.new_variants.append(
@@ -227,6 +240,8 @@ def _due_chunk(
             cast(Subscriber.topics, Text).label("topics"),
             cast(Subscriber.follow_organizations, Text).label("follow_organizations"),
             cast(Subscriber.follow_authors, Text).label("follow_authors"),
+            cast(Subscriber.muted_authors, Text).label("muted_authors"),
+            cast(Subscriber.muted_organizations, Text).label("muted_organizations"),
             cast(Subscriber.format, Text).label("format"),
         )
         .where(

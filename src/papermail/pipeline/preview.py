@@ -14,7 +14,13 @@ from papermail.models import Edition, EditionKind, MailFormat, Paper, Subscriber
 from papermail.pipeline import ranking
 from papermail.pipeline.editions import latest_edition
 from papermail.pipeline.planning import edition_candidates
-from papermail.pipeline.rendering import DigestContent, PaperCard, fill, render_digest
+from papermail.pipeline.rendering import (
+    DigestContent,
+    PaperCard,
+    feedback_plan,
+    fill,
+    render_digest,
+)
 from papermail.subscribers.subscriptions import normalize_email
 from papermail.subscribers.tokens import Links
 
@@ -39,13 +45,15 @@ def render_preview(
 ) -> PreviewResult:
     subscriber = _subscriber(session, email)
     edition = _edition(session, edition_id, subscriber)
-    # Planning's mapping; without a subscriber, a new reader's: the default, nothing followed.
+    # Planning's mapping; without a subscriber, a new reader's: the default, nothing
+    # followed or muted.
     interests = (
         ranking.Interests.of(subscriber)
         if subscriber
         else ranking.Interests(max_papers=default_max_papers)
     )
-    selection = ranking.select(edition_candidates(session, edition), interests)
+    muted = ranking.Muted.of(subscriber) if subscriber else ranking.NOBODY_MUTED
+    selection = ranking.select(edition_candidates(session, edition), interests, muted=muted)
     papers = {
         p.id: p
         for p in session.scalars(select(Paper).where(Paper.id.in_([pid for pid, _ in selection])))
@@ -62,6 +70,7 @@ def render_preview(
                 for pid, why in selection
             ),
             format=fmt.value,
+            feedback_url=links.feedback_prefix,
             list_name=list_name,
         ),
     )
@@ -71,6 +80,9 @@ def render_preview(
         "preferences_url": links.preferences(sid, version),
         "unsubscribe_url": links.unsubscribe(sid, version),
     }
+    slots, payloads = feedback_plan(rendered)  # as sending fills them: a token per link
+    tokens = links.signer.feedback_tokens(sid, payload_suffixes=payloads)
+    values.update(zip(slots, tokens, strict=True))
     html_values = {k: html_mod.escape(v, quote=True) for k, v in values.items()}
     who = (subscriber.email if subscriber else "default").replace("@", "_at_")
     return PreviewResult(

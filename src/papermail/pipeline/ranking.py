@@ -147,6 +147,44 @@ class Interests:
         )
 
 
+def name_key(name: str) -> str:
+    """How a muted name is compared with a paper's: case and spacing do not matter."""
+    return " ".join(name.split()).casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Muted:
+    """Authors and organisations a reader muted from a digest card: a paper by any of
+    them is never selected, followed or not. Not a preference (the form does not set it),
+    so not part of :class:`Interests`; a frozen value too, and a memo key beside it.
+
+    Holds comparison keys (:func:`name_key`), so the order names were muted in and how
+    they were written do not make two readers' selections differ.
+    """
+
+    authors: frozenset[str] = frozenset()
+    organizations: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, chosen: Any, *, terms: Callable[[Any], Iterable[str]] = _as_terms) -> Muted:
+        """What a Subscriber or a planning row muted (``muted_authors``,
+        ``muted_organizations``); ``terms`` as for :meth:`Interests.of`."""
+        return cls(
+            authors=frozenset(map(name_key, terms(chosen.muted_authors))) - {""},
+            organizations=frozenset(map(name_key, terms(chosen.muted_organizations))) - {""},
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.authors or self.organizations)
+
+    def excludes(self, candidate: Candidate) -> bool:
+        if candidate.organization and name_key(candidate.organization) in self.organizations:
+            return True
+        return bool(self.authors) and any(name_key(a) in self.authors for a in candidate.authors)
+
+
+NOBODY_MUTED = Muted()
+
 Selection = tuple[tuple[str, str], ...]  # ((paper_id, reason), ...) in email order
 
 
@@ -196,12 +234,17 @@ def _follow_reason(candidate: Candidate, interests: Interests) -> str | None:
 
 
 def select(
-    candidates: Sequence[Candidate], interests: Interests, *, index: TopicIndex | None = None
+    candidates: Sequence[Candidate],
+    interests: Interests,
+    *,
+    index: TopicIndex | None = None,
+    muted: Muted = NOBODY_MUTED,
 ) -> Selection:
     """Followed organisations/authors first, then topic matches, then the top trending.
 
     Topics boost rather than filter: a reader who follows "robotics" still gets
-    a full digest on a day with one robotics paper.
+    a full digest on a day with one robotics paper. A paper by a muted author or
+    organisation is never picked, whatever else it matches.
     """
     index = index or TopicIndex(candidates)
     topics = [(t, index.matching(t)) for t in interests.topics if t.strip()]
@@ -209,6 +252,8 @@ def select(
     matched: list[tuple[str, str]] = []
     rest: list[tuple[str, str]] = []
     for c in sorted(candidates, key=lambda c: c.rank):
+        if muted and muted.excludes(c):
+            continue
         if reason := _follow_reason(c, interests):
             followed.append((c.paper_id, reason))
         elif topic := next((t for t, ids in topics if c.paper_id in ids), None):

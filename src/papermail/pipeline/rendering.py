@@ -8,6 +8,12 @@ Templates mark per-subscriber values with ``{{ slot("unsubscribe_url") }}``. The
 carries a random nonce made for that render call, so text inside a paper title cannot
 forge one: only the exact markers this call emitted are split out, and their count is
 checked against the number of ``slot()`` calls.
+
+Each card's "More like this" / "Less like this" links end in a slot, one per card
+position and direction (``more_1``, ``less_1``, ...): the token there is signed for one
+reader, paper and direction, so it is made per message (see ``feedback_plan``). The
+rest of the URL (``DigestContent.feedback_url``) is compiled into the variant, which
+keeps each value short (one encoded line) and the per-message work to a signature.
 """
 
 from __future__ import annotations
@@ -32,11 +38,19 @@ from redis import Redis
 
 from papermail.dates import edition_heading, short_date
 from papermail.models import Paper
-from papermail.subscribers.tokens import MAX_AGE, Purpose
+from papermail.subscribers.tokens import MAX_AGE, Purpose, feedback_payloads, feedback_safe
 
 log = logging.getLogger(__name__)
 
-SLOTS = ("email", "preferences_url", "unsubscribe_url")
+MAX_FEEDBACK_CARDS = 50  # cards with feedback links (a reader chooses at most 30 papers)
+# (more, less) slot names for the card at each position, 1-based like the card numbers.
+FEEDBACK_SLOTS: tuple[tuple[str, str], ...] = tuple(
+    (f"more_{n}", f"less_{n}") for n in range(1, MAX_FEEDBACK_CARDS + 1)
+)
+_FEEDBACK_POSITION = {name: n for n, pair in enumerate(FEEDBACK_SLOTS, 1) for name in pair}
+SLOTS = ("email", "preferences_url", "unsubscribe_url") + tuple(
+    name for pair in FEEDBACK_SLOTS for name in pair
+)
 SUBJECT_MAX = 200
 SUMMARY_MAX = 300
 AUTHORS_SHOWN = 3
@@ -92,6 +106,9 @@ class DigestContent:
     web_url: str
     papers: tuple[PaperCard, ...]
     format: str  # "html" | "text"
+    # What each card's feedback links start with, up to the token (Links.feedback_prefix);
+    # "" renders cards without them.
+    feedback_url: str
     list_name: str = "papermail daily papers"
 
 
@@ -100,12 +117,14 @@ class RenderedVariant:
     subject: str
     text: tuple[str, ...]  # even index = literal text, odd index = a name from SLOTS
     html: tuple[str, ...] | None  # same scheme; None for text-only subscribers
+    papers: tuple[str, ...] = ()  # each card's paper id, in card order (for feedback links)
 
     def to_json(self) -> str:
         data = {
             "subject": self.subject,
             "text": list(self.text),
             "html": None if self.html is None else list(self.html),
+            "papers": list(self.papers),
         }
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
@@ -113,12 +132,18 @@ class RenderedVariant:
     def from_json(cls, raw: str | bytes) -> RenderedVariant:
         data = json.loads(raw)
         html = data["html"]
+        papers = data.get("papers", [])
+        if not isinstance(papers, list) or not all(isinstance(p, str) for p in papers):
+            raise ValueError("papers must be a list of paper ids")
         # one_line again: whatever sits in Redis must not be able to inject a header.
-        return cls(
+        variant = cls(
             subject=one_line(str(data["subject"])),
             text=_checked_segments(data["text"]),
             html=None if html is None else _checked_segments(html),
+            papers=tuple(papers),
         )
+        feedback_plan(variant)  # every feedback slot names a card that can carry one
+        return variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +278,28 @@ def _checked_segments(raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def feedback_plan(variant: RenderedVariant) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    """The variant's feedback slots in card order, (more, less) for each card that has
+    them, and the token payload suffix for each (subscribers.tokens.feedback_payloads).
+
+    Made once per variant; a message's values are then the reader's tokens,
+    ``zip(slots, signer.feedback_tokens(subscriber_id, payload_suffixes=payloads))``.
+    """
+    present = {
+        name for part in (variant.text, variant.html or ()) for name in part[1::2]
+    } & _FEEDBACK_POSITION.keys()
+    slots: list[str] = []
+    papers: list[str] = []
+    for position, (more, less) in enumerate(FEEDBACK_SLOTS, 1):
+        if more not in present and less not in present:
+            continue
+        if position > len(variant.papers) or not feedback_safe(variant.papers[position - 1]):
+            raise ValueError(f"feedback slots for card {position}, which cannot have them")
+        slots += (more, less)
+        papers.append(variant.papers[position - 1])
+    return tuple(slots), feedback_payloads(papers)
+
+
 def fill(segments: tuple[str, ...], values: Mapping[str, str]) -> str:
     """Join segments, substituting slots. Values must already suit the target (html-escaped
     for HTML); a missing value raises KeyError rather than send a hole."""
@@ -282,12 +329,24 @@ def _intro(count: int, *, weekly: bool) -> str:
     return f"Today's {counted(count, 'paper')} with the most upvotes and momentum, picked for you."
 
 
+def _feedback_slots(content: DigestContent) -> list[tuple[str, str] | None]:
+    """Each card's (more, less) slot names, or None for a card without feedback links."""
+    if not http_url(content.feedback_url):
+        return [None] * len(content.papers)
+    return [
+        FEEDBACK_SLOTS[i] if i < MAX_FEEDBACK_CARDS and feedback_safe(card.paper_id) else None
+        for i, card in enumerate(content.papers)
+    ]
+
+
 def _digest_context(content: DigestContent) -> dict[str, Any]:
     day = content.edition_day
     weekly = content.edition_kind == "weekly"
     return {
         "content": content,
         "papers": content.papers,
+        "feedback": _feedback_slots(content),
+        "feedback_url": http_url(content.feedback_url),
         "weekly": weekly,
         "heading": edition_heading(day, content.edition_kind),
         "short_date": short_date(day),
@@ -315,7 +374,8 @@ def render_digest(env: jinja2.Environment, content: DigestContent) -> RenderedVa
     html = None
     if content.format == "html":
         html = _render_segments(env, "email/digest/body.mjml.j2", context, mjml=True)
-    return RenderedVariant(subject=subject, text=text, html=html)
+    papers = tuple(card.paper_id for card in content.papers)
+    return RenderedVariant(subject=subject, text=text, html=html, papers=papers)
 
 
 def render_confirmation(

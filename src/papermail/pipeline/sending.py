@@ -360,17 +360,23 @@ class _Batch:
             self.session, row.variant_key, edition=self.editions[row.edition_id]
         )
         unsubscribe_url = self.links.unsubscribe(row.subscriber_id, row.token_version)
+        values = {
+            "email": row.email,
+            "unsubscribe_url": unsubscribe_url,
+            "preferences_url": self.links.preferences(row.subscriber_id, row.token_version),
+        }
+        if template.feedback_slots:  # each card's two links end in a token for this reader
+            tokens = self.links.signer.feedback_tokens(
+                row.subscriber_id, payload_suffixes=template.feedback_payloads
+            )
+            values.update(zip(template.feedback_slots, tokens, strict=True))
         return template.render(
             to=row.email,
             message_id=message_id,
             date=self.clock(),
             dates=self.dates,
             unsubscribe_url=unsubscribe_url,
-            values={
-                "email": row.email,
-                "unsubscribe_url": unsubscribe_url,
-                "preferences_url": self.links.preferences(row.subscriber_id, row.token_version),
-            },
+            values=values,
         )
 
     def _retry_or_fail(self, row: Row, error: Exception, took: float | None) -> None:

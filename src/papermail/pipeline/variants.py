@@ -4,7 +4,8 @@ A variant is what a group of subscribers receives: (edition, selected papers
 with reasons, format). ``render_variants`` compiles each distinct variant once
 (Jinja2 -> MJML -> HTML + text) into Redis; a send batch turns a compiled
 variant into a pre-encoded ``MessageTemplate`` and stamps out one message per
-subscriber. A batch that finds Redis empty (restart, eviction) renders the
+subscriber (their address, their signed links: the footer's and each card's two
+feedback links). A batch that finds Redis empty (restart, eviction) renders the
 variant itself from the durable ``variants`` row.
 """
 
@@ -26,6 +27,7 @@ from papermail.pipeline.rendering import (
     PaperCard,
     RenderedVariant,
     VariantStore,
+    feedback_plan,
     render_digest,
 )
 from papermail.subscribers.tokens import Links
@@ -65,6 +67,7 @@ def render_from_db(
         web_url=links.edition(edition.day, edition.kind.value),
         papers=cards,
         format=variant.format.value,
+        feedback_url=links.feedback_prefix,
         list_name=list_name,
     )
     return render_digest(env, content)
@@ -129,6 +132,7 @@ class TemplateSource:
                     list_name=self.identity.list_name,
                 )
                 self.store.put(key, rendered)
+            feedback_slots, feedback_payloads = feedback_plan(rendered)
             template = MessageTemplate.compile(
                 sender=self.identity.mail_from,
                 subject=rendered.subject,
@@ -137,6 +141,8 @@ class TemplateSource:
                 list_id=list_id(self.identity.list_name, self.identity.domain, edition.kind.value),
                 reply_to=self.identity.reply_to,
                 archive_url=f"{self.links.base_url}/editions",
+                feedback_slots=feedback_slots,
+                feedback_payloads=feedback_payloads,
             )
             while self._templates and self._bytes + template.size > self.max_bytes:
                 _key, evicted = self._templates.popitem(last=False)

@@ -29,7 +29,7 @@ from papermail.ops.http_metrics import HttpMetrics
 from papermail.stages import InlineDispatcher
 from papermail.subscribers.signup_limits import SignupLimits
 from papermail.subscribers.tokens import InvalidToken
-from papermail.web import archive, manage, signup
+from papermail.web import archive, feedback, manage, signup
 from papermail.web.context import Clock, Pages, SendConfirmation, WebContext
 from papermail.web.csrf import CsrfGuard
 from papermail.web.ops.routes import attach_ops
@@ -48,7 +48,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-_TOKEN_PATH = re.compile(r"^/(confirm|preferences|unsubscribe)/([^/?#]+)")
+_TOKEN_PATH = re.compile(r"^/(confirm|preferences|unsubscribe|feedback)/([^/?#]+)")
 
 
 def redact(path: str) -> str:
@@ -213,7 +213,7 @@ def create_app(
     )
     app = FastAPI(title="papermail", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = web
-    for module in (signup, manage, archive):
+    for module in (signup, manage, feedback, archive):
         app.include_router(module.router)
     http_metrics = attach_ops(app, wiring=wiring, dispatcher=dispatcher, celery=celery)
     app.add_middleware(HeadAsGet)  # inside EdgeMiddleware: logs and metrics say HEAD

@@ -1,7 +1,9 @@
 """Public pages about editions: the web copy of each, the archive, the Atom feed.
 
 The web copy shows an edition's top papers, the same for everyone: no personal
-selection, no personal links (it is public, and linked from every digest).
+selection, no personal links (it is public, and linked from every digest). That includes
+the cards' "More like this" / "Less like this" links, which are signed for one reader:
+the cards here are built from papers alone (``edition_view``), never from a digest.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 Every response here is ``no-store``: the URL carries a token and the page names
 a person. Only POST changes anything; GET is safe for link scanners.
+
+The preferences page also lists the papers the reader marked "More like this" or "Less
+like this" (web/feedback.py) and the names they muted, each with a button to take it
+back (a POST with the page's CSRF token).
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ import logging
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
 
 from papermail.db import session_scope
 from papermail.models import Subscriber, SubscriberStatus
-from papermail.subscribers import confirmations, subscriptions
+from papermail.subscribers import confirmations, feedback, subscriptions
+from papermail.subscribers.feedback import MuteKind
 from papermail.subscribers.preferences import Preferences
 from papermail.subscribers.tokens import InvalidToken, Purpose
 from papermail.web import csrf
@@ -70,6 +76,7 @@ def describe_changes(changed: dict[str, tuple[object, object]]) -> list[tuple[st
 
 def _preferences_page(
     web: WebContext,
+    session: Session,
     subscriber: Subscriber,
     token: str,
     *,
@@ -78,6 +85,7 @@ def _preferences_page(
     status: int = 200,
     **extra: object,
 ) -> Response:
+    marks = feedback.marked(session, subscriber_id=subscriber.id)
     return web.pages.render(
         "preferences.html.j2",
         status=status,
@@ -90,6 +98,16 @@ def _preferences_page(
         action=f"/preferences/{token}",
         unsubscribe_url=web.links.unsubscribe(subscriber.id, subscriber.token_version),
         csrf_token=web.csrf.issue(csrf.link_binding(token)),
+        marks=[(mark, web.links.paper(mark.paper_id)) for mark in marks],
+        marks_total=(
+            len(marks)
+            if len(marks) < feedback.MARKS_SHOWN
+            else feedback.count_marked(session, subscriber_id=subscriber.id)
+        ),
+        muted_authors=feedback.muted(subscriber, MuteKind.AUTHOR),
+        muted_organizations=feedback.muted(subscriber, MuteKind.ORGANIZATION),
+        undo_action=f"/preferences/{token}/undo",
+        unmute_action=f"/preferences/{token}/unmute",
         **extra,
     )
 
@@ -103,7 +121,9 @@ def preferences(
             session, signer=web.signer, purpose=Purpose.PREFERENCES, token=token
         )
         values = preference_values(Preferences.of(subscriber))
-        return _preferences_page(web, subscriber, token, values=values, welcome=welcome is not None)
+        return _preferences_page(
+            web, session, subscriber, token, values=values, welcome=welcome is not None
+        )
 
 
 @router.post("/preferences/{token}", response_class=HTMLResponse)
@@ -118,6 +138,7 @@ def save_preferences(
         if not web.csrf.check(form.get(csrf.FIELD), csrf.link_binding(token)):
             return _preferences_page(
                 web,
+                session,
                 subscriber,
                 token,
                 values=parsed.values,
@@ -127,17 +148,71 @@ def save_preferences(
             )
         if not parsed.ok or parsed.value is None:
             return _preferences_page(
-                web, subscriber, token, values=parsed.values, errors=parsed.errors, status=400
+                web,
+                session,
+                subscriber,
+                token,
+                values=parsed.values,
+                errors=parsed.errors,
+                status=400,
             )
         changed = subscriptions.apply_preferences(subscriber, parsed.value)
         session.flush()
         return _preferences_page(
             web,
+            session,
             subscriber,
             token,
             values=preference_values(parsed.value),
             saved=True,
             changes=describe_changes(changed),
+        )
+
+
+@router.post("/preferences/{token}/undo", response_class=HTMLResponse)
+def undo_mark(
+    token: str, form: FormData = Depends(form_data), web: WebContext = Depends(get_web)
+) -> Response:
+    """Forget one "More like this" / "Less like this" mark."""
+    with session_scope(web.sessions) as session:
+        subscriber = confirmations.subscriber_for_token(
+            session, signer=web.signer, purpose=Purpose.PREFERENCES, token=token
+        )
+        values = preference_values(Preferences.of(subscriber))
+        if not web.csrf.check(form.get(csrf.FIELD), csrf.link_binding(token)):
+            return _preferences_page(
+                web, session, subscriber, token, values=values, status=403, notice=EXPIRED_FORM
+            )
+        mark = feedback.undo(
+            session, subscriber_id=subscriber.id, paper_id=form.get("paper_id", "")
+        )
+        return _preferences_page(
+            web, session, subscriber, token, values=values, undone=mark.title if mark else ""
+        )
+
+
+@router.post("/preferences/{token}/unmute", response_class=HTMLResponse)
+def unmute(
+    token: str, form: FormData = Depends(form_data), web: WebContext = Depends(get_web)
+) -> Response:
+    """Take one author or organisation off the muted lists."""
+    with session_scope(web.sessions) as session:
+        subscriber = confirmations.subscriber_for_token(
+            session, signer=web.signer, purpose=Purpose.PREFERENCES, token=token
+        )
+        values = preference_values(Preferences.of(subscriber))
+        if not web.csrf.check(form.get(csrf.FIELD), csrf.link_binding(token)):
+            return _preferences_page(
+                web, session, subscriber, token, values=values, status=403, notice=EXPIRED_FORM
+            )
+        try:
+            kind = MuteKind(form.get("kind", ""))
+        except ValueError:
+            return _preferences_page(web, session, subscriber, token, values=values, status=400)
+        name = form.get("name", "")
+        done = feedback.unmute(session, subscriber_id=subscriber.id, kind=kind, name=name)
+        return _preferences_page(
+            web, session, subscriber, token, values=values, unmuted=name if done else ""
         )
 
 

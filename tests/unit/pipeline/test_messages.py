@@ -9,6 +9,7 @@ import html
 import random
 import re
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 
@@ -60,7 +61,7 @@ def compile_template(
     subject: str = "Your papers for Thursday",
     text: tuple[str, ...] = TEXT,
     html_body: tuple[str, ...] | None = HTML,
-    **kwargs: str,
+    **kwargs: Any,
 ) -> MessageTemplate:
     kwargs.setdefault("sender", SENDER)
     kwargs.setdefault("list_id", LIST_ID)
@@ -541,3 +542,72 @@ def test_date_headers_are_cached_per_owner_not_per_module() -> None:
         values=VALUES,
     )
     assert parse(data)["Date"] == "Fri, 27 Nov 2026 08:00:01 +0100"
+
+
+# --- feedback links: a token per card and direction, in both parts --------------------------
+
+FEEDBACK_TEXT = (
+    "1. A paper\n    More like this: https://papers.example.org/feedback/",
+    "more_1",
+    "\n    Less like this: https://papers.example.org/feedback/",
+    "less_1",
+    "\nLeave: ",
+    "unsubscribe_url",
+    "\n",
+)
+FEEDBACK_HTML = (
+    '<p>A paper</p><a href="https://papers.example.org/feedback/',
+    "more_1",
+    '">More like this</a><a href="https://papers.example.org/feedback/',
+    "less_1",
+    '">Less like this</a><a href="',
+    "unsubscribe_url",
+    '">Unsubscribe</a>',
+)
+TOKENS = {
+    "more_1": "42.2611.00001.more.aww08g.WMIO_954sgK6L9kVw9Bhybx2lq0",
+    "less_1": "42.2611.00001.less.aww08g.dhDW5xX2UlzxnKyG6Nie5an8fqA",
+}
+
+
+def feedback_template() -> MessageTemplate:
+    return compile_template(
+        text=FEEDBACK_TEXT,
+        html_body=FEEDBACK_HTML,
+        feedback_slots=("more_1", "less_1"),
+        feedback_payloads=(b".2611.00001.more", b".2611.00001.less"),
+    )
+
+
+def test_feedback_tokens_land_whole_in_both_parts() -> None:
+    data = render(feedback_template(), values={**VALUES, **TOKENS})
+    assert_wire_format(data)
+    message = parse(data)
+    text = content(message.get_body(preferencelist=("plain",)))
+    page = content(message.get_body(preferencelist=("html",)))
+    for name, token in TOKENS.items():
+        url = f"https://papers.example.org/feedback/{token}"
+        label = "More" if name.startswith("more") else "Less"
+        assert f"    {label} like this: {url}\n" in text
+        assert f'<a href="{url}">{label} like this</a>' in page
+
+
+def test_a_feedback_slot_takes_only_a_token() -> None:
+    # Its HTML occurrence is not escaped per message: the value must be token characters.
+    for bad in ('x" onmouseover="alert(1)', "a b", "<b>", "tok&x=1"):
+        with pytest.raises(ValueError, match="not a token"):
+            render(feedback_template(), values={**VALUES, **TOKENS, "less_1": bad})
+
+
+def test_a_feedback_slot_needs_its_payload_and_a_place_in_the_text() -> None:
+    with pytest.raises(ValueError, match="one feedback payload"):
+        compile_template(
+            text=FEEDBACK_TEXT,
+            feedback_slots=("more_1", "less_1"),
+            feedback_payloads=(b".x.more",),
+        )
+    with pytest.raises(ValueError, match="missing from the text part"):
+        compile_template(
+            feedback_slots=("more_1",),
+            feedback_payloads=(b".x.more",),
+        )

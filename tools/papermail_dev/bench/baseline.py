@@ -33,17 +33,21 @@ def sample_message(settings: Settings) -> bytes:
         assert edition is not None
         template = w.templates().get(session, row.variant_key, edition=edition)
     url = w.links.unsubscribe(1, 1)
+    values = {
+        "email": "baseline@bench.example.org",
+        "unsubscribe_url": url,
+        "preferences_url": w.links.preferences(1, 1),
+    }
+    # Each card's feedback links, exactly as the send path fills them.
+    tokens = w.links.signer.feedback_tokens(1, payload_suffixes=template.feedback_payloads)
+    values.update(zip(template.feedback_slots, tokens, strict=True))
     data = template.render(
         to="baseline@bench.example.org",
         message_id="<baseline@bench>",
         date=dt.datetime.now(dt.UTC),
         dates=DateHeaders(),
         unsubscribe_url=url,
-        values={
-            "email": "baseline@bench.example.org",
-            "unsubscribe_url": url,
-            "preferences_url": w.links.preferences(1, 1),
-        },
+        values=values,
     )
     w.engine.dispose()
     w.redis.close()
