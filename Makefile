@@ -12,6 +12,7 @@ help:
 	@echo "make lint      ruff (check and format), pinned in pyproject's dev extra"
 	@echo "make typecheck mypy over src/papermail and workers"
 	@echo "make bench     delivery benchmark on real PostgreSQL, Redis, Celery, SMTP sink"
+	@echo "make eval      offline relevance evaluation on ../shared/corpus (docs/relevance.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +56,12 @@ format: $(VENV)/.installed-dev
 BENCH_SUBSCRIBERS ?= 10000 100000
 bench: $(VENV)/.installed-dev
 	@for n in $(BENCH_SUBSCRIBERS); do $(BIN)/papermail bench --subscribers $$n || exit 1; done
+
+# Offline relevance evaluation (docs/relevance.md): precision@10 per day for papermail,
+# topic-match and trending-only. The corpus is read where it lives, never copied here.
+.PHONY: eval
+eval: $(VENV)/.installed-dev
+	$(BIN)/python -m papermail_dev.evaluate ../shared/corpus/arxiv-2025-06-dev.jsonl
 
 compose-check:
 	docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml is valid"

@@ -1,0 +1,603 @@
+"""Learned relevance: which of an edition's papers one reader wants, and why.
+
+Pure domain (numpy, scikit-learn and its scipy.sparse; no database, no framework). The
+flow, once per edition and then once per reader:
+
+    pool = Pool(papers)                     # the edition's papers, in one fixed order
+    scorer = TfidfScorer(); scorer.fit(pool.papers)
+    for reader in readers:                  # ~100k of them: everything below is matrix ops
+        picks = choose(pool, scorer.score(reader), trending, reader, k=10)
+
+A reader's relevance is learned from their feedback, the way arxiv-sanity-lite does it: a
+per-reader linear SVM over tf-idf vectors, with the papers they liked ("More like this")
+and one pseudo-document per stated topic as positives, and the papers they disliked
+("Less like this") plus a sample of the pool as negatives. With no feedback yet (cold
+start) there is nothing to learn from, so relevance is the similarity to the reader's
+topics, each topic expanded with the pool papers that match it best (pseudo-relevance
+feedback, so "robotics" also finds papers that only say "robot" and "grasping").
+``method="profile"`` swaps the SVM for a closed-form Rocchio profile (cheaper, see
+docs/relevance.md). The per-reader ranking then blends relevance with trending at the
+reader's own "trending vs. for me" weight.
+
+Anything that turns text into vectors can replace tf-idf (a local sentence-embedding
+model, say): implement :class:`Scorer`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.svm import LinearSVC
+
+Vector = NDArray[np.float64]
+
+DEFAULT_WEIGHT = 0.5  # "trending vs. for me": 0 = pure trending, 1 = pure relevance
+EXPANSION_DOCS = 10  # pool papers folded into a topic's pseudo-document
+EXPANSION_WEIGHT = 0.5  # their centroid's weight beside the topic's own words
+NEGATIVES = 200  # unlabeled pool papers a reader's SVM treats as "probably not for me"
+SVM_C = 0.05  # a handful of examples, 10^5 features: a strongly regularised model
+DISLIKE_WEIGHT = 3.0  # an explicit "Less like this" outweighs an unlabeled negative
+# The profile method: weights of the best topic, the liked centroid, the disliked one.
+ROCCHIO = (1.0, 1.0, 0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class Paper:
+    """What relevance reads of a paper: its words, and who wrote it (for follows and mutes)."""
+
+    paper_id: str
+    title: str
+    abstract: str = ""
+    keywords: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    organization: str | None = None
+
+    @property
+    def text(self) -> str:
+        # The title twice: it is the densest statement of what a paper is about.
+        return " \n".join((self.title, self.title, " · ".join(self.keywords), self.abstract))
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderProfile:
+    """One reader's stated interests, their feedback so far, and their blend setting."""
+
+    topics: tuple[str, ...] = ()
+    follow_organizations: tuple[str, ...] = ()
+    follow_authors: tuple[str, ...] = ()
+    liked: tuple[Paper, ...] = ()  # "More like this", oldest first
+    disliked: tuple[Paper, ...] = ()  # "Less like this"
+    muted_authors: tuple[str, ...] = ()
+    muted_organizations: tuple[str, ...] = ()
+    weight: float = DEFAULT_WEIGHT  # trending (0) .. for me (1)
+
+    @property
+    def has_feedback(self) -> bool:
+        return bool(self.liked or self.disliked)
+
+
+@dataclass(frozen=True, slots=True)
+class Relevance:
+    """One reader's scores over the fitted pool (same order), and what explains them.
+
+    ``topic_sims[t]`` and ``liked_sims[j]`` are cosine similarities of every pool paper
+    to topic t's pseudo-document and to liked paper j; ``topic_literal[t]`` says which
+    papers contain topic t's own words. The why-lines are read from these.
+    """
+
+    scores: Vector
+    topics: tuple[str, ...] = ()
+    topic_sims: Vector | None = None  # (topics, pool)
+    topic_literal: NDArray[np.bool_] | None = None  # (topics, pool)
+    liked: tuple[Paper, ...] = ()
+    liked_sims: Vector | None = None  # (liked, pool)
+
+
+class Scorer(Protocol):
+    """Fit once per pool (an edition's papers), then score the pool for any reader."""
+
+    def fit(self, papers: Sequence[Paper]) -> None: ...
+
+    def score(self, reader: ReaderProfile) -> Relevance: ...
+
+
+# --- the default scorer: tf-idf, a per-reader linear model -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Topic:
+    literal: NDArray[np.bool_]  # pool papers sharing the topic's own words
+    vector: sparse.csr_matrix  # the pseudo-document, L2-normalised (1, features)
+    sims: Vector  # the pool's similarity to it
+
+
+class TfidfScorer:
+    """tf-idf over title + keywords + abstract; a linear SVM (or Rocchio profile) per reader.
+
+    What many readers share is computed once per pool and cached: each distinct topic's
+    pseudo-document and each liked/disliked paper's vector and similarities. So a
+    cold-start reader costs a few column lookups, and one with feedback a small SVM fit
+    (a few hundred rows) plus one sparse matrix-vector product over the pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        method: Literal["svm", "profile"] = "svm",
+        negatives: int = NEGATIVES,
+        c: float = SVM_C,
+        seed: int = 0,
+    ) -> None:
+        self.method = method
+        self.negatives = negatives
+        self.c = c
+        self.seed = seed
+        self._vectorizer: TfidfVectorizer | None = None
+        self._matrix: sparse.csr_matrix | None = None
+        self._rows: dict[str, int] = {}
+        self._negative_rows: NDArray[np.intp] = np.empty(0, dtype=np.intp)
+        self._topics: dict[str, _Topic] = {}
+        self._papers: dict[str, tuple[sparse.csr_matrix, Vector]] = {}
+
+    def fit(self, papers: Sequence[Paper]) -> None:
+        self._vectorizer = TfidfVectorizer(
+            sublinear_tf=True,  # the tenth "robot" says less than the first
+            stop_words="english",
+            ngram_range=(1, 2),  # "language model", "point cloud"
+            max_df=0.5,  # words in half the pool tell nobody's papers apart
+            dtype=np.float64,
+        )
+        try:
+            self._matrix = self._vectorizer.fit_transform([p.text for p in papers]).tocsr()
+        except ValueError:  # no pool, or not one word that is not a stop word
+            self._matrix = None
+        self._rows = {p.paper_id: i for i, p in enumerate(papers)}
+        # The same unlabeled sample for every reader: deterministic, and its rows are
+        # sliced once instead of once per reader.
+        rng = np.random.default_rng(self.seed)
+        n = len(papers)
+        self._negative_rows = np.sort(rng.permutation(n)[: min(self.negatives, n)])
+        self._topics = {}
+        self._papers = {}
+
+    @property
+    def features(self) -> int:
+        """The vocabulary's size (words and word pairs) after the last fit."""
+        return 0 if self._matrix is None else int(self._matrix.shape[1])
+
+    def encode(self, papers: Sequence[Paper]) -> sparse.csr_matrix:
+        """Papers as L2-normalised rows in the fitted space (for tools that train on them)."""
+        if self._vectorizer is None or self._matrix is None:
+            return sparse.csr_matrix((len(papers), 0))
+        return self._vectorizer.transform([p.text for p in papers]).tocsr()
+
+    # -- what readers share, cached per pool --------------------------------------------------
+
+    def _transform(self, text: str) -> sparse.csr_matrix:
+        # Words the pool never uses are dropped: they cannot make any pool paper similar.
+        assert self._vectorizer is not None
+        return self._vectorizer.transform([text]).tocsr()
+
+    def _sims(self, vector: sparse.csr_matrix) -> Vector:
+        assert self._matrix is not None
+        return np.asarray((self._matrix @ vector.T).toarray()).ravel()
+
+    def _topic(self, topic: str) -> _Topic:
+        key = " ".join(topic.casefold().split())
+        if (cached := self._topics.get(key)) is None:
+            assert self._matrix is not None
+            query = self._transform(key)
+            own = self._sims(query)
+            # Pseudo-relevance feedback: the pool papers most like the bare words stand
+            # for the topic too, which brings in their vocabulary (a reader types
+            # "robotics"; papers say "robot", "manipulation", "grasp").
+            best = np.argsort(-own, kind="stable")[:EXPANSION_DOCS]
+            best = best[own[best] > 0]
+            vector = query
+            if best.size:
+                centroid = sparse.csr_matrix(self._matrix[best].mean(axis=0))
+                vector = _normalised(query + EXPANSION_WEIGHT * _normalised(centroid))
+            cached = _Topic(literal=own > 0, vector=vector, sims=self._sims(vector))
+            self._topics[key] = cached
+        return cached
+
+    def _paper(self, paper: Paper) -> tuple[sparse.csr_matrix, Vector]:
+        """A rated paper's vector and the pool's similarity to it (it may predate the pool)."""
+        if (cached := self._papers.get(paper.paper_id)) is None:
+            assert self._matrix is not None
+            row = self._rows.get(paper.paper_id)
+            vector = self._matrix[row] if row is not None else self._transform(paper.text)
+            cached = (vector, self._sims(vector))
+            self._papers[paper.paper_id] = cached
+        return cached
+
+    # -- one reader --------------------------------------------------------------------------
+
+    def score(self, reader: ReaderProfile) -> Relevance:
+        n = len(self._rows)
+        if self._matrix is None:
+            return Relevance(scores=np.zeros(n))
+        topics = _distinct(reader.topics)
+        topic_info = [self._topic(t) for t in topics]
+        liked = _distinct_papers(reader.liked)
+        liked_info = [self._paper(p) for p in liked]
+        topic_sims = np.vstack([t.sims for t in topic_info]) if topic_info else None
+        liked_sims = np.vstack([s for _v, s in liked_info]) if liked_info else None
+
+        if not reader.has_feedback:
+            # Cold start: the best-matching topic decides (a paper on any one of the
+            # reader's topics is for them).
+            scores = topic_sims.max(axis=0) if topic_sims is not None else np.zeros(n)
+        elif self.method == "profile":
+            scores = self._profile(topic_sims, liked, _distinct_papers(reader.disliked))
+        else:
+            scores = self._svm(topic_info, liked, liked_info, _distinct_papers(reader.disliked))
+        return Relevance(
+            scores=scores,
+            topics=topics,
+            topic_sims=topic_sims,
+            topic_literal=np.vstack([t.literal for t in topic_info]) if topic_info else None,
+            liked=liked,
+            liked_sims=liked_sims,
+        )
+
+    def _profile(
+        self, topic_sims: Vector | None, liked: Sequence[Paper], disliked: Sequence[Paper]
+    ) -> Vector:
+        """Rocchio in closed form: the best topic + b·cos(liked centroid) − c·cos(disliked one).
+
+        Cosines to the *normalised* centroids: a plain mean of many liked papers is a
+        short vector, and its pull would fade as the reader likes more. By linearity the
+        cosine is the sum of the cached per-paper similarity columns over the centroid's
+        length, so a reader costs a few vector additions and a small Gram matrix.
+        """
+        a, b, c = ROCCHIO
+        scores = np.zeros(len(self._rows))
+        if topic_sims is not None:
+            scores += a * topic_sims.max(axis=0)
+        if liked:
+            scores += b * self._centroid_sims(liked)
+        if disliked:
+            scores -= c * self._centroid_sims(disliked)
+        return scores
+
+    def _centroid_sims(self, papers: Sequence[Paper]) -> Vector:
+        cached = [self._paper(p) for p in papers]
+        stacked = sparse.vstack([v for v, _s in cached]).tocsr()
+        length = float(np.sqrt(max((stacked @ stacked.T).sum(), 0.0)))  # |sum of vectors|
+        total: Vector = np.sum([s for _v, s in cached], axis=0)
+        return total / length if length > 0 else total
+
+    def _svm(
+        self,
+        topic_info: Sequence[_Topic],
+        liked: Sequence[Paper],
+        liked_info: Sequence[tuple[sparse.csr_matrix, Vector]],
+        disliked: Sequence[Paper],
+    ) -> Vector:
+        """arxiv-sanity-lite's model: a linear SVM trained for this reader alone.
+
+        Positives: liked papers and the topics' pseudo-documents. Negatives: disliked
+        papers (weighted up: the reader said so) and a sample of the pool, most of which
+        is not for any one reader. Class weights balance the few positives against the
+        many negatives. The score is the signed distance to the separating plane.
+        """
+        assert self._matrix is not None
+        positives = [v for v, _s in liked_info] + [t.vector for t in topic_info]
+        if not positives:
+            # Only dislikes: nothing to move towards, so move away from what was disliked.
+            return self._profile(None, (), disliked)
+        rated = {p.paper_id for p in liked} | {p.paper_id for p in disliked}
+        skip = {r for pid in rated if (r := self._rows.get(pid)) is not None}
+        unlabeled = [int(r) for r in self._negative_rows if int(r) not in skip]
+        negatives = [self._paper(p)[0] for p in disliked]
+        if not negatives and not unlabeled:  # a pool of only rated papers: nothing to contrast
+            return self._profile(None, liked, ())
+        rows = sparse.vstack([*positives, *negatives, self._matrix[unlabeled]]).tocsr()
+        labels = np.r_[np.ones(len(positives)), np.zeros(len(negatives) + len(unlabeled))]
+        weights = np.r_[
+            np.ones(len(positives)),
+            np.full(len(negatives), DISLIKE_WEIGHT),
+            np.ones(len(unlabeled)),
+        ]
+        model = LinearSVC(
+            C=self.c,
+            class_weight="balanced",
+            dual="auto",  # the dual problem when features outnumber rows, as they do here
+            tol=1e-4,
+            max_iter=2000,
+            random_state=self.seed,
+        )
+        model.fit(rows, labels, sample_weight=weights)
+        coef: Vector = np.asarray(model.coef_, dtype=np.float64).ravel()
+        return np.asarray(self._matrix @ coef).ravel() + float(model.intercept_[0])
+
+
+def _normalised(vector: sparse.csr_matrix) -> sparse.csr_matrix:
+    norm = float(np.sqrt(vector.multiply(vector).sum()))
+    return (vector / norm).tocsr() if norm > 0 else vector
+
+
+def _distinct(terms: Iterable[str]) -> tuple[str, ...]:
+    seen: dict[str, str] = {}
+    for term in terms:
+        cleaned = " ".join(term.split())
+        if cleaned and cleaned.casefold() not in seen:
+            seen[cleaned.casefold()] = cleaned
+    return tuple(seen.values())
+
+
+def _distinct_papers(papers: Iterable[Paper]) -> tuple[Paper, ...]:
+    return tuple({p.paper_id: p for p in papers}.values())
+
+
+# --- blending, follows and mutes, evidence -------------------------------------------------
+
+
+def scaled(values: Vector) -> Vector:
+    """Min-max to [0, 1] (all equal -> all 0): for scores whose size means something.
+
+    Trending is heavy-tailed: a few papers with many votes, a long tail near zero. Scaling
+    keeps that shape, so only a paper that really stands out competes with a reader's
+    own papers; ranks would spread the tail's near-ties evenly over [0, 1].
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return values
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+def top_scaled(values: Vector, k: int) -> Vector:
+    """0 at the median, 1 at the ``k``-th best, linear between, clipped: for arbitrary scales.
+
+    A reader's relevance is an SVM margin or a cosine whose size differs from reader to
+    reader and is easily stretched by one outlier (a liked paper seen again), so neither
+    its raw size nor its max means much. What does: the reader's own best ``k`` (an
+    email's worth) are all fully "for me" (1), and the half of the pool below the median
+    is not for them at all (0). Trending then orders the best ``k`` among themselves and
+    only a paper that is both well ranked for the reader and trending displaces one of
+    them; a paper that is merely trending gets in only when it stands out (its scaled
+    votes outweigh a whole "for me" share).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    if n == 0:
+        return values
+    low = float(np.median(values))
+    kth = n - min(max(k, 1), n)
+    high = float(np.partition(values, kth)[kth])
+    if high <= low:  # fewer than k papers above the median (a sparse cold start)
+        high = float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def blend(
+    trending: Vector, relevance: Vector, weight: float = DEFAULT_WEIGHT, *, k: int = 10
+) -> Vector:
+    """(1 − weight)·trending + weight·relevance, each normalised to [0, 1] first.
+
+    ``weight`` is the reader's "trending vs. for me" setting: 0 is the same list as
+    everyone's, 1 is their own relevance alone. Trending is min-max scaled (its size
+    means something: votes); relevance by :func:`top_scaled` (only its order near the
+    top does). ``k`` is the email's length.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be within [0, 1], not {weight}")
+    return (1.0 - weight) * scaled(trending) + weight * top_scaled(relevance, k)
+
+
+def _name_key(name: str) -> str:
+    # How a person's or an organisation's name is compared: case and spacing do not matter.
+    return " ".join(name.split()).casefold()
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: the terms are whatever readers typed
+def _whole_words(term: str) -> re.Pattern[str]:
+    # The same rule as ranking.select: following "Meta" must not pull in "Metaculus".
+    words = r"\s+".join(re.escape(w) for w in term.split())
+    return re.compile(rf"(?<!\w){words}(?!\w)", re.IGNORECASE)
+
+
+class Pool:
+    """An edition's papers in scoring order, indexed by author and organisation.
+
+    Built once per edition, so a reader's follows and mutes are dictionary lookups
+    rather than a scan of every paper's author list.
+    """
+
+    def __init__(self, papers: Sequence[Paper]) -> None:
+        self.papers = tuple(papers)
+        self.ids = tuple(p.paper_id for p in self.papers)
+        self._rows = {pid: i for i, pid in enumerate(self.ids)}
+        self._by_author: dict[str, list[tuple[int, str]]] = {}
+        self._by_org: dict[str, list[int]] = {}
+        self._org_terms: dict[str, dict[int, str]] = {}  # term -> matches, asked again and again
+        self._by_org_key: dict[str, list[int]] = {}
+        for i, paper in enumerate(self.papers):
+            for author in paper.authors:
+                self._by_author.setdefault(_name_key(author), []).append((i, author))
+            if paper.organization:
+                self._by_org.setdefault(paper.organization, []).append(i)
+                self._by_org_key.setdefault(_name_key(paper.organization), []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.papers)
+
+    def row(self, paper_id: str) -> int | None:
+        return self._rows.get(paper_id)
+
+    def by_authors(self, names: Iterable[str]) -> dict[int, str]:
+        """{row: the author's name as the paper spells it} for papers by any of ``names``."""
+        found: dict[int, str] = {}
+        for name in names:
+            for row, spelled in self._by_author.get(_name_key(name), ()):
+                found.setdefault(row, spelled)
+        return found
+
+    def by_organization_names(self, names: Iterable[str]) -> set[int]:
+        """Rows whose organisation is exactly one of ``names`` (case and spacing aside).
+
+        The rule for mutes, as ranking.Muted has it: a mute comes from a card, so it names
+        the organisation exactly, and muting "Meta AI" must not silence "Meta".
+        """
+        return {row for name in names for row in self._by_org_key.get(_name_key(name), ())}
+
+    def by_organizations(self, terms: Iterable[str]) -> dict[int, str]:
+        """{row: organisation} for papers whose organisation names any term as whole words.
+
+        The rule for follows, as ranking.select has it: following "DeepMind" finds "Google
+        DeepMind", and following "Meta" does not find "Metaculus".
+        """
+        found: dict[int, str] = {}
+        for term in terms:
+            key = " ".join(term.casefold().split())
+            if not key:
+                continue
+            if (matches := self._org_terms.get(key)) is None:
+                pattern = _whole_words(key)
+                matches = {
+                    row: org
+                    for org, rows in self._by_org.items()
+                    if pattern.search(org)
+                    for row in rows
+                }
+                self._org_terms[key] = matches
+            for row, org in matches.items():
+                found.setdefault(row, org)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    paper_id: str
+    score: float
+    evidence: Literal["followed", "liked", "topic", "trending"]
+    reason: str  # the why-line under the card
+
+
+def choose(
+    pool: Pool,
+    relevance: Relevance,
+    trending: Vector,
+    reader: ReaderProfile,
+    *,
+    k: int = 10,
+) -> list[Pick]:
+    """A reader's top ``k``: relevance blended with trending at their weight, with reasons.
+
+    Followed organisations and authors come first (as in ranking.select), muted ones and
+    papers the reader disliked never appear. ``trending`` is any popularity score in pool
+    order (higher = more trending).
+    """
+    n = len(pool)
+    trending = np.asarray(trending, dtype=np.float64)
+    if len(relevance.scores) != n or len(trending) != n:
+        raise ValueError("relevance, trending and the pool must be in the same order")
+    if n == 0 or k <= 0:
+        return []
+    weight = reader.weight
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be within [0, 1], not {weight}")
+    trend_unit = scaled(trending)
+    rel_unit = top_scaled(relevance.scores, k)
+    mixed = (1.0 - weight) * trend_unit + weight * rel_unit  # blend(), parts kept for _why
+
+    followed = {
+        row: f"From {org}, which you follow"
+        for row, org in pool.by_organizations(reader.follow_organizations).items()
+    }
+    for row, name in pool.by_authors(reader.follow_authors).items():
+        followed.setdefault(row, f"By {name}, whom you follow")
+    if followed and weight > 0:
+        # Above anything unfollowed (at most 1), as in ranking.select; pure trending
+        # (weight 0) is the same list as everyone's, follows included.
+        mixed[list(followed)] += 1.0 + 1e-9
+    blocked = set(pool.by_authors(reader.muted_authors))
+    blocked |= pool.by_organization_names(reader.muted_organizations)
+    blocked |= {r for p in reader.disliked if (r := pool.row(p.paper_id)) is not None}
+    if blocked:
+        mixed[list(blocked)] = -np.inf
+
+    # Ties (the reader's best k all score 1 at weight 1): the side the reader leans to.
+    first, second = (relevance.scores, trending) if weight >= 0.5 else (trending, relevance.scores)
+    rows = _top(mixed, first, second, k)
+    picks = []
+    for row in rows:
+        evidence, reason = _why(
+            row,
+            relevance=relevance,
+            trending=trending,
+            followed=followed,
+            rel_part=weight * rel_unit[row],
+            trend_part=(1.0 - weight) * trend_unit[row],
+        )
+        picks.append(Pick(pool.ids[row], float(mixed[row]), evidence, reason))
+    return picks
+
+
+def _top(mixed: Vector, first: Vector, second: Vector, k: int) -> list[int]:
+    """The best ``k`` rows by ``mixed``, ties by ``first``, ``second``, then pool order.
+
+    Blocked rows (-inf) never appear. A partial sort: only rows at or above the k-th
+    value are ordered, so a reader costs O(pool), not O(pool log pool).
+    """
+    allowed = np.flatnonzero(np.isfinite(mixed))
+    if allowed.size == 0:
+        return []
+    values = mixed[allowed]
+    kth = values.size - min(k, values.size)
+    near = allowed[values >= np.partition(values, kth)[kth]]
+    order = np.lexsort((near, -second[near], -first[near], -mixed[near]))
+    return [int(r) for r in near[order][:k]]
+
+
+def _why(
+    row: int,
+    *,
+    relevance: Relevance,
+    trending: Vector,
+    followed: dict[int, str],
+    rel_part: float,
+    trend_part: float,
+) -> tuple[Literal["followed", "liked", "topic", "trending"], str]:
+    """The strongest piece of evidence for one pick, in the words the email shows."""
+    if row in followed:
+        return "followed", followed[row]
+    if rel_part >= trend_part:
+        liked_sim, liked_at = _best(relevance.liked_sims, row)
+        topic_sim, topic_at = _best(relevance.topic_sims, row)
+        if liked_at is not None and liked_sim > 0 and liked_sim >= topic_sim:
+            title = relevance.liked[liked_at].title
+            return "liked", f"Similar to \u201c{title}\u201d, which you liked"
+        if topic_at is not None and topic_sim > 0:
+            topic = relevance.topics[topic_at]
+            literal = relevance.topic_literal is not None and relevance.topic_literal[topic_at, row]
+            verb = "Matches your topic" if literal else "Related to your topic"
+            return "topic", f"{verb} \u201c{topic}\u201d"
+    # 1-based position in the trending order (ties by pool order, as _top breaks them).
+    value = trending[row]
+    rank = (
+        1 + int(np.count_nonzero(trending > value)) + int(np.count_nonzero(trending[:row] == value))
+    )
+    return "trending", f"#{rank} trending"
+
+
+def _best(sims: Vector | None, row: int) -> tuple[float, int | None]:
+    if sims is None or sims.shape[0] == 0:
+        return 0.0, None
+    column = sims[:, row]
+    at = int(np.argmax(column))
+    return float(column[at]), at
