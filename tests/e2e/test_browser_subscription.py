@@ -31,6 +31,8 @@ import pytest
 import redis as redis_lib
 import uvicorn
 from tests.conftest import service_missing
+from tests.support.browser import ARTIFACTS as BROWSER_ARTIFACTS
+from tests.support.browser import snap as shared_snap
 from tests.support.dispatch import RecordingDispatcher
 from tests.support.services import (
     REDIS_BASE,
@@ -56,17 +58,8 @@ from papermail.wiring import Wiring
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 REDIS_DB = 13  # the web tests' own Redis database
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
-WIDTHS = (375, 1280)
+ARTIFACTS = BROWSER_ARTIFACTS / "web"
 READER = "reader@example.org"
 CONTROL = "control@example.org"
 
@@ -156,35 +149,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             runtime.redis.close()
 
 
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        service_missing(f"Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser):  # type: ignore[no-untyped-def]
-    # No JavaScript at all: every page must work as plain HTML forms and links.
-    context = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 812})
-    yield context.new_page()
-    context.close()
-
-
 def snap(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    """Full-page screenshots at each width; also: nothing may scroll sideways at 375 px."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 900})
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at {width}px"
-        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
-    page.set_viewport_size({"width": 375, "height": 812})
+    shared_snap(page, ARTIFACTS, name)
 
 
 def _seed(site: Site, *, day: dt.date, id_prefix: str | None = None) -> int:

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 from sqlalchemy import select
-from tests.conftest import service_missing
+from tests.support.browser import ARTIFACTS as BROWSER_ARTIFACTS
+from tests.support.browser import snap as shared_snap
 
 from papermail import stages
 from papermail.clock import utcnow
@@ -46,16 +47,7 @@ from papermail.wiring import Wiring
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "feedback"
-WIDTHS = (375, 1280)
+ARTIFACTS = BROWSER_ARTIFACTS / "feedback"
 READER = "reader@example.org"
 
 
@@ -108,35 +100,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         runtime.engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        service_missing(f"Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser):  # type: ignore[no-untyped-def]
-    # No JavaScript at all: every page must work as plain HTML forms and links.
-    context = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 812})
-    yield context.new_page()
-    context.close()
-
-
 def snap(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    """Full-page screenshots at each width; also: nothing may scroll sideways at 375 px."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 900})
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at {width}px"
-        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
-    page.set_viewport_size({"width": 375, "height": 812})
+    shared_snap(page, ARTIFACTS, name)
 
 
 def _sample_items(day: dt.date) -> list[dict[str, object]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import shutil
 import socket
 import threading
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 import pytest
 import uvicorn
 from fastapi import FastAPI, Response
-from tests.conftest import service_missing
 from tests.support.ledger import seed_delivery, seed_edition, seed_funnel, seed_subscriber
 
 from papermail.config import Settings
@@ -32,7 +30,6 @@ from papermail.wiring import Wiring
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 USER, PASSWORD = "ops", "correct horse battery staple"
 
@@ -153,27 +150,6 @@ def server(runtime: Wiring) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(timeout=10)
-
-
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
-    if shutil.which(CHROMIUM) is None:
-        service_missing(f"Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
-        yield chromium
-        chromium.close()
 
 
 def _page(browser, width: int):  # type: ignore[no-untyped-def]

@@ -175,14 +175,9 @@ def undo_mark(
 ) -> Response:
     """Forget one "More like this" / "Less like this" mark."""
     with session_scope(web.sessions) as session:
-        subscriber = confirmations.subscriber_for_token(
-            session, signer=web.signer, purpose=Purpose.PREFERENCES, token=token
-        )
-        values = preference_values(Preferences.of(subscriber))
-        if not web.csrf.check(form.get(csrf.FIELD), csrf.link_binding(token)):
-            return _preferences_page(
-                web, session, subscriber, token, values=values, status=403, notice=EXPIRED_FORM
-            )
+        subscriber, values, refused = _checked_form(web, session, token, form)
+        if refused is not None:
+            return refused
         mark = feedback.undo(
             session, subscriber_id=subscriber.id, paper_id=form.get("paper_id", "")
         )
@@ -197,14 +192,9 @@ def unmute(
 ) -> Response:
     """Take one author or organisation off the muted lists."""
     with session_scope(web.sessions) as session:
-        subscriber = confirmations.subscriber_for_token(
-            session, signer=web.signer, purpose=Purpose.PREFERENCES, token=token
-        )
-        values = preference_values(Preferences.of(subscriber))
-        if not web.csrf.check(form.get(csrf.FIELD), csrf.link_binding(token)):
-            return _preferences_page(
-                web, session, subscriber, token, values=values, status=403, notice=EXPIRED_FORM
-            )
+        subscriber, values, refused = _checked_form(web, session, token, form)
+        if refused is not None:
+            return refused
         try:
             kind = MuteKind(form.get("kind", ""))
         except ValueError:
@@ -214,6 +204,23 @@ def unmute(
         return _preferences_page(
             web, session, subscriber, token, values=values, unmuted=name if done else ""
         )
+
+
+def _checked_form(
+    web: WebContext, session: Session, token: str, form: FormData
+) -> tuple[Subscriber, dict[str, str], Response | None]:
+    """The preferences link's subscriber and their form values, plus the page to answer
+    with instead when the form's CSRF token is missing or stale."""
+    subscriber = confirmations.subscriber_for_token(
+        session, signer=web.signer, purpose=Purpose.PREFERENCES, token=token
+    )
+    values = preference_values(Preferences.of(subscriber))
+    if web.csrf.check(form.get(csrf.FIELD), csrf.link_binding(token)):
+        return subscriber, values, None
+    refused = _preferences_page(
+        web, session, subscriber, token, values=values, status=403, notice=EXPIRED_FORM
+    )
+    return subscriber, values, refused
 
 
 def _unsubscriber(session, web: WebContext, token: str) -> Subscriber | None:
