@@ -69,7 +69,8 @@ def test_confirmation_goes_through_a_worker_and_smtp(
             text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
             link = re.search(r"https://papers\.example\.org(/confirm/\S+)", text)
             assert link and "diffusion" in text
-            assert client.get(link[1], follow_redirects=False).status_code == 303
+            assert client.get(link[1]).status_code == 200  # the page with the button
+            assert client.post(link[1], follow_redirects=False).status_code == 303
     finally:
         worker.stop()
         celery.close()

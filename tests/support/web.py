@@ -76,6 +76,13 @@ class Web:
             )
             return subscriber
 
+    def confirm(self, path: str, *, follow_redirects: bool = True):  # type: ignore[no-untyped-def]
+        """What a person does with the emailed link: open it, then press the button."""
+        page = self.client.get(path, follow_redirects=False)
+        if page.status_code != 200 or 'action="/confirm/' not in page.text:
+            return page  # an error, "already used", or a way in: nothing to press
+        return self.client.post(path, follow_redirects=follow_redirects)
+
     def csrf(self, path: str = "/") -> str:
         return csrf_in(self.client.get(path).text)
 

@@ -16,12 +16,13 @@ Who gets a confirmation email when they (or someone) submit the form:
   preferences); the link they get lands on their preferences page;
 - a suppressed one: nothing at all. Bounces are the mailbox's word.
 
-A confirm link activates once: activating rotates the subscriber's token version,
-which kills that link and every other link minted before (the preferences links
-mailed afterwards carry the new version); unsubscribing rotates it again. A link
-opened after that changes nothing and says it was used. Opening it is a GET (the
-emailed link is the documented flow), so mail scanners may be the first to use it.
-An active reader's link (the way in above) changes nothing, so nothing is used up.
+A confirm link activates once, and only when the reader presses the button its page
+shows (a POST): mail scanners open every link, so opening one (a GET) changes nothing.
+Activating rotates the subscriber's token version, which kills that link and every
+other link minted before (the preferences links mailed afterwards carry the new
+version); unsubscribing rotates it again. A link used after that changes nothing and
+says it was used. An active reader's link (the way in above) changes nothing, so
+nothing is used up.
 """
 
 from __future__ import annotations
@@ -156,8 +157,9 @@ def subscriber_for_token(
 
 
 class Confirmed(enum.StrEnum):
-    """What opening a confirm link did."""
+    """What a confirm link does (``check_confirm``) or did (``confirm``)."""
 
+    READY = "ready"  # the link is good and would activate them: nothing happened yet
     ACTIVATED = "activated"  # this link subscribed them; the links sent before are revoked
     ALREADY_ACTIVE = "already active"  # a way in for an active reader: nothing changed
     USED = "used"  # used already, or revoked by a newer sign-up or an unsubscribe: nothing changed
@@ -169,16 +171,10 @@ class Confirmation:
     subscriber: Subscriber
 
 
-def confirm(session: Session, *, signer: TokenSigner, token: str, now: dt.datetime) -> Confirmation:
-    """Open a confirm link: activate the subscriber it names, once. Flushes, does not commit.
+def check_confirm(session: Session, *, signer: TokenSigner, token: str) -> Confirmation:
+    """What opening a confirm link would do, changing nothing (the GET a scanner sends).
 
     Raises InvalidToken for a link that is bad, expired, for someone erased or suppressed.
-    A link of an older token version changes nothing (``Confirmed.USED``). Activating
-    rotates the token version with a conditional UPDATE, so of two requests racing
-    with one link (a mail scanner and the reader) exactly one activates. An active
-    reader's current link changes nothing and is not used up: it is what the sign-up
-    form mails them to reach their preferences, and a scanner opening it must not
-    revoke the links in their digests.
     """
     claims = signer.read(Purpose.CONFIRM, token)
     subscriber = session.get(Subscriber, claims.subscriber_id)
@@ -190,11 +186,28 @@ def confirm(session: Session, *, signer: TokenSigner, token: str, now: dt.dateti
         return Confirmation(Confirmed.USED, subscriber)
     if subscriber.status is SubscriberStatus.ACTIVE:
         return Confirmation(Confirmed.ALREADY_ACTIVE, subscriber)
+    return Confirmation(Confirmed.READY, subscriber)
+
+
+def confirm(session: Session, *, signer: TokenSigner, token: str, now: dt.datetime) -> Confirmation:
+    """Confirm with a link (the reader pressed the button): activate, once. Flushes only.
+
+    Raises what ``check_confirm`` raises. Activating rotates the token version with a
+    conditional UPDATE, so of two requests racing with one link exactly one activates.
+    An active reader's current link changes nothing and is not used up: it is what the
+    sign-up form mails them to reach their preferences, and using it up would revoke the
+    links in their digests.
+    """
+    checked = check_confirm(session, signer=signer, token=token)
+    if checked.outcome is not Confirmed.READY:
+        return checked
+    subscriber = checked.subscriber
+    version = subscriber.token_version
     result = session.execute(
         update(Subscriber)
         .where(
             Subscriber.id == subscriber.id,
-            Subscriber.token_version == claims.token_version,
+            Subscriber.token_version == version,
             Subscriber.status != SubscriberStatus.SUPPRESSED,
         )
         .values(token_version=Subscriber.token_version + 1)

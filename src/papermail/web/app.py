@@ -119,15 +119,11 @@ def route_template(scope: Scope) -> str | None:
     return template if isinstance(template, str) else None
 
 
-# GET routes whose GET changes state: the emailed confirmation link works once, and link
-# checkers and mail scanners send HEAD. HEAD must stay safe, so these answer 405.
-_NOT_FOR_HEAD = re.compile(r"^/confirm/")
-
-
 class HeadAsGet:
     """HEAD on every GET route: the request runs as GET and the body is dropped, so the
     status and headers (Content-Length included) are exactly GET's. FastAPI registers
-    GET routes for GET only, which would answer HEAD with 405. (Not for _NOT_FOR_HEAD.)
+    GET routes for GET only, which would answer HEAD with 405. No GET changes state, so
+    neither does a HEAD.
 
     The app gets a copy of the scope (the server's own stays HEAD: it must know to send
     no body); the route the router picked is copied back for the access log and metrics.
@@ -139,16 +135,6 @@ class HeadAsGet:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "HEAD":
             await self.app(scope, receive, send)
-            return
-        if _NOT_FOR_HEAD.match(scope["path"]):
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 405,
-                    "headers": [(b"allow", b"GET"), (b"content-length", b"0")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
             return
         as_get = dict(scope, method="GET")
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from papermail.db import session_scope
-from papermail.models import SubscriberStatus
+from papermail.models import Subscriber, SubscriberStatus
 from papermail.subscribers import confirmations
 from papermail.subscribers.confirmations import Confirmed
 from papermail.subscribers.tokens import MAX_AGE, Purpose
@@ -116,21 +116,44 @@ def subscribe(
 
 
 @router.get("/confirm/{token}")
-def confirm(token: str, web: WebContext = Depends(get_web)) -> Response:
-    """The emailed link: activates (once) and lands on the preferences page.
+def confirm_page(token: str, web: WebContext = Depends(get_web)) -> Response:
+    """The emailed link shows a button and changes nothing: mail scanners and link
+    checkers open every link, and opening must not subscribe anyone (or use the link up).
+    An active reader's link is their way in: it goes straight to their preferences."""
+    with web.sessions() as session:
+        checked = confirmations.check_confirm(session, signer=web.signer, token=token)
+        subscriber = checked.subscriber
+        if checked.outcome is Confirmed.USED:
+            return _used_link_page(web, active=subscriber.status is SubscriberStatus.ACTIVE)
+        if checked.outcome is Confirmed.ALREADY_ACTIVE:
+            return _to_preferences(web, subscriber)
+        return web.pages.render(
+            "confirm.html.j2",
+            title="Confirm your subscription",
+            email=subscriber.email,
+            action=f"/confirm/{token}",
+        )
 
-    A GET that changes state, because following the emailed link is the documented
-    opt-in; it works once, so a scanner or a forwarded email opening it later (even
-    after an unsubscribe) changes nothing and gets the "already used" page.
+
+@router.post("/confirm/{token}")
+def confirm(token: str, web: WebContext = Depends(get_web)) -> Response:
+    """The button: activates (once) and lands on the preferences page.
+
+    No CSRF cookie, like the RFC 8058 one-click unsubscribe: the signed, single-use link
+    is the secret, and a link opened in another browser (or on a phone) must still work.
     """
     with session_scope(web.sessions) as session:
         result = confirmations.confirm(session, signer=web.signer, token=token, now=web.clock())
         subscriber = result.subscriber
         if result.outcome is Confirmed.USED:
             return _used_link_page(web, active=subscriber.status is SubscriberStatus.ACTIVE)
-        prefs_token = web.signer.make(
-            Purpose.PREFERENCES, subscriber_id=subscriber.id, token_version=subscriber.token_version
-        )
+        return _to_preferences(web, subscriber)
+
+
+def _to_preferences(web: WebContext, subscriber: Subscriber) -> Response:
+    prefs_token = web.signer.make(
+        Purpose.PREFERENCES, subscriber_id=subscriber.id, token_version=subscriber.token_version
+    )
     return RedirectResponse(f"/preferences/{prefs_token}?welcome=1", status_code=303)
 
 

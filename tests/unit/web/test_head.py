@@ -69,18 +69,22 @@ def test_head_on_a_token_page_is_the_page(seeded: Web) -> None:
     assert head.headers["content-type"].startswith("text/html")
 
 
-def test_head_does_not_use_up_a_confirmation_link(web: Web) -> None:
-    # The GET confirms (once); a link checker's or mail scanner's HEAD must change nothing.
+def test_opening_a_confirmation_link_changes_nothing_until_the_button(web: Web) -> None:
+    # Link checkers send HEAD and mail scanners GET every link: neither may subscribe
+    # anyone or use the link up. Only the page's button (a POST) confirms.
     web.subscribe("ada@example.org")
     [message] = web.outbox
     path = confirm_path(message)
 
     head = web.client.head(path, follow_redirects=False)
-
-    assert head.status_code == 405 and head.headers["allow"] == "GET"
-    assert web.subscriber("ada@example.org").status is SubscriberStatus.PENDING  # type: ignore[union-attr]
     get = web.client.get(path, follow_redirects=False)
-    assert get.status_code == 303 and get.headers["location"].startswith("/preferences/")
+
+    assert head.status_code == get.status_code == 200 and head.content == b""
+    assert 'action="/confirm/' in get.text
+    assert web.subscriber("ada@example.org").status is SubscriberStatus.PENDING  # type: ignore[union-attr]
+    done = web.client.post(path, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"].startswith("/preferences/")
+    assert web.subscriber("ada@example.org").status is SubscriberStatus.ACTIVE  # type: ignore[union-attr]
 
 
 def test_a_post_only_route_still_refuses_head(web: Web) -> None:

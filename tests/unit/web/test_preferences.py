@@ -333,7 +333,7 @@ def test_digests_link_to_preferences_with_the_current_token_version(web: Web) ->
     # (or coming back) carries a link that works, and one from before does not.
     edition_id = seed_edition(web)
     web.subscribe("ada@example.org")
-    web.client.get(confirm_path(web.outbox[0]))
+    web.confirm(confirm_path(web.outbox[0]))
     plan(
         web.runtime,
         dispatcher=InlineDispatcher(web.runtime, clock=web.clock),

@@ -123,7 +123,7 @@ def test_subscribing_an_active_address_changes_nothing_but_mails_a_way_in(web: W
     )
     [message] = web.outbox  # its link lands on their preferences page
     for _ in range(2):  # and changes nothing: the preferences links in their digests live on
-        response = web.client.get(confirm_path(message), follow_redirects=False)
+        response = web.confirm(confirm_path(message), follow_redirects=False)
         assert response.status_code == 303
         assert response.headers["location"].startswith("/preferences/")
         assert web.subscriber("ada@example.org").token_version == 1  # type: ignore[union-attr]
@@ -141,7 +141,7 @@ def test_unsubscribed_address_needs_to_confirm_again(web: Web) -> None:
     assert again.status is SubscriberStatus.UNSUBSCRIBED  # not before the link is opened
     assert again.topics == ["robotics"]
     [message] = web.outbox
-    web.client.get(confirm_path(message))
+    web.confirm(confirm_path(message))
     assert web.subscriber("ada@example.org").status is SubscriberStatus.ACTIVE  # type: ignore[union-attr]
 
 
@@ -264,7 +264,7 @@ def test_limits_are_fixed_windows_in_redis(redis) -> None:  # type: ignore[no-un
 def test_confirm_link_activates_and_lands_on_preferences(web: Web) -> None:
     web.subscribe("ada@example.org", topics="diffusion")
     [message] = web.outbox
-    response = web.client.get(confirm_path(message), follow_redirects=False)
+    response = web.confirm(confirm_path(message), follow_redirects=False)
     assert response.status_code == 303
     location = response.headers["location"]
     assert location.startswith("/preferences/") and location.endswith("?welcome=1")
@@ -290,7 +290,7 @@ def _used_page(response) -> str:  # type: ignore[no-untyped-def]
 def test_a_confirm_link_works_once(web: Web) -> None:
     web.subscribe("ada@example.org")
     path = confirm_path(web.outbox[0])
-    first = web.client.get(path, follow_redirects=False)
+    first = web.confirm(path, follow_redirects=False)
     assert first.status_code == 303
     page = _used_page(web.client.get(path, follow_redirects=False))
     assert "you're subscribed" in page  # a scanner may have opened it first: reassure
@@ -300,9 +300,7 @@ def test_a_confirm_link_works_once(web: Web) -> None:
 
 def test_confirming_lands_on_preferences_of_the_new_token_version(web: Web) -> None:
     web.subscribe("ada@example.org")
-    location = web.client.get(confirm_path(web.outbox[0]), follow_redirects=False).headers[
-        "location"
-    ]
+    location = web.confirm(confirm_path(web.outbox[0]), follow_redirects=False).headers["location"]
     token = location.removeprefix("/preferences/").removesuffix("?welcome=1")
     claims = web.runtime.links.signer.read(Purpose.PREFERENCES, token)
     ada = web.subscriber("ada@example.org")
@@ -318,7 +316,7 @@ def test_a_used_confirm_link_does_not_resubscribe_someone_who_left(web: Web) -> 
     # email opens the same confirmation link again.
     web.subscribe("ada@example.org")
     path = confirm_path(web.outbox[0])
-    web.client.get(path)
+    web.confirm(path)
     ada = web.subscriber("ada@example.org")
     assert ada is not None
     web.client.post(
@@ -336,7 +334,7 @@ def test_a_used_confirm_link_does_not_resubscribe_someone_who_left(web: Web) -> 
 def test_signing_up_again_revokes_every_link_from_before(web: Web) -> None:
     web.subscribe("ada@example.org")
     first_confirm = confirm_path(web.outbox[0])
-    welcome = web.client.get(first_confirm, follow_redirects=False).headers["location"]
+    welcome = web.confirm(first_confirm, follow_redirects=False).headers["location"]
     ada = web.subscriber("ada@example.org")
     assert ada is not None
     unsubscribe = f"/unsubscribe/{web.token(Purpose.UNSUBSCRIBE, ada)}"
@@ -346,7 +344,7 @@ def test_signing_up_again_revokes_every_link_from_before(web: Web) -> None:
     _used_page(web.client.get(first_confirm, follow_redirects=False))
     assert web.client.get(welcome).status_code == 400  # the old preferences link
     assert web.subscriber("ada@example.org").status is SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
-    back = web.client.get(second_confirm, follow_redirects=False)
+    back = web.confirm(second_confirm, follow_redirects=False)
     assert back.status_code == 303
     assert web.client.get(back.headers["location"]).status_code == 200
     assert web.client.get(welcome).status_code == 400

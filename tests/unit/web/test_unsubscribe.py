@@ -183,7 +183,7 @@ def test_unsubscribe_links_outlive_leaving_and_coming_back(web: Web) -> None:
     old = _path(web, ada)
     assert web.client.post(old, data=ONE_CLICK).status_code == 200
     web.subscribe("ada@example.org")
-    web.client.get(confirm_path(web.outbox[0]))
+    web.confirm(confirm_path(web.outbox[0]))
     assert _status(web, "ada@example.org") is SubscriberStatus.ACTIVE
     assert web.subscriber("ada@example.org").token_version == 4  # type: ignore[union-attr]
     assert web.client.post(old, data=ONE_CLICK).status_code == 200
@@ -247,7 +247,7 @@ def test_resubscribing_from_the_page_is_double_opt_in_again(web: Web) -> None:
     assert "Check your inbox" in again.text
     assert _status(web, "ada@example.org") is SubscriberStatus.UNSUBSCRIBED
     [message] = web.outbox
-    web.client.get(confirm_path(message))
+    web.confirm(confirm_path(message))
     assert _status(web, "ada@example.org") is SubscriberStatus.ACTIVE
 
 
