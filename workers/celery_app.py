@@ -33,6 +33,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
             "task": "papermail.ingest_papers",
             "schedule": dt.timedelta(minutes=settings.ingest_interval_minutes),
         },
+        # arXiv announces new submissions Sunday to Thursday at 20:00 US Eastern, that is
+        # 00:00 or 01:00 UTC Monday to Friday: fetch them once, after the later of the two.
+        "ingest-arxiv": {
+            "task": "papermail.ingest_arxiv",
+            "schedule": crontab(minute=10, hour=1, day_of_week="mon-fri"),
+        },
         "build-daily-edition": {
             "task": "papermail.build_edition",
             "schedule": crontab(minute=settings.edition_minute_utc, hour=settings.edition_hour_utc),
@@ -73,6 +79,7 @@ def time_limits(settings: Settings) -> dict[str, tuple[float, float]]:
     lease = float(settings.lease_seconds)
     limits = {
         "papermail.ingest_papers": settings.fetch_deadline_seconds + 120,
+        "papermail.ingest_arxiv": settings.fetch_deadline_seconds + 120,
         "papermail.build_edition": 300.0,
         "papermail.plan_deliveries": 1800.0,  # a million readers plan in about 100 s
         "papermail.render_variants": 600.0,

@@ -78,6 +78,27 @@ def ingest_papers(self: Task, day: str | None = None) -> dict[str, int]:
     }
 
 
+@app.task(name="papermail.ingest_arxiv", bind=True, max_retries=3)
+def ingest_arxiv(self: Task, day: str | None = None) -> dict[str, int]:
+    """Once a day after arXiv's announcement; shares the ingest lock (one paper, one row)."""
+    days = [dt.date.fromisoformat(day)] if day else stages.default_arxiv_days(today=utcnow().date())
+    with exclusive("ingest") as mine:
+        if not mine:  # the half-hourly HF ingest is running: come back once it is done
+            raise self.retry(countdown=120)
+        try:
+            report = stages.ingest_arxiv(wiring(), days=days)
+        except SourceUnreachable as exc:  # network, or arXiv asking us to slow down
+            raise self.retry(exc=exc, countdown=600) from exc
+        except SourceError:
+            log.exception("arXiv ingest failed; nothing was written")
+            raise
+    return {
+        "fetched": report.fetched,
+        "inserted": report.inserted,
+        "rejected": len(report.rejected),
+    }
+
+
 @app.task(name="papermail.build_edition")
 def build_edition(day: str | None = None, kind: str = "daily") -> int | None:
     chosen = dt.date.fromisoformat(day) if day else utcnow().date()

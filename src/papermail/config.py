@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from papermail.sources.arxiv_taxonomy import parse_categories
+
 DEFAULT_SECRET = "papermail-development-secret-change-me"  # noqa: S105 (refused in production)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,6 +120,11 @@ class Settings(BaseSettings):
 
     # Sources
     hf_api_base: str = "https://huggingface.co"
+    arxiv_api_base: str = "http://export.arxiv.org"
+    arxiv_categories: str = Field(
+        default="cs.LG,cs.CV,cs.CL,cs.RO,cs.AI",
+        description="arXiv categories fetched daily, comma-separated (sources/arxiv_taxonomy.py)",
+    )
     http_timeout: float = 20.0
     http_retries: int = 4
     http_max_bytes: int = Field(
@@ -178,7 +185,12 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} has no {', '.join(missing)} templates")
         return value
 
-    @field_validator("base_url", "hf_api_base")
+    @field_validator("arxiv_categories")
+    @classmethod
+    def _known_categories(cls, value: str) -> str:
+        return ",".join(parse_categories(value))
+
+    @field_validator("base_url", "hf_api_base", "arxiv_api_base")
     @classmethod
     def _absolute_http(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
@@ -229,6 +241,10 @@ class Settings(BaseSettings):
         return lease_margin_for(self.smtp_timeout)
 
     @computed_field  # type: ignore[prop-decorator]
+    @property
+    def arxiv_category_list(self) -> list[str]:
+        return self.arxiv_categories.split(",")
+
     @property
     def embedded(self) -> bool:
         return self.redis_url is None and self.database_url is None

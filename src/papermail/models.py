@@ -114,7 +114,11 @@ class Paper(Base):
     ai_summary: Mapped[str | None] = mapped_column(Text)
     ai_keywords: Mapped[list[str]] = mapped_column(default=list)
     thumbnail: Mapped[str | None] = mapped_column(String(512))
-    source: Mapped[str] = mapped_column(String(16), default="hf")
+    source: Mapped[str] = mapped_column(String(16), default="hf")  # where it came from first
+    # arXiv's own metadata (sources/arxiv.py): categories with the primary one first.
+    categories: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    arxiv_comment: Mapped[str | None] = mapped_column(Text)
+    journal_ref: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -28,8 +28,10 @@ from papermail.pipeline.planning import PlanReport, plan_edition, redispatch_due
 from papermail.pipeline.sending import BatchReport, Observe
 from papermail.pipeline.sending import send_batch as send_rows
 from papermail.pipeline.variants import render_variants
+from papermail.sources import arxiv
 from papermail.sources.base import FetchResult, RejectedItem
 from papermail.sources.hf import fetch_daily
+from papermail.sources.http import Budget
 from papermail.subscribers.confirmations import send_confirmation as mail_confirmation
 from papermail.wiring import Wiring
 
@@ -70,6 +72,46 @@ def ingest(w: Wiring, *, days: Iterable[dt.date], clock: Clock = utcnow) -> Inge
             pages=sum(r.pages for r in results),
         )
         return _store(w, result=merged, now=clock(), detail=detail)
+
+
+ARXIV_DAYS_BACK = 4  # today and the three days before: Monday's run reaches back to Friday
+
+
+def default_arxiv_days(*, today: dt.date) -> list[dt.date]:
+    """The days a scheduled arXiv ingest covers; re-fetching a day only updates its rows."""
+    return [today - dt.timedelta(days=n) for n in range(ARXIV_DAYS_BACK)]
+
+
+def ingest_arxiv(
+    w: Wiring,
+    *,
+    days: Iterable[dt.date],
+    categories: Sequence[str] | None = None,
+    clock: Clock = utcnow,
+    sleep: Callable[[float], None] | None = None,
+) -> IngestReport:
+    """Fetch the days' new arXiv submissions (default: PAPERMAIL_ARXIV_CATEGORIES), then
+    write them: a failed fetch changes nothing. Journaled as stage "ingest", source=arxiv."""
+    days = sorted(set(days))
+    chosen = list(categories or w.settings.arxiv_category_list)
+    with recorded(w.sessions, stage="ingest", clock=clock) as detail:
+        detail.update(source="arxiv", days=[d.isoformat() for d in days], categories=chosen)
+        budget = Budget(
+            max_bytes=w.settings.http_max_bytes, seconds=w.settings.fetch_deadline_seconds
+        )
+        with w.http_client() as client:
+            result = arxiv.fetch_new(
+                client,
+                days=days,
+                categories=chosen,
+                base_url=w.settings.arxiv_api_base,
+                page_size=arxiv.PAGE_SIZE,
+                retries=w.settings.http_retries,
+                sleep=sleep or arxiv.pause,
+                budget=budget,
+            )
+        detail["pages"] = result.pages
+        return _store(w, result=result, now=clock(), detail=detail)
 
 
 def store_papers(

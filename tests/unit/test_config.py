@@ -147,3 +147,15 @@ def test_the_fault_tests_fast_lease_is_a_valid_configuration(tmp_path: Path) -> 
     fields = {key.removeprefix("PAPERMAIL_").lower(): value for key, value in env.items()}
     s = Settings(_env_file=None, **fields)  # type: ignore[arg-type]
     assert s.lease_seconds == 10  # SIGKILLed batches come back within seconds
+
+
+def test_arxiv_settings_default_and_validate() -> None:
+    settings = Settings(_env_file=None)
+    assert settings.arxiv_api_base == "http://export.arxiv.org"
+    assert settings.arxiv_category_list == ["cs.LG", "cs.CV", "cs.CL", "cs.RO", "cs.AI"]
+    chosen = Settings(_env_file=None, arxiv_categories=" cs.RO, stat.ML cs.RO ")
+    assert chosen.arxiv_category_list == ["cs.RO", "stat.ML"]
+    with pytest.raises(ValidationError, match="unknown arXiv category: cs.Robots"):
+        Settings(_env_file=None, arxiv_categories="cs.RO,cs.Robots")
+    with pytest.raises(ValidationError, match="absolute http"):
+        Settings(_env_file=None, arxiv_api_base="export.arxiv.org")

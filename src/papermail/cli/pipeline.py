@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -13,29 +14,82 @@ from papermail import stages
 from papermail.cli.common import Fail, console, cut, parse_date, plain, sending, wiring
 from papermail.clock import utcnow
 from papermail.models import Delivery, DeliveryStatus, Edition, EditionKind
+from papermail.pipeline.ingest import IngestReport
 from papermail.wiring import Wiring
 
 
 @click.command()
-@click.option("--date", "day", help="Day to fetch (YYYY-MM-DD); default today and yesterday (UTC).")
+@click.option("--date", "day", help="Day to fetch (YYYY-MM-DD); default the last few days (UTC).")
+@click.option(
+    "--source",
+    type=click.Choice(["hf", "arxiv", "all"]),
+    default="hf",
+    show_default=True,
+    help="Hugging Face Daily Papers, arXiv's new submissions, or both.",
+)
+@click.option(
+    "--category",
+    "categories",
+    multiple=True,
+    metavar="CODE",
+    help="arXiv category (repeatable, e.g. cs.RO); default PAPERMAIL_ARXIV_CATEGORIES.",
+)
 @click.option("--sample", is_flag=True, help="Load the bundled sample instead of the API.")
-def ingest(day: str | None, sample: bool) -> None:
-    """Fetch papers from the Hugging Face Daily Papers API and store them."""
+def ingest(day: str | None, source: str, categories: tuple[str, ...], sample: bool) -> None:
+    """Fetch papers (Hugging Face Daily Papers, arXiv) and store them."""
+    from papermail.sources.arxiv_taxonomy import unknown_categories
     from papermail.sources.base import SourceError
     from papermail.sources.hf import load_sample
 
+    if sample and source != "hf":
+        raise Fail("--sample is the bundled Hugging Face day; use it with --source hf")
+    if categories and source == "hf":
+        raise Fail("--category chooses arXiv categories; use it with --source arxiv or all")
+    unknown = unknown_categories(categories)
+    if unknown:
+        raise Fail(
+            f"unknown arXiv category: {', '.join(unknown)} (codes look like cs.RO or stat.ML)"
+        )
     w = wiring()
     chosen = parse_date(day)
-    days = [chosen] if chosen else stages.default_ingest_days(w, today=utcnow().date())
-    try:
-        with console.status("fetching papers..."):
-            if sample:
-                report = stages.store_papers(w, result=load_sample(), source="bundled sample")
-            else:
-                report = stages.ingest(w, days=days)
-    except SourceError as exc:
-        raise Fail(f"ingest failed, nothing was written: {exc}") from exc
-    table = Table("fetched", "new", "updated", "rejected", title="Ingest")
+    today = utcnow().date()
+    runs: list[tuple[str, Callable[[], IngestReport]]] = []
+    if source in ("hf", "all"):
+        hf_days = [chosen] if chosen else stages.default_ingest_days(w, today=today)
+        runs.append(
+            (
+                "Hugging Face",
+                (lambda: stages.store_papers(w, result=load_sample(), source="bundled sample"))
+                if sample
+                else (lambda: stages.ingest(w, days=hf_days)),
+            )
+        )
+    if source in ("arxiv", "all"):
+        arxiv_days = [chosen] if chosen else stages.default_arxiv_days(today=today)
+        runs.append(
+            (
+                "arXiv",
+                lambda: stages.ingest_arxiv(w, days=arxiv_days, categories=categories or None),
+            )
+        )
+    stored: list[str] = []
+    for name, run in runs:
+        try:
+            with console.status(f"fetching papers from {name}..."):
+                report = run()
+        except SourceError as exc:
+            written = f" ({', '.join(stored)} stored)" if stored else ""
+            raise Fail(
+                f"{name} ingest failed, nothing from it was written{written}: {exc}"
+                if stored
+                else f"ingest failed, nothing was written: {exc}"
+            ) from exc
+        stored.append(name)
+        print_ingest_report(report, title=f"Ingest ({name})" if source != "hf" else "Ingest")
+
+
+def print_ingest_report(report: IngestReport, *, title: str) -> None:
+    table = Table("fetched", "new", "updated", "rejected", title=title)
     table.add_row(
         str(report.fetched), str(report.inserted), str(report.updated), str(len(report.rejected))
     )

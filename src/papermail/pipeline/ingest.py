@@ -1,4 +1,4 @@
-"""Store a fetched day: upsert papers and record one vote snapshot per paper.
+"""Store a fetched day: upsert papers and record one vote snapshot per voted paper.
 
 The upsert is plain ORM (select existing ids, then insert or update), so it runs
 the same on SQLite and PostgreSQL. Two ingests racing on a brand-new paper would
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE = 500
 
 # Always taken from the newest fetch: they are what the source says right now.
-_CURRENT_FIELDS = ("title", "upvotes", "num_comments", "source")
+_CURRENT_FIELDS = ("title", "upvotes", "num_comments")
 # Taken only when the fetch has a value: a field that is missing today (or was
 # dropped as invalid) must not erase what an earlier fetch told us.
 _KEPT_FIELDS = (
@@ -41,7 +41,39 @@ _KEPT_FIELDS = (
     "ai_summary",
     "ai_keywords",
     "thumbnail",
+    "categories",
+    "arxiv_comment",
+    "journal_ref",
 )
+# A paper on both Hugging Face and arXiv is one row: each source alone writes the fields
+# only it knows, so an arXiv fetch never zeroes the votes and HF never erases categories.
+# Fields owned by nobody (title, summary, authors, published_at) follow the rules above
+# whatever the source. ``source`` itself says where the row came from first: never updated.
+_OWNED_FIELDS: dict[str, frozenset[str]] = {
+    "hf": frozenset(
+        {
+            "upvotes",
+            "num_comments",
+            "submitted_on_daily_at",
+            "github_repo",
+            "github_stars",
+            "project_page",
+            "organization",
+            "ai_summary",
+            "ai_keywords",
+            "thumbnail",
+        }
+    ),
+    "arxiv": frozenset({"categories", "arxiv_comment", "journal_ref"}),
+}
+# Only these sources count votes; a snapshot from any other would read as zero votes.
+_VOTING_SOURCES = frozenset({"hf"})
+
+
+def writable_fields(source: str) -> tuple[str, ...]:
+    """The fields an update from ``source`` may change, current ones first."""
+    others = set().union(*(f for s, f in _OWNED_FIELDS.items() if s != source))
+    return tuple(n for n in (*_CURRENT_FIELDS, *_KEPT_FIELDS) if n not in others)
 
 
 @dataclass
@@ -58,7 +90,7 @@ def ingest_papers(session: Session, *, result: FetchResult, now: dt.datetime) ->
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     papers = _unique(result.papers)
-    inserted = updated = 0
+    inserted = updated = snapshots = 0
     for chunk in _chunks(papers, CHUNK_SIZE):
         existing = _load(session, ids=[p.id for p in chunk])
         for incoming in chunk:
@@ -69,20 +101,22 @@ def ingest_papers(session: Session, *, result: FetchResult, now: dt.datetime) ->
             else:
                 _update_paper(row, incoming, now=now)
                 updated += 1
-            session.add(
-                PaperSnapshot(
-                    paper_id=incoming.id,
-                    observed_at=now,
-                    upvotes=incoming.upvotes,
-                    num_comments=incoming.num_comments,
+            if incoming.source in _VOTING_SOURCES:
+                snapshots += 1
+                session.add(
+                    PaperSnapshot(
+                        paper_id=incoming.id,
+                        observed_at=now,
+                        upvotes=incoming.upvotes,
+                        num_comments=incoming.num_comments,
+                    )
                 )
-            )
         session.flush()  # per chunk, so memory stays bounded on a big backfill
     report = IngestReport(
         fetched=len(papers),
         inserted=inserted,
         updated=updated,
-        snapshots=len(papers),
+        snapshots=snapshots,
         rejected=list(result.rejected),
     )
     log.info(
@@ -105,11 +139,10 @@ def _new_paper(incoming: PaperIn, *, now: dt.datetime) -> Paper:
 
 
 def _update_paper(row: Paper, incoming: PaperIn, *, now: dt.datetime) -> None:
-    for name in _CURRENT_FIELDS:
-        _set(row, name, getattr(incoming, name))
-    for name in _KEPT_FIELDS:
-        value = getattr(incoming, name)
-        if value not in (None, "", []):
+    for name in writable_fields(incoming.source):
+        # A plain PaperIn (Hugging Face) has no arXiv fields: absent reads as "no value".
+        value = getattr(incoming, name, None)
+        if name in _CURRENT_FIELDS or value not in (None, "", []):
             _set(row, name, value)
     row.updated_at = now
     # Without this, re-ingesting at the same instant with other changes would let the

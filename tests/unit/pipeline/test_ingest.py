@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from alembic import command
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from papermail.db import make_engine
+from papermail.dbadmin import alembic_config, upgrade
 from papermail.models import Paper, PaperSnapshot
 from papermail.pipeline import ingest
 from papermail.pipeline.ingest import ingest_papers
+from papermail.sources.arxiv import fetch_new
 from papermail.sources.base import FetchResult, PaperIn, RejectedItem, SourceError
 from papermail.sources.hf import SAMPLE_DAY, fetch_daily, load_sample
 from tests.conftest import FIXED_NOW
@@ -205,3 +211,184 @@ def test_a_page_that_is_not_json_leaves_the_database_unchanged(session: Session)
 
     assert {p.id: columns(p) for p in session.scalars(select(Paper))} == before
     assert count(session, PaperSnapshot) == 40
+
+
+# --- arXiv as a second source: one paper, one row, each source keeps its own fields -------
+
+ARXIV_FIXTURES = Path(__file__).parents[2] / "fixtures" / "arxiv"
+HF_FIXTURES = Path(__file__).parents[2] / "fixtures" / "hf"
+MERGED_ID = "2611.30001"  # on Hugging Face's day and in arXiv's listing
+
+
+def arxiv_fetch(*names: str, day: dt.date, replace: tuple[str, str] | None = None) -> FetchResult:
+    bodies = [(ARXIV_FIXTURES / n).read_bytes() for n in names]
+    if replace:
+        bodies = [b.replace(replace[0].encode(), replace[1].encode()) for b in bodies]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=bodies.pop(0))
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        return fetch_new(
+            client,
+            days=[day],
+            categories=["cs.LG", "cs.CV", "cs.CL", "cs.RO", "cs.AI"],
+            base_url="http://export.arxiv.test",
+            page_size=5,
+            sleep=lambda _: None,
+        )
+
+
+def hf_fetch() -> FetchResult:
+    pages = [json.loads((HF_FIXTURES / "daily_2026-11-26_p0.json").read_text()), []]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=pages.pop(0))
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        return fetch_daily(
+            client, day=dt.date(2026, 11, 26), base_url="https://hf.test", sleep=lambda _: None
+        )
+
+
+HF_FIELDS = (
+    "upvotes",
+    "num_comments",
+    "submitted_on_daily_at",
+    "github_repo",
+    "github_stars",
+    "project_page",
+    "organization",
+    "ai_summary",
+    "ai_keywords",
+    "thumbnail",
+)
+ARXIV_FIELDS = ("categories", "arxiv_comment", "journal_ref")
+
+
+def test_a_new_version_updates_the_one_row_of_its_paper(session: Session) -> None:
+    day = dt.date(2026, 11, 26)
+    ingest_papers(session, result=arxiv_fetch("earlier_2026-11-26_v1.xml", day=day), now=FIXED_NOW)
+    session.commit()
+    first = session.get(Paper, "2611.40001")
+    assert first is not None and first.title.endswith("(draft)")
+    assert (first.source, first.categories, first.arxiv_comment) == (
+        "arxiv",
+        ["cs.RO"],
+        "8 pages, 6 figures",
+    )
+
+    day_result = arxiv_fetch("day_2026-11-26_p0.xml", "day_2026-11-26_p1.xml", day=day)
+    report = ingest_papers(session, result=day_result, now=LATER)
+    session.commit()
+
+    assert (report.fetched, report.inserted, report.updated) == (6, 5, 1)
+    assert count(session, Paper) == 6  # 2611.40001v1 and v2 are one row
+    session.expire_all()
+    updated = session.get(Paper, "2611.40001")
+    assert updated is not None
+    assert updated.title == "Legged Locomotion from Sparse Proprioception"
+    assert updated.authors == ["Aiko Tanaka", "Pierre Martin", "Lena Vogel"]
+    assert updated.categories == ["cs.RO", "cs.LG"]
+    assert updated.arxiv_comment == "v2: corrected Table 2; 8 pages, 6 figures"
+    assert (updated.first_seen_at, updated.updated_at) == (FIXED_NOW, LATER)
+    grasp = session.get(Paper, "2611.40002")
+    assert grasp is not None and grasp.journal_ref.startswith("IEEE Robotics")  # type: ignore[union-attr]
+    # arXiv counts no votes: no snapshot that would read as zero upvotes.
+    assert report.snapshots == 0 and count(session, PaperSnapshot) == 0
+
+
+def test_hf_then_arxiv_keeps_hf_fields_and_adds_arxiv_fields(session: Session) -> None:
+    ingest_papers(session, result=hf_fetch(), now=FIXED_NOW)
+    session.commit()
+    row = session.get(Paper, MERGED_ID)
+    assert row is not None
+    hf_values = {name: getattr(row, name) for name in HF_FIELDS}
+    assert hf_values["upvotes"] == 142 and hf_values["organization"]
+    snapshots = count(session, PaperSnapshot)
+
+    merged = arxiv_fetch("hf_merge_2026-11-24.xml", day=dt.date(2026, 11, 24))
+    report = ingest_papers(session, result=merged, now=LATER)
+    session.commit()
+    session.expire_all()
+
+    assert (report.inserted, report.updated) == (0, 1)
+    row = session.get(Paper, MERGED_ID)
+    assert row is not None
+    assert {name: getattr(row, name) for name in HF_FIELDS} == hf_values  # never overwritten
+    assert row.categories == ["cs.LG", "cs.AI", "cs.CL"]
+    assert row.arxiv_comment == "NeurIPS 2026 workshop; 14 pages"
+    assert row.journal_ref == "Proc. AgentsWS 2026, pp. 1-14"
+    assert row.source == "hf"  # where it came from first
+    assert count(session, PaperSnapshot) == snapshots
+
+
+def test_arxiv_then_hf_keeps_arxiv_fields_and_adds_hf_fields(session: Session) -> None:
+    merged = arxiv_fetch("hf_merge_2026-11-24.xml", day=dt.date(2026, 11, 24))
+    ingest_papers(session, result=merged, now=FIXED_NOW)
+    session.commit()
+    row = session.get(Paper, MERGED_ID)
+    assert row is not None and (row.source, row.upvotes, row.organization) == ("arxiv", 0, None)
+    arxiv_values = {name: getattr(row, name) for name in ARXIV_FIELDS}
+
+    ingest_papers(session, result=hf_fetch(), now=LATER)
+    session.commit()
+    session.expire_all()
+
+    row = session.get(Paper, MERGED_ID)
+    assert row is not None
+    assert {name: getattr(row, name) for name in ARXIV_FIELDS} == arxiv_values  # never erased
+    assert row.upvotes == 142
+    assert row.organization == "Multimedia and Human Understanding Group"
+    assert row.github_repo == "https://github.com/mhug/smore"
+    assert row.submitted_on_daily_at is not None
+    assert row.source == "arxiv"  # where it came from first
+    # And arXiv again: HF's votes survive a third fetch.
+    ingest_papers(session, result=merged, now=LATER + dt.timedelta(hours=1))
+    session.commit()
+    session.expire_all()
+    row = session.get(Paper, MERGED_ID)
+    assert row is not None and row.upvotes == 142
+
+
+def test_each_source_writes_only_the_fields_it_owns() -> None:
+    hf, arxiv = set(ingest.writable_fields("hf")), set(ingest.writable_fields("arxiv"))
+    shared = {"title", "summary", "authors", "published_at"}
+    assert hf == shared | set(HF_FIELDS)
+    assert arxiv == shared | set(ARXIV_FIELDS)
+    assert "source" not in hf | arxiv
+
+
+def test_migration_0004_upgrades_and_downgrades_on_sqlite(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'migrate.db'}")  # foreign keys on
+    upgrade(engine, "0003")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO papers (id, title, summary, authors, upvotes, num_comments,"
+                " ai_keywords, source, first_seen_at, updated_at) VALUES ('2611.00001', 'T',"
+                " '', '[]', 3, 0, '[]', 'hf', '2026-11-01', '2026-11-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO paper_snapshots (paper_id, observed_at, upvotes, num_comments)"
+                " VALUES ('2611.00001', '2026-11-01', 3, 0)"
+            )
+        )
+    upgrade(engine, "0004")
+    with engine.connect() as conn:
+        assert conn.execute(
+            text("SELECT categories, arxiv_comment, journal_ref FROM papers")
+        ).one() == ("[]", None, None)
+
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    with engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("papers")}
+        assert not columns & {"categories", "arxiv_comment", "journal_ref"}
+        # No copy-and-swap of papers: the snapshots (ON DELETE CASCADE) survive.
+        assert conn.execute(text("SELECT count(*) FROM paper_snapshots")).scalar() == 1
+    upgrade(engine)  # and back up again

@@ -34,3 +34,14 @@ def test_send_batches_and_confirmations_go_to_the_send_queue() -> None:
     routes = make_celery(Settings(_env_file=None)).conf.task_routes
     assert routes["papermail.send_batch"] == {"queue": "papermail.send"}
     assert routes["papermail.send_confirmation"] == {"queue": "papermail.send"}
+
+
+def test_arxiv_is_ingested_once_each_weekday_after_its_announcement() -> None:
+    import workers.tasks  # noqa: F401
+    from workers.celery_app import beat_schedule
+
+    entry = beat_schedule(Settings(_env_file=None))["ingest-arxiv"]
+    assert entry["task"] == "papermail.ingest_arxiv" and "papermail.ingest_arxiv" in app.tasks
+    schedule = entry["schedule"]
+    assert schedule.hour == {1} and schedule.minute == {10}  # type: ignore[attr-defined]
+    assert schedule.day_of_week == {1, 2, 3, 4, 5}  # type: ignore[attr-defined]
