@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ from papermail.sources.arxiv_entries import (
     paper_of,
     published_at,
     raw_id,
-    reason,
     total_results,
 )
 from papermail.sources.base import (
@@ -46,9 +44,17 @@ from papermail.sources.base import (
     RejectedItem,
     SourceError,
     SourceUnreachable,
-    clean_line,
+    rejection_reason,
 )
-from papermail.sources.http import Budget, DeadlineExceeded, bounded_get
+from papermail.sources.http import (
+    Budget,
+    DeadlineExceeded,
+    backoff,
+    bounded_get,
+    excerpt,
+    is_absolute_http,
+    retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,6 @@ API_PATH = "/api/query"
 PAUSE_SECONDS = 3.0  # arXiv asks for no more than one request every three seconds
 PAGE_SIZE = 100
 MAX_PAGES = 50  # 5,000 entries: several days of the busiest categories
-MAX_DELAY_SECONDS = 60.0  # neither a Retry-After nor the backoff may stall a worker longer
 RATE_EXCEEDED = "Rate exceeded."
 
 
@@ -124,7 +129,7 @@ def fetch_new(
         raise ValueError("page_size and max_pages must be >= 1, retries and pause >= 0")
     window = Window.of(days)
     url = f"{base_url.rstrip('/')}{API_PATH}"
-    if not _is_absolute_http(url):
+    if not is_absolute_http(url):
         raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
     query = search_query(categories)
     pacer = _Pacer(pause=pause_seconds, sleep=sleep, budget=budget)
@@ -162,7 +167,7 @@ def fetch_new(
                 paper, version = paper_of(entry)
             except (ValidationError, ValueError) as exc:
                 paper_id = raw_id(entry)
-                why = reason(exc)
+                why = rejection_reason(exc)
                 log.warning("skipping entry %d (paper %s): %s", index, paper_id, why)
                 rejected.append(RejectedItem(index=index, paper_id=paper_id, reason=why))
                 continue
@@ -258,7 +263,7 @@ def _get(
                     else SourceError
                 )
                 raise error(f"GET {shown} failed after {attempts} attempts: {failure}") from failure
-            delay = failure.retry_after or _backoff(attempt, backoff_seconds)
+            delay = failure.retry_after or backoff(attempt, backoff_seconds)
             log.warning(
                 "GET %s: %s; retry %d/%d in %.1fs", shown, failure, attempt + 1, retries, delay
             )
@@ -282,14 +287,14 @@ def _attempt(
             f"{status}: {RATE_EXCEEDED}",
             network=False,
             throttled=True,
-            retry_after=_retry_after(response),
+            retry_after=retry_after(response),
         )
     if response.status_code == 429 or response.status_code >= 500:
         raise _Retryable(
-            f"{status}: {_excerpt(response)}",
+            f"{status}: {excerpt(response)}",
             network=False,
             throttled=response.status_code in (429, 503),
-            retry_after=_retry_after(response),
+            retry_after=retry_after(response),
         )
     feed = feedparser.parse(response.content)
     error = error_entry(feed)
@@ -297,11 +302,11 @@ def _attempt(
         raise SourceError(f"GET {shown}: arXiv answered with an error: {error!r}")
     if not response.is_success:
         # 400 is a malformed query, other 4xx a wrong URL: more attempts will not fix either.
-        raise SourceError(f"GET {shown} answered {status}: {_excerpt(response)}")
+        raise SourceError(f"GET {shown} answered {status}: {excerpt(response)}")
     if not str(feed.get("version", "")).startswith("atom"):
         kind = response.headers.get("Content-Type", "no content type")
         raise SourceError(
-            f"GET {shown} returned a body that is not an Atom feed ({kind}): {_excerpt(response)}"
+            f"GET {shown} returned a body that is not an Atom feed ({kind}): {excerpt(response)}"
         )
     total = total_results(feed)
     start = int(params["start"])
@@ -311,30 +316,3 @@ def _attempt(
             f"empty page at {start} of {total} results", network=False, throttled=False
         )
     return feed
-
-
-def _is_absolute_http(url: str) -> bool:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return False
-    return parsed.scheme in {"http", "https"} and bool(parsed.host)
-
-
-def _backoff(attempt: int, base: float) -> float:
-    # Exponential with "equal jitter", as the Hugging Face source does.
-    step = min(MAX_DELAY_SECONDS, base * 2**attempt)
-    return step / 2 + random.uniform(0, step / 2)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    # Only the seconds form; the HTTP-date form falls back to our own backoff.
-    value = response.headers.get("Retry-After", "").strip()
-    if not value.isdigit():
-        return None
-    return min(float(value), MAX_DELAY_SECONDS)
-
-
-def _excerpt(response: httpx.Response, limit: int = 160) -> str:
-    text = clean_line(response.text[: limit * 4])  # an error page can be megabytes
-    return repr(text if len(text) <= limit else text[:limit] + "...")

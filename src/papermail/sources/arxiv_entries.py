@@ -11,7 +11,7 @@ import logging
 import re
 from typing import Any
 
-from pydantic import ValidationError, ValidationInfo, field_validator
+from pydantic import ValidationInfo, field_validator
 
 from papermail.sources.base import PaperIn, clean_line
 
@@ -134,13 +134,3 @@ def raw_id(entry: Any) -> str | None:
 def show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def reason(exc: Exception) -> str:
-    if not isinstance(exc, ValidationError):
-        return str(exc)
-    parts = []
-    for error in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in error["loc"]) or "item"
-        parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)

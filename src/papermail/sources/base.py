@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -296,3 +296,14 @@ class FetchResult:
     papers: list[PaperIn]
     rejected: list[RejectedItem]
     pages: int
+
+
+def rejection_reason(exc: Exception) -> str:
+    """Why an item was rejected, one line per failed field ("title: too long; ...")."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "item"
+        parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable
 from importlib import resources
@@ -25,14 +24,22 @@ from papermail.sources.base import (
     SourceError,
     SourceUnreachable,
     clean_line,
+    rejection_reason,
 )
-from papermail.sources.http import Budget, DeadlineExceeded, bounded_get
+from papermail.sources.http import (
+    Budget,
+    DeadlineExceeded,
+    backoff,
+    bounded_get,
+    excerpt,
+    is_absolute_http,
+    retry_after,
+)
 
 log = logging.getLogger(__name__)
 
 SAMPLE_DAY = dt.date(2026, 11, 26)
 SAMPLE_RESOURCE = "sample_daily_papers.json"
-MAX_DELAY_SECONDS = 60.0  # neither a Retry-After nor the backoff may stall a worker longer
 
 
 def parse_page(raw: object) -> FetchResult:
@@ -67,7 +74,7 @@ def fetch_daily(
     if page_size < 1 or max_pages < 1 or retries < 0:
         raise ValueError("page_size and max_pages must be >= 1 and retries >= 0")
     url = f"{base_url.rstrip('/')}/api/daily_papers"
-    if not _is_absolute_http(url):
+    if not is_absolute_http(url):
         raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
     papers: list[PaperIn] = []
     rejected: list[RejectedItem] = []
@@ -139,7 +146,7 @@ def _get(
             if attempt == attempts - 1:
                 error = SourceUnreachable if failure.network else SourceError
                 raise error(f"GET {shown} failed after {attempts} attempts: {failure}") from failure
-            delay = failure.retry_after or _backoff(attempt, backoff_seconds)
+            delay = failure.retry_after or backoff(attempt, backoff_seconds)
             if delay >= budget.remaining:
                 raise DeadlineExceeded(
                     f"GET {shown} failed ({failure}) and the fetch deadline leaves no time "
@@ -167,37 +174,14 @@ def _attempt(
     status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     if _retryable(response.status_code):
         raise _Retryable(
-            f"{status}: {_excerpt(response)}", network=False, retry_after=_retry_after(response)
+            f"{status}: {excerpt(response)}", network=False, retry_after=retry_after(response)
         )
     # 400 means an invalid date, other 4xx a wrong URL: more attempts will not fix either.
-    raise SourceError(f"GET {shown} answered {status}: {_excerpt(response)}")
-
-
-def _is_absolute_http(url: str) -> bool:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return False
-    return parsed.scheme in {"http", "https"} and bool(parsed.host)
+    raise SourceError(f"GET {shown} answered {status}: {excerpt(response)}")
 
 
 def _retryable(status: int) -> bool:
     return status == 429 or status >= 500
-
-
-def _backoff(attempt: int, base: float) -> float:
-    # Exponential with "equal jitter": at least half the step, so retries do spread out,
-    # and random in the other half, so many workers do not retry in lockstep.
-    step = min(MAX_DELAY_SECONDS, base * 2**attempt)
-    return step / 2 + random.uniform(0, step / 2)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    # Only the seconds form; the HTTP-date form falls back to our own backoff.
-    value = response.headers.get("Retry-After", "").strip()
-    if not value.isdigit():
-        return None
-    return min(float(value), MAX_DELAY_SECONDS)
 
 
 def _decode(response: httpx.Response) -> list[object]:
@@ -207,19 +191,14 @@ def _decode(response: httpx.Response) -> list[object]:
     except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
         kind = response.headers.get("Content-Type", "no content type")
         raise SourceError(
-            f"GET {shown} returned a body that is not JSON ({kind}): {_excerpt(response)}"
+            f"GET {shown} returned a body that is not JSON ({kind}): {excerpt(response)}"
         ) from exc
     if not isinstance(raw, list):
         raise SourceError(
             f"GET {shown} returned a JSON {_json_kind(raw)} instead of an array "
-            f"of papers: {_excerpt(response)}"
+            f"of papers: {excerpt(response)}"
         )
     return raw
-
-
-def _excerpt(response: httpx.Response, limit: int = 160) -> str:
-    text = clean_line(response.text[: limit * 4])  # an error page can be megabytes
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _json_kind(value: object) -> str:
@@ -239,7 +218,7 @@ def _parse_items(items: list[object], *, start: int) -> tuple[list[PaperIn], lis
             papers.append(PaperIn.model_validate(_fields(item)))
         except (ValidationError, ValueError) as exc:
             paper_id = _raw_id(item)
-            reason = _reason(exc)
+            reason = rejection_reason(exc)
             log.warning("skipping item %d (paper %s): %s", index, paper_id, reason)
             rejected.append(RejectedItem(index=index, paper_id=paper_id, reason=reason))
     return papers, rejected
@@ -303,16 +282,6 @@ def _raw_id(item: object) -> str | None:
         return None
     # Untrusted text headed for logs and reports: one short clean line.
     return clean_line(raw[:200])[:80] or None
-
-
-def _reason(exc: Exception) -> str:
-    if not isinstance(exc, ValidationError):
-        return str(exc)
-    parts = []
-    for error in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in error["loc"]) or "item"
-        parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
 
 
 def _unique(papers: Iterable[PaperIn]) -> list[PaperIn]:

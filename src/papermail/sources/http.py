@@ -7,14 +7,16 @@ worker (and its memory) for as long as it likes. Every source reads through here
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 
-from papermail.sources.base import SourceError
+from papermail.sources.base import SourceError, clean_line
 
+MAX_DELAY_SECONDS = 60.0  # neither a Retry-After nor the backoff may stall a worker longer
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a day of papers is ~1 MB; 16x that is not an API page
 FETCH_DEADLINE_SECONDS = 300.0  # a whole fetch (every page, every retry)
 
@@ -86,3 +88,32 @@ def bounded_get(
         request=response.request,
         extensions={"reason_phrase": response.reason_phrase.encode("ascii", "replace")},
     )
+
+
+def is_absolute_http(url: str) -> bool:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return parsed.scheme in {"http", "https"} and bool(parsed.host)
+
+
+def backoff(attempt: int, base: float) -> float:
+    """Exponential with "equal jitter": at least half the step, so retries do spread out,
+    and random in the other half, so many workers do not retry in lockstep."""
+    step = min(MAX_DELAY_SECONDS, base * 2**attempt)
+    return step / 2 + random.uniform(0, step / 2)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The seconds form of Retry-After, capped; the HTTP-date form falls back to backoff."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value.isdigit():
+        return None
+    return min(float(value), MAX_DELAY_SECONDS)
+
+
+def excerpt(response: httpx.Response, limit: int = 160) -> str:
+    """A short, clean, quoted start of a body for an error message."""
+    text = clean_line(response.text[: limit * 4])  # an error page can be megabytes
+    return repr(text if len(text) <= limit else text[:limit] + "...")

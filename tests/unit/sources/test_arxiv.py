@@ -21,13 +21,12 @@ from papermail.sources.arxiv_entries import ArxivPaperIn
 from papermail.sources.arxiv_taxonomy import CATEGORIES, category_name, parse_categories
 from papermail.sources.base import FetchResult, SourceError, SourceUnreachable
 from papermail.sources.http import Budget, DeadlineExceeded, ResponseTooLarge
+from tests.support.replay import Replay as RecordedReplay
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "arxiv"
 DAY = dt.date(2026, 11, 26)
 BASE = "http://export.arxiv.test"
 FIVE = ["cs.LG", "cs.CV", "cs.CL", "cs.RO", "cs.AI"]
-
-Reply = httpx.Response | type[httpx.TransportError]
 
 
 def body(name: str) -> bytes:
@@ -47,25 +46,10 @@ def text(name: str, *, status: int = 200, headers: dict[str, str] | None = None)
     return httpx.Response(status, content=body(name), headers=headers or {})
 
 
-class Replay:
-    """Answers requests with queued replies, in order, and remembers the requests."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies = list(replies)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if not self.replies:
-            raise AssertionError(f"unexpected request {request.url}")
-        reply = self.replies.pop(0)
-        if isinstance(reply, type):
-            raise reply("simulated network failure", request=request)
-        return reply
-
+class Replay(RecordedReplay):
     @property
     def starts(self) -> list[str]:
-        return [r.url.params["start"] for r in self.requests]
+        return self.param("start")
 
 
 def fetch(

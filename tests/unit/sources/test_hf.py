@@ -14,13 +14,12 @@ import pytest
 
 from papermail.sources.base import MAX_AUTHORS, SourceError, SourceUnreachable
 from papermail.sources.hf import SAMPLE_DAY, fetch_daily, load_sample, parse_page
+from tests.support.replay import Replay as RecordedReplay
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "hf"
 DAY = dt.date(2026, 11, 26)
 BASE = "https://hf.test"
 MARKUP = re.compile(r"<[a-zA-Z/!]|&[a-zA-Z#][a-zA-Z0-9]*;")  # a tag or an entity
-
-Reply = httpx.Response | type[httpx.TransportError]
 
 
 def page(name: str) -> list[object]:
@@ -34,25 +33,10 @@ def ok(body: object) -> httpx.Response:
     )
 
 
-class Replay:
-    """Answers requests with queued replies, in order, and remembers the requests."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies = list(replies)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if not self.replies:
-            raise AssertionError(f"unexpected request {request.url}")
-        reply = self.replies.pop(0)
-        if isinstance(reply, type):
-            raise reply("simulated network failure", request=request)
-        return reply
-
+class Replay(RecordedReplay):
     @property
     def pages(self) -> list[str]:
-        return [r.url.params["p"] for r in self.requests]
+        return self.param("p")
 
 
 def fetch(replay: Replay, sleeps: list[float] | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
