@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from papermail.pipeline import relevance
-from papermail.pipeline.relevance import Paper, Pick, Pool, ReaderProfile, Scorer, TfidfScorer
+from papermail.pipeline.relevance import Paper, Pick, Pool, ReaderProfile, Scorer
+from papermail.pipeline.tfidf import TfidfScorer
 
 # Four fields with words of their own, plus words every paper uses.
 FIELDS = {

@@ -25,6 +25,7 @@ from sklearn.svm import LinearSVC
 
 from papermail.pipeline import ranking, relevance
 from papermail.pipeline.relevance import Paper, ReaderProfile
+from papermail.pipeline.tfidf import TfidfScorer
 from papermail_dev.evaluate import popularity, readers
 from papermail_dev.evaluate.corpus import CorpusPaper, Edition, editions, primaries
 
@@ -121,7 +122,7 @@ def _replay_day(
     trend_rank = {s.paper_id: i for i, s in enumerate(order, 1)}
     # papermail's view of the edition: its papers, and a trending score in pool order.
     pool = relevance.Pool([p.paper for p in papers])
-    scorer = relevance.TfidfScorer(method=config.method, seed=config.seed)
+    scorer = TfidfScorer(method=config.method, seed=config.seed)
     scorer.fit(pool.papers)
     score_of = {s.paper_id: s.score for s in order}
     trending_scores = np.array([score_of[p.id] for p in papers])
@@ -183,7 +184,7 @@ class _Supervised:
 
     def __init__(
         self,
-        scorer: relevance.TfidfScorer,
+        scorer: TfidfScorer,
         earlier: Sequence[CorpusPaper],
         today: Sequence[CorpusPaper],
     ) -> None:

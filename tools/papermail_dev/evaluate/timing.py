@@ -18,6 +18,7 @@ import numpy as np
 
 from papermail.pipeline import relevance
 from papermail.pipeline.relevance import ReaderProfile
+from papermail.pipeline.tfidf import TfidfScorer
 from papermail_dev.evaluate import popularity, readers
 from papermail_dev.evaluate.corpus import CorpusPaper, primaries
 
@@ -40,7 +41,7 @@ def measure(
 
     fits = []
     for _ in range(3):
-        scorer = relevance.TfidfScorer(seed=seed)
+        scorer = TfidfScorer(seed=seed)
         started = time.perf_counter()
         scorer.fit(pool.papers)
         fits.append(time.perf_counter() - started)
@@ -88,7 +89,7 @@ def _first_sight(
 
     Paid once per distinct topic and per distinct rated paper per edition, whoever asks.
     """
-    scorer = relevance.TfidfScorer(method="profile", seed=seed)
+    scorer = TfidfScorer(method="profile", seed=seed)
     scorer.fit(pool.papers)
     topics = sorted({t for r in population for t in r.topics})
     topic_ms = []
@@ -110,7 +111,7 @@ def _first_sight(
 
 def _time(
     pool: relevance.Pool,
-    scorer: relevance.TfidfScorer,
+    scorer: TfidfScorer,
     trending: np.ndarray,
     profiles: Sequence[ReaderProfile],
 ) -> dict[str, float]:
