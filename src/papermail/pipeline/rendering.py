@@ -22,14 +22,11 @@ import json
 import logging
 import re
 import secrets
-import textwrap
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 from markupsafe import Markup
@@ -38,6 +35,16 @@ from redis import Redis
 
 from papermail.dates import edition_heading, short_date
 from papermail.models import Paper
+from papermail.pipeline.text import (
+    authors_line,
+    compact,
+    counted,
+    http_url,
+    one_line,
+    shorten,
+    squash,
+    wrap,
+)
 from papermail.subscribers.tokens import MAX_AGE, Purpose, feedback_payloads, feedback_safe
 
 log = logging.getLogger(__name__)
@@ -51,9 +58,7 @@ _FEEDBACK_POSITION = {name: n for n, pair in enumerate(FEEDBACK_SLOTS, 1) for na
 SLOTS = ("email", "preferences_url", "unsubscribe_url") + tuple(
     name for pair in FEEDBACK_SLOTS for name in pair
 )
-SUBJECT_MAX = 200
 SUMMARY_MAX = 300
-AUTHORS_SHOWN = 3
 FORMATS = ("html", "text")
 
 
@@ -83,19 +88,19 @@ class PaperCard:
     def from_paper(cls, paper: Paper, *, reason: str, url: str) -> PaperCard:
         return cls(
             paper_id=paper.id,
-            title=_squash(paper.title),
+            title=squash(paper.title),
             url=url,
             authors_line=authors_line(paper.authors or []),
-            organization=_squash(paper.organization or "") or None,
+            organization=squash(paper.organization or "") or None,
             upvotes=paper.upvotes or 0,
             num_comments=paper.num_comments or 0,
             github_repo=paper.github_repo or None,
             github_stars=paper.github_stars,
             project_page=paper.project_page or None,
             summary=shorten(
-                _squash(paper.ai_summary or "") or paper.summary or "", limit=SUMMARY_MAX
+                squash(paper.ai_summary or "") or paper.summary or "", limit=SUMMARY_MAX
             ),
-            reason=_squash(reason),
+            reason=squash(reason),
         )
 
 
@@ -153,70 +158,6 @@ class RenderedEmail:
     subject: str
     text: str
     html: str
-
-
-# -- text helpers (also template filters) --------------------------------------------------
-
-
-def _squash(text: str) -> str:
-    """Collapse all whitespace (newlines from arXiv titles included) to single spaces."""
-    return " ".join(text.split())
-
-
-def shorten(text: str, *, limit: int) -> str:
-    """Whitespace-collapsed text cut at a word boundary: at most ``limit`` chars, '…' included."""
-    text = _squash(text)
-    if len(text) <= limit:
-        return text
-    head = text[: limit - 1]
-    if text[limit - 1] != " " and " " in head:
-        head = head.rsplit(" ", 1)[0]  # drop the partial word
-    return head.rstrip(" ,;:.-–—") + "…"
-
-
-def authors_line(authors: list[str]) -> str:
-    names = [_squash(str(name)) for name in authors if str(name).strip()]
-    line = ", ".join(names[:AUTHORS_SHOWN])
-    return f"{line} et al." if len(names) > AUTHORS_SHOWN else line
-
-
-def one_line(text: str, *, limit: int = SUBJECT_MAX) -> str:
-    """Header-safe: no CR/LF or other control characters can survive, and bounded length."""
-    text = "".join(ch for ch in _squash(text) if unicodedata.category(ch) != "Cc")
-    return shorten(text, limit=limit)
-
-
-def http_url(value: str | None) -> str:
-    """The URL if it is absolute http(s), else "" so templates render no link at all."""
-    value = (value or "").strip()
-    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in value):
-        return ""
-    parts = urlsplit(value)
-    return value if parts.scheme.lower() in ("http", "https") and parts.netloc else ""
-
-
-def compact(number: int) -> str:
-    """1234 -> '1.2k', the way people read star and vote counts."""
-    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
-        if abs(number) >= size:
-            return f"{number / size:.1f}".removesuffix(".0") + suffix
-    return str(number)
-
-
-def counted(number: int, noun: str) -> str:
-    return f"{compact(number)} {noun}{'' if number == 1 else 's'}"
-
-
-def wrap(text: str, width: int = 72, indent: str = "", first: str | None = None) -> str:
-    # URLs are never broken: a split URL is a dead link in every text client.
-    return textwrap.fill(
-        _squash(text),
-        width=width,
-        break_long_words=False,
-        break_on_hyphens=False,
-        subsequent_indent=indent,
-        initial_indent=indent if first is None else first,
-    )
 
 
 # -- environment and slots ------------------------------------------------------------------
@@ -390,7 +331,7 @@ def render_confirmation(
         "confirm_url": url,
         "email": email,
         "frequency": str(frequency),
-        "topics": [_squash(t) for t in topics if t.strip()],
+        "topics": [squash(t) for t in topics if t.strip()],
         "valid_hours": None if max_age is None else int(max_age.total_seconds() // 3600),
     }
 
