@@ -17,9 +17,6 @@ import datetime as dt
 import email
 import json
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import policy
@@ -29,11 +26,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis as redis_lib
-import uvicorn
 from tests.conftest import service_missing
 from tests.support.browser import ARTIFACTS as BROWSER_ARTIFACTS
 from tests.support.browser import snap as shared_snap
 from tests.support.dispatch import RecordingDispatcher
+from tests.support.server import listening_socket, serving, url_of
 from tests.support.services import (
     REDIS_BASE,
     pg_available,
@@ -110,10 +107,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("web-e2e")
     redis_url = f"{REDIS_BASE}/{REDIS_DB}"
     redis_lib.Redis.from_url(redis_url).flushdb()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock = listening_socket()
+    base_url = url_of(sock)
     with temporary_database(prefix="papermail_web") as db_url:
         engine = make_engine(db_url)
         upgrade(engine)
@@ -131,19 +126,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         )  # noqa: S106
         runtime = Wiring(settings)
         app = create_app(runtime, dispatcher=InlineDispatcher(runtime))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
         try:
-            yield Site(runtime, base_url, settings.effective_outbox_dir)
+            with serving(app, sock=sock):
+                yield Site(runtime, base_url, settings.effective_outbox_dir)
         finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-            sock.close()
             runtime.engine.dispose()
             runtime.redis.flushdb()
             runtime.redis.close()

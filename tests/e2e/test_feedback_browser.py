@@ -14,9 +14,6 @@ import datetime as dt
 import email
 import json
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import policy
@@ -25,10 +22,10 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 from tests.support.browser import ARTIFACTS as BROWSER_ARTIFACTS
 from tests.support.browser import snap as shared_snap
+from tests.support.server import listening_socket, serving, url_of
 
 from papermail import stages
 from papermail.clock import utcnow
@@ -67,10 +64,8 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("feedback-e2e")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock = listening_socket()
+    base_url = url_of(sock)
     settings = Settings(
         _env_file=None,  # no database or Redis URL: embedded (SQLite, fakeredis)
         var_dir=tmp / "var",
@@ -84,19 +79,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     backend = runtime.backend
     assert isinstance(backend, MemoryBackend)
     app = create_app(runtime, dispatcher=InlineDispatcher(runtime))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield Site(runtime, base_url, backend)
+        with serving(app, sock=sock):
+            yield Site(runtime, base_url, backend)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
         runtime.engine.dispose()
 
 

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Response
 from tests.support.ledger import seed_delivery, seed_edition, seed_funnel, seed_subscriber
+from tests.support.server import serving
 
 from papermail.config import Settings
 from papermail.models import Base, DeliveryStatus, EditionKind, SubscriberStatus
@@ -129,27 +126,10 @@ def _app(rt: Wiring) -> FastAPI:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(runtime: Wiring) -> Iterator[str]:
-    port = _free_port()
-    config = uvicorn.Config(_app(runtime), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        if time.monotonic() > deadline:
-            raise TimeoutError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(_app(runtime)) as url:
+        yield url
 
 
 def _page(browser, width: int):  # type: ignore[no-untyped-def]

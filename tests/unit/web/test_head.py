@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import http.client
 import logging
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
 from papermail.models import SubscriberStatus
 from papermail.subscribers.tokens import Purpose
+from tests.support.server import serving
 from tests.support.web import Web, confirm_path, seed_edition
 
 # Headers that may differ between two answers to the same request.
@@ -98,29 +95,11 @@ def test_the_access_log_says_head(web: Web, caplog: pytest.LogCaptureFixture) ->
     assert any(r.getMessage().startswith("HEAD /healthz 200") for r in caplog.records)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(web: Web) -> Iterator[int]:
     """The app behind a real uvicorn, which decides from *its* scope whether to send a body."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(web.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise TimeoutError("uvicorn did not start")
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(web.app, lifespan="off") as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def test_a_real_server_sends_no_body_and_keeps_the_connection_usable(served: int) -> None:
