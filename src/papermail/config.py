@@ -143,7 +143,9 @@ class Settings(BaseSettings):
     plan_minute: int = Field(default=5, ge=0, le=59)
 
     # Editions and delivery
-    edition_size: int = Field(default=50, ge=1, le=200)
+    # The most papers one edition's pool holds (in trending order): every reader's
+    # picks come from it, and each is rendered once per edition.
+    edition_size: int = Field(default=1000, ge=1, le=10_000)
     default_max_papers: int = Field(default=10, ge=1, le=30)
     batch_size: int = Field(default=100, ge=1, le=5000)
     send_rate_per_second: float = Field(default=0.0, ge=0.0, description="0 = unlimited")

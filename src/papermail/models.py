@@ -200,6 +200,11 @@ class Subscriber(Base):
     # never selected. Stored as shown on the card; compared case-insensitively.
     muted_authors: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
     muted_organizations: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    # "Trending vs. for me" (pipeline/relevance.py): 0 is the trending list everyone gets,
+    # 1 only what is picked for this reader; the form offers five steps in between.
+    relevance_weight: Mapped[float] = mapped_column(Float, default=0.5, server_default="0.5")
+    # arXiv category codes the reader follows (sources/arxiv_taxonomy.py), in its order.
+    arxiv_categories: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
 
 
 class Feedback(Base):

@@ -9,25 +9,25 @@ goes through a ``Dispatcher`` (papermail.dispatch) that the caller passes in.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from papermail.clock import Clock, utcnow
 from papermail.db import session_scope
 from papermail.dispatch import QUEUES, Dispatcher
-from papermail.models import Edition, EditionKind, Variant
+from papermail.models import Edition, EditionKind
 from papermail.ops.jobs import recorded
 from papermail.ops.monitoring import REDBEAT_LOCK_TIMEOUT, CeleryLike, Snapshot, take_snapshot
 from papermail.pipeline import editions
-from papermail.pipeline.ingest import IngestReport, ingest_papers
+from papermail.pipeline.ingest import IngestReport, categories_to_fetch, ingest_papers
 from papermail.pipeline.planning import PlanReport, plan_edition, redispatch_due
 from papermail.pipeline.sending import BatchReport, Observe
 from papermail.pipeline.sending import send_batch as send_rows
-from papermail.pipeline.variants import render_variants
+from papermail.pipeline.variants import render_once
 from papermail.sources import arxiv
 from papermail.sources.base import FetchResult, RejectedItem
 from papermail.sources.hf import fetch_daily
@@ -55,7 +55,7 @@ def ingest(w: Wiring, *, days: Iterable[dt.date], clock: Clock = utcnow) -> Inge
     """Fetch every day from the API first, then write: a failed fetch changes nothing."""
     days = list(days)
     with recorded(w.sessions, stage="ingest", clock=clock) as detail:
-        detail["days"] = [d.isoformat() for d in days]
+        detail.update(source="hf", days=[d.isoformat() for d in days])
         with w.http_client() as client:
             results = [
                 fetch_daily(
@@ -90,10 +90,15 @@ def ingest_arxiv(
     clock: Clock = utcnow,
     sleep: Callable[[float], None] | None = None,
 ) -> IngestReport:
-    """Fetch the days' new arXiv submissions (default: PAPERMAIL_ARXIV_CATEGORIES), then
-    write them: a failed fetch changes nothing. Journaled as stage "ingest", source=arxiv."""
+    """Fetch the days' new arXiv submissions (default: the categories active readers follow
+    and PAPERMAIL_ARXIV_CATEGORIES), then write them: a failed fetch changes nothing.
+    Journaled as stage "ingest", source=arxiv."""
     days = sorted(set(days))
-    chosen = list(categories or w.settings.arxiv_category_list)
+    if categories:
+        chosen = list(categories)
+    else:  # what readers follow, and what the operator configured
+        with w.sessions() as session:
+            chosen = categories_to_fetch(session, w.settings.arxiv_category_list)
     with recorded(w.sessions, stage="ingest", clock=clock) as detail:
         detail.update(source="arxiv", days=[d.isoformat() for d in days], categories=chosen)
         budget = Budget(
@@ -216,14 +221,14 @@ def plan(
                         batch_size=w.settings.batch_size,
                         publish=dispatcher.send_batch,
                         due_only=due_only,
-                        on_new_variants=lambda keys: compile_variants(w, keys),
+                        prepare=functools.partial(compile_edition, w, edition.id),
                     )
                 )
         detail.update(
             editions=[r.edition_id for r in reports],
             planned=sum(r.planned for r in reports),
             not_due=sum(r.not_due for r in reports),
-            variants=sum(len(r.variants) for r in reports),
+            variants=sum(r.variants for r in reports),
             batches=sum(r.batches for r in reports),
         )
         return reports
@@ -242,24 +247,23 @@ def _editions_to_plan(
     return found
 
 
-def compile_variants(w: Wiring, keys: Sequence[str]) -> int:
-    """Render once, here, before any batch needs them (a few hundred ms a day)."""
-    with session_scope(w.sessions) as session:
-        return render_variants(
-            session,
-            keys=keys,
-            store=w.store,
-            env=w.env,
-            links=w.links,
-            list_name=w.settings.list_name,
-        )
-
-
 def compile_edition(w: Wiring, edition_id: int) -> int:
-    """Compile every variant of an edition that Redis lacks (after a Redis flush, say)."""
-    with w.sessions() as session:
-        keys = list(session.scalars(select(Variant.key).where(Variant.edition_id == edition_id)))
-    return compile_variants(w, keys)
+    """Render the edition into Redis unless it is there (planning does it before the
+    first batch; after a Redis flush, workers would each render it otherwise)."""
+    with session_scope(w.sessions) as session:
+        edition = session.get(Edition, edition_id)
+        if edition is None:
+            raise LookupError(f"no edition {edition_id}")
+        return int(
+            render_once(
+                session,
+                edition=edition,
+                store=w.store,
+                env=w.env,
+                links=w.links,
+                list_name=w.settings.list_name,
+            )
+        )
 
 
 # --- sending --------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from papermail.db import make_engine, make_session_factory
 from papermail.delivery.base import MailBackend
 from papermail.ops.control import sending_paused
 from papermail.pipeline.ratelimit import RateLimiter, make_limiter
-from papermail.pipeline.rendering import VariantStore, make_environment
+from papermail.pipeline.rendering import EditionStore, make_environment
 from papermail.pipeline.sending import SendPolicy
 from papermail.pipeline.variants import Identity, TemplateSource
 from papermail.subscribers.tokens import Links, TokenSigner
@@ -97,11 +97,11 @@ class Wiring:
         return make_environment(self.settings.templates_dir)
 
     @cached_property
-    def store(self) -> VariantStore:
+    def store(self) -> EditionStore:
         # Keyed by the email templates' fingerprint: a deploy that changes a template
-        # never sends variants compiled from the old one.
-        prefix = f"papermail:variant:{templates_fingerprint(self.settings.templates_dir)}:"
-        return VariantStore(
+        # never sends editions rendered from the old one.
+        prefix = f"papermail:edition:{templates_fingerprint(self.settings.templates_dir)}:"
+        return EditionStore(
             self.redis, ttl_seconds=self.settings.variant_ttl_seconds, prefix=prefix
         )
 

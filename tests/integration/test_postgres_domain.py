@@ -22,7 +22,7 @@ from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
 from papermail.pipeline.planning import plan_edition
 from papermail.pipeline.ratelimit import Unlimited
-from papermail.pipeline.rendering import VariantStore, make_environment
+from papermail.pipeline.rendering import EditionStore, make_environment
 from papermail.pipeline.sending import SendPolicy, send_batch
 from papermail.pipeline.variants import Identity, TemplateSource
 from papermail.sources.hf import SAMPLE_DAY, load_sample
@@ -128,7 +128,7 @@ def test_edition_and_planning_are_idempotent(sessions: sessionmaker[Session]) ->
     assert report.planned == 250 and replan.planned == 0
     assert len(ids) == len(set(ids)) == 250
     assert all(len(batch) <= 40 for batch in published)
-    assert len(report.variants) == 2  # the "diffusion" readers and everyone else
+    assert report.variants == 2  # the "diffusion" readers and everyone else
 
 
 def test_concurrent_claims_never_share_a_row(sessions: sessionmaker[Session]) -> None:
@@ -161,7 +161,7 @@ def _send(  # type: ignore[no-untyped-def]
         list_name="papermail",
     )
     templates = TemplateSource(
-        store=VariantStore(redis, ttl_seconds=600),
+        store=EditionStore(redis, ttl_seconds=600),
         env=make_environment(PROJECT_ROOT / "templates"),
         links=links,
         identity=identity,

@@ -171,7 +171,7 @@ def send(edition_id: int | None, due_only: bool) -> None:
     for report in reports:
         console.print(
             f"edition {report.edition_id}: planned {report.planned} deliveries "
-            f"({len(report.variants)} variants, {report.batches} batches, "
+            f"({report.variants} distinct selections, {report.batches} batches, "
             f"{report.not_due} not due yet)"
         )
         console.print(funnel_table(w, report.edition_id))

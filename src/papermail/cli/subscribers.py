@@ -15,7 +15,16 @@ from papermail.clock import utcnow
 from papermail.db import session_scope
 from papermail.models import MailFormat, Subscriber, SubscriberStatus
 from papermail.subscribers import subscriptions
-from papermail.subscribers.preferences import MAX_PAPERS, MIN_PAPERS, Preferences, error_lines
+from papermail.subscribers.preferences import (
+    BLENDS,
+    MAX_CATEGORIES,
+    MAX_PAPERS,
+    MIN_PAPERS,
+    Preferences,
+    blend_of,
+    error_lines,
+    nearest_blend,
+)
 
 # Preferences' field names as `subscribers add` spells them, for its error lines.
 OPTIONS = {
@@ -27,7 +36,10 @@ OPTIONS = {
     "format": "--format",
     "timezone": "--timezone",
     "send_hour": "--send-hour",
+    "relevance_weight": "--blend",
+    "arxiv_categories": "--category",
 }
+DEFAULT_BLEND = nearest_blend(Preferences().relevance_weight).slug
 
 
 @click.group()
@@ -68,6 +80,21 @@ def _prefs_options(command: Callable[..., None]) -> Callable[..., None]:
         click.option(
             "--send-hour", type=int, default=7, show_default=True, help="Local hour, 0-23."
         ),
+        click.option(
+            "--blend",
+            type=click.Choice([blend.slug for blend in BLENDS]),
+            default=DEFAULT_BLEND,
+            show_default=True,
+            help="Trending vs. for me: the trending list everyone gets .. only papers picked"
+            " for them.",
+        ),
+        click.option(
+            "--category",
+            "categories",
+            multiple=True,
+            metavar="CODE",
+            help=f"arXiv category to follow (repeatable, e.g. cs.RO; at most {MAX_CATEGORIES}).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -101,6 +128,8 @@ def subscribers_add(email: str, pending: bool, fmt: str, **prefs: object) -> Non
                 "format": MailFormat(fmt),
                 "timezone": prefs["timezone"],
                 "send_hour": prefs["send_hour"],
+                "relevance_weight": prefs["blend"],
+                "arxiv_categories": prefs["categories"],
             }
         )
         with session_scope(w.sessions) as session:
@@ -166,6 +195,8 @@ def subscribers_list(status: str | None, limit: int) -> None:
         "topics",
         "tz",
         "hour",
+        "blend",
+        "categories",
         title=f"subscribers ({len(rows)} of {total})",
     )
     for s in rows:
@@ -179,8 +210,16 @@ def subscribers_list(status: str | None, limit: int) -> None:
             plain(cut(", ".join(s.topics or []), 30)),
             plain(s.timezone),
             str(s.send_hour),
+            blend_name(s.relevance_weight),
+            plain(cut(", ".join(s.arxiv_categories or []), 30)),
         )
     console.print(table)
+
+
+def blend_name(weight: float) -> str:
+    """The --blend value a weight is; a weight set by hand between steps, as the number."""
+    blend = blend_of(weight)
+    return blend.slug if blend else f"{weight:g}"
 
 
 @subscribers.command("remove")

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,9 +15,10 @@ from papermail.pipeline import ranking
 
 log = logging.getLogger(__name__)
 
-# A daily edition carries what was submitted to Daily Papers in the two days before
-# its morning (HF days follow US time, so "yesterday" alone would miss late papers),
-# minus what an earlier daily edition already carried. A weekly one, the last 7 days.
+# A daily edition's pool is what was submitted to Daily Papers, or newly announced on
+# arXiv, in the two days before its morning (HF days follow US time, so "yesterday"
+# alone would miss late papers), minus what an earlier daily edition already carried.
+# A weekly one, the last 7 days. Every reader's picks come from the pool.
 WINDOW = {EditionKind.DAILY: dt.timedelta(days=2), EditionKind.WEEKLY: dt.timedelta(days=7)}
 
 
@@ -72,9 +73,16 @@ def _find(session: Session, day: dt.date, kind: EditionKind) -> Edition | None:
 def _candidates(
     session: Session, *, start: dt.datetime, end: dt.datetime, kind: EditionKind
 ) -> list[Paper]:
-    query = select(Paper).where(
-        Paper.submitted_on_daily_at >= start, Paper.submitted_on_daily_at < end
+    """The window's papers: featured on Daily Papers in it, or new on arXiv in it (and
+    not featured: such a paper counts from the day Hugging Face featured it)."""
+    featured = and_(Paper.submitted_on_daily_at >= start, Paper.submitted_on_daily_at < end)
+    new_on_arxiv = and_(
+        Paper.submitted_on_daily_at.is_(None),
+        Paper.source == "arxiv",
+        Paper.published_at >= start,
+        Paper.published_at < end,
     )
+    query = select(Paper).where(or_(featured, new_on_arxiv))
     if kind is EditionKind.DAILY:
         already = (
             select(EditionItem.paper_id)

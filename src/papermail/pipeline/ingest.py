@@ -9,15 +9,16 @@ on IntegrityError if that ever happens.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from papermail.models import Paper, PaperSnapshot
+from papermail.models import Paper, PaperSnapshot, Subscriber, SubscriberStatus
 from papermail.sources.base import FetchResult, PaperIn, RejectedItem
 
 log = logging.getLogger(__name__)
@@ -167,3 +168,23 @@ def _unique(papers: Sequence[PaperIn]) -> list[PaperIn]:
 def _chunks(items: list[PaperIn], size: int) -> Iterator[list[PaperIn]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def categories_to_fetch(session: Session, configured: Sequence[str]) -> list[str]:
+    """arXiv categories worth a fetch: those active readers follow, and the configured ones.
+
+    Read as distinct JSON texts (a million readers choose a few thousand combinations)
+    and decoded here: JSON array functions differ between SQLite and PostgreSQL.
+    """
+    chosen: set[str] = set()
+    rows = session.scalars(
+        select(cast(Subscriber.arxiv_categories, Text))
+        .where(Subscriber.status == SubscriberStatus.ACTIVE)
+        .distinct()
+    )
+    for raw in rows:
+        value = json.loads(raw) if raw else []
+        if isinstance(value, list):
+            chosen.update(str(code) for code in value)
+    # The configured ones first, in their order; then what readers added.
+    return list(dict.fromkeys([*configured, *sorted(chosen)]))

@@ -18,7 +18,7 @@ import email.quoprimime
 import html
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.header import Header
 from email.message import EmailMessage
@@ -184,7 +184,7 @@ _TOKEN_TEXT = re.compile(r"[A-Za-z0-9_.\-]*").fullmatch
 _ONE_SAFE_LINE = re.compile(r"[\x21-\x2d\x2f-\x3c\x3e-\x7e][\x21-\x3c\x3e-\x7e]{0,71}").fullmatch
 
 
-def _encode_value(value: str) -> bytes:
+def encode_value(value: str) -> bytes:
     # A value (a URL, a token, an address) is short; it becomes its own soft-broken line(s).
     if _ONE_SAFE_LINE(value):  # the usual case (a token, an address), with nothing to do
         return (value + "=" + CRLF).encode("ascii")
@@ -198,19 +198,100 @@ def _encode_value(value: str) -> bytes:
     return (_no_leading_dots(encoded) + "=" + CRLF).encode("ascii")
 
 
-def _encode_part(segments: tuple[str, ...], content_type: str) -> list[Segment]:
-    out: list[Segment] = [
-        (
-            f'Content-Type: {content_type}; charset="utf-8"{CRLF}'
-            f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
-        ).encode("ascii")
-    ]
+def subject_header(subject: str) -> bytes:
+    """The folded ``Subject:`` header line (RFC 2047 when it is not plain ASCII)."""
+    return _fold("Subject", subject).encode("ascii")
+
+
+def encode_segments(segments: Sequence[str]) -> list[Segment]:
+    """rendering's alternating segments as pre-encoded literals and slot names."""
+    out: list[Segment] = []
     for index, segment in enumerate(segments):
         if index % 2:
             out.append(segment)  # slot name
         elif segment:
             out.append(_encode_literal(segment))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What every digest of one list and format shares: its fixed headers and MIME frame.
+
+    Made once (per edition and format, in a sending process); ``template`` then wraps
+    one reader's encoded parts and subject into a :class:`MessageTemplate`.
+    """
+
+    head: bytes  # the fixed headers, folded and CRLF-terminated (Subject comes per digest)
+    boundary: str | None  # None: a single text/plain part
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        sender: str,
+        list_id: str,
+        reply_to: str | None = None,
+        archive_url: str | None = None,
+        multipart: bool = True,
+    ) -> Layout:
+        headers = [("From", sender), ("List-Id", list_id)]
+        if reply_to:
+            headers.append(("Reply-To", reply_to))
+        if archive_url:
+            headers.append(("List-Archive", f"<{ascii_header_safe(archive_url)}>"))
+        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        headers.append(("MIME-Version", "1.0"))
+        boundary = None
+        if multipart:
+            boundary = f"==papermail_{secrets.token_hex(16)}=="
+            headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
+        # RFC 2047 for non-ASCII names, 78-column lines (see _fold).
+        head = "".join(_fold(name, value) for name, value in headers)
+        return cls(head=head.encode("ascii"), boundary=boundary)
+
+    def template(
+        self,
+        *,
+        subject: bytes,
+        text_part: Sequence[Segment],
+        html_part: Sequence[Segment] | None,
+        feedback_slots: tuple[str, ...] = (),
+        feedback_payloads: tuple[bytes, ...] = (),
+    ) -> MessageTemplate:
+        """One digest's template from its encoded parts (``encode_segments``' form) and
+        its Subject header (``subject_header``)."""
+        text_head = (
+            f'Content-Type: text/plain; charset="utf-8"{CRLF}'
+            f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
+        ).encode("ascii")
+        if (self.boundary is None) != (html_part is None):
+            raise ValueError("an HTML part needs a multipart layout, and only it")
+        if self.boundary is None:
+            # Single part: the part's own headers simply continue the message headers.
+            body: list[Segment] = [text_head, *text_part]
+        else:
+            delimiter = f"--{self.boundary}{CRLF}".encode("ascii")
+            html_head = text_head.replace(b"text/plain", b"text/html", 1)
+            body = [
+                CRLF.encode(),
+                delimiter,
+                text_head,
+                *text_part,
+                CRLF.encode(),
+                delimiter,
+                html_head,
+                # HTML slots are renamed so render() knows to HTML-escape their values.
+                *(s if isinstance(s, bytes) else HTML_SLOT + s for s in html_part or ()),
+                f"{CRLF}--{self.boundary}--{CRLF}".encode("ascii"),
+            ]
+        return MessageTemplate(
+            head=subject + self.head,
+            body=tuple(body),
+            slots=frozenset(s for s in body if isinstance(s, str)),
+            feedback_slots=feedback_slots,
+            feedback_payloads=feedback_payloads,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,41 +347,17 @@ class MessageTemplate:
         feedback_slots: tuple[str, ...] = (),
         feedback_payloads: tuple[bytes, ...] = (),
     ) -> MessageTemplate:
-        headers = [("From", sender), ("Subject", subject), ("List-Id", list_id)]
-        if reply_to:
-            headers.append(("Reply-To", reply_to))
-        if archive_url:
-            headers.append(("List-Archive", f"<{ascii_header_safe(archive_url)}>"))
-        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
-        headers.append(("MIME-Version", "1.0"))
-        text_part = _encode_part(text, "text/plain")
-        if html_body is None:
-            # Single part: the part's own headers simply continue the message headers.
-            body: list[Segment] = text_part
-        else:
-            boundary = f"==papermail_{secrets.token_hex(16)}=="
-            headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
-            delimiter = f"--{boundary}{CRLF}".encode("ascii")
-            # HTML slots are renamed so render() knows to HTML-escape their values.
-            html_part = [
-                s if isinstance(s, bytes) else HTML_SLOT + s
-                for s in _encode_part(html_body, "text/html")
-            ]
-            body = [
-                CRLF.encode(),
-                delimiter,
-                *text_part,
-                CRLF.encode(),
-                delimiter,
-                *html_part,
-                f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
-            ]
-        # RFC 2047 for non-ASCII subjects and names, 78-column lines (see _fold).
-        head = "".join(_fold(name, value) for name, value in headers)
-        return cls(
-            head=head.encode("ascii"),
-            body=_merge_literals(body),
-            slots=frozenset(s for s in body if isinstance(s, str)),
+        layout = Layout.make(
+            sender=sender,
+            list_id=list_id,
+            reply_to=reply_to,
+            archive_url=archive_url,
+            multipart=html_body is not None,
+        )
+        return layout.template(
+            subject=subject_header(subject),
+            text_part=encode_segments(text),
+            html_part=None if html_body is None else encode_segments(html_body),
             feedback_slots=feedback_slots,
             feedback_payloads=feedback_payloads,
         )
@@ -332,13 +389,13 @@ class MessageTemplate:
             "".join([values[n] for n in self.feedback_slots])
         ):
             raise ValueError("a feedback slot's value is not a token")
-        encoded = {name: _encode_value(values[name]) for name in self._plain}
+        encoded = {name: encode_value(values[name]) for name in self._plain}
         for name, value_name in self._html:
             value = values[value_name]
             escaped = html.escape(value, quote=True)
             # A URL (the usual value) escapes to itself: encode it once for both parts.
             same = escaped == value and value_name in encoded
-            encoded[name] = encoded[value_name] if same else _encode_value(escaped)
+            encoded[name] = encoded[value_name] if same else encode_value(escaped)
         parts = list(self.body)
         for index, name in self._positions:
             parts[index] = encoded[name]
@@ -365,13 +422,3 @@ class DateHeaders:
         if self._second != second or self._zone is not date.tzinfo:
             self._second, self._zone, self._value = second, date.tzinfo, format_datetime(date)
         return self._value
-
-
-def _merge_literals(body: list[Segment]) -> tuple[Segment, ...]:
-    merged: list[Segment] = []
-    for segment in body:
-        if isinstance(segment, bytes) and merged and isinstance(merged[-1], bytes):
-            merged[-1] = merged[-1] + segment
-        else:
-            merged.append(segment)
-    return tuple(merged)

@@ -9,16 +9,17 @@ The unique (subscriber, edition) key makes re-planning harmless.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from typing import cast as type_cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Row, Text, and_, cast, exists, or_, select, text, update
+from sqlalchemy import Row, Text, and_, cast, distinct, exists, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -26,14 +27,23 @@ from papermail.models import (
     Delivery,
     DeliveryStatus,
     Edition,
-    EditionItem,
     Frequency,
     MailFormat,
     Subscriber,
     SubscriberStatus,
     Variant,
 )
-from papermail.pipeline import ranking
+from papermail.pipeline import relevance
+from papermail.pipeline.histories import (
+    Histories,
+    overlapping_editions,
+    papers_sent,
+    pool_papers,
+    reader_feedback,
+)
+from papermail.pipeline.picking import EditionPicker
+from papermail.pipeline.pieces import Pick
+from papermail.pipeline.relevance import DEFAULT_WEIGHT, ReaderProfile
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +56,27 @@ class PlanReport:
     considered: int = 0
     planned: int = 0
     not_due: int = 0
-    variants: set[str] = field(default_factory=set)
     batches: int = 0
+    deliveries: int = 0  # the edition's deliveries, this run's and earlier ones
+    variants: int = 0  # distinct selections among them
+
+    @property
+    def distinct_share(self) -> float:
+        """Distinct selections per delivery: 1.0 when every reader's digest is their own."""
+        return self.variants / self.deliveries if self.deliveries else 0.0
 
 
-def variant_key(edition_id: int, fmt: str, selection: ranking.Selection) -> str:
+Selection = tuple[Pick, ...]
+
+
+def variant_key(edition_id: int, fmt: str, selection: Selection) -> str:
     payload = json.dumps([edition_id, fmt, selection], separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def edition_candidates(session: Session, edition: Edition) -> list[ranking.Candidate]:
-    items = session.scalars(
-        select(EditionItem).where(EditionItem.edition_id == edition.id).order_by(EditionItem.rank)
-    )
-    return [
-        ranking.Candidate(
-            paper_id=item.paper_id,
-            rank=item.rank,
-            title=item.paper.title,
-            summary=item.paper.summary,
-            keywords=tuple(item.paper.ai_keywords or ()),
-            organization=item.paper.organization,
-            authors=tuple(item.paper.authors or ()),
-        )
-        for item in items
-    ]
+def _weight(raw: float | None) -> float:
+    # A weight the form cannot produce (a hand edit) is clamped, not fatal to a plan.
+    return DEFAULT_WEIGHT if raw is None else min(1.0, max(0.0, float(raw)))
 
 
 def last_send_slot(now: dt.datetime, *, timezone: str, send_hour: int) -> dt.datetime:
@@ -90,17 +96,21 @@ def last_send_slot(now: dt.datetime, *, timezone: str, send_hour: int) -> dt.dat
 
 
 class _Planner:
-    """Per-run memo: subscribers with the same preferences share one variant."""
+    """Per run: the edition's pool fitted once; readers with the same choices (and no
+    feedback or history to tell them apart) share one variant."""
 
     def __init__(self, session: Session, edition: Edition, now: dt.datetime, due_only: bool):
         self.session, self.edition, self.now, self.due_only = session, edition, now, due_only
-        self.candidates = edition_candidates(session, edition)
-        self.topic_index = ranking.TopicIndex(self.candidates)
+        self.picker = EditionPicker(pool_papers(session, edition))
+        self.overlapping = overlapping_editions(session, edition)
         self.edition_start = dt.datetime.combine(edition.day, dt.time(), tzinfo=dt.UTC)
         self._keys: dict[tuple[object, ...], str] = {}
-        self._raw_keys: dict[tuple[object, ...], str] = {}
+        self._raw: dict[tuple[object, ...], tuple[object, ...]] = {}
         self._due: dict[tuple[str, int], bool] = {}
+        self._papers: dict[str, relevance.Paper] = {}  # rated papers' text, read once
+        self._seen: dict[str, frozenset[str]] = {}  # a variant's papers, decoded once
         self.new_variants: list[dict[str, object]] = []
+        self._pending: set[str] = set()  # keys in new_variants (cleared as they are inserted)
 
     def is_due(self, timezone: str, send_hour: int) -> bool:
         if not self.due_only:
@@ -114,8 +124,18 @@ class _Planner:
             self._due[memo] = slot >= self.edition_start
         return self._due[memo]
 
-    def key_for_row(self, row: Row[Any]) -> str:
-        """Memoised on the raw column values: a million rows share a few hundred."""
+    def history(self, first_id: int, last_id: int) -> Histories:
+        """Feedback and papers already sent, for the subscribers in an id range."""
+        return Histories(
+            feedback=reader_feedback(self.session, first_id, last_id, papers=self._papers),
+            seen=papers_sent(
+                self.session, first_id, last_id, editions=self.overlapping, memo=self._seen
+            ),
+        )
+
+    def key_for_row(self, row: Row[Any], history: Histories) -> str:
+        """Memoised on the raw column values for readers without feedback or history:
+        a million of those share a few hundred selections."""
         raw = (
             row.format,
             row.max_papers,
@@ -124,34 +144,57 @@ class _Planner:
             row.follow_authors,
             row.muted_authors,
             row.muted_organizations,
+            row.relevance_weight,
+            row.arxiv_categories,
         )
-        key = self._raw_keys.get(raw)
-        if key is None:
-            interests = ranking.Interests.of(row, terms=_json_list)
-            muted = ranking.Muted.of(row, terms=_json_list)
-            key = self._raw_keys[raw] = self.key_for(MailFormat(row.format).value, interests, muted)
+        shared = row.id not in history.feedback and row.id not in history.seen
+        if shared and (key := self._keys.get(raw)) is not None:
+            return key
+        key = self.key_for(MailFormat(row.format).value, self.picks_for_row(row, history))
+        if shared:
+            self._keys[raw] = key
         return key
 
-    def key_for(
-        self, fmt: str, interests: ranking.Interests, muted: ranking.Muted = ranking.NOBODY_MUTED
-    ) -> str:
-        memo = (fmt, interests, muted)
-        if memo not in self._keys:
-            selection = ranking.select(
-                self.candidates, interests, index=self.topic_index, muted=muted
-            )
-            key = variant_key(self.edition.id, fmt, selection)
-            self._keys[memo] = key
+    def picks_for_row(self, row: Any, history: Histories) -> Selection:
+        liked, disliked = history.feedback.get(row.id, ((), ()))
+        reader = ReaderProfile(
+            topics=_terms(row.topics),
+            follow_organizations=_terms(row.follow_organizations),
+            follow_authors=_terms(row.follow_authors),
+            liked=liked,
+            disliked=disliked,
+            muted_authors=_terms(row.muted_authors),
+            muted_organizations=_terms(row.muted_organizations),
+            weight=_weight(row.relevance_weight),
+        )
+        return self.picker.pick(
+            reader,
+            k=row.max_papers,
+            categories=_terms(row.arxiv_categories),
+            seen=history.seen.get(row.id, frozenset()),
+        )
+
+    def inserted(self) -> None:
+        """new_variants are in the database now."""
+        self.new_variants = []
+        self._pending.clear()
+
+    def key_for(self, fmt: str, picks: Selection) -> str:
+        key = variant_key(self.edition.id, fmt, picks)
+        # Inserted once per chunk at most; across chunks and runs the key's uniqueness
+        # makes a repeat harmless, and a run-long set of a million keys would not be.
+        if key not in self._pending:
+            self._pending.add(key)
             self.new_variants.append(
                 {
                     "key": key,
                     "edition_id": self.edition.id,
                     "format": fmt,
-                    "selection": [list(pair) for pair in selection],
+                    "selection": [list(pair) for pair in picks],
                     "created_at": self.now,
                 }
             )
-        return self._keys[memo]
+        return key
 
 
 def plan_edition(
@@ -164,21 +207,23 @@ def plan_edition(
     due_only: bool = True,
     chunk_size: int = 20_000,
     only_subscribers: Sequence[int] | None = None,
-    on_new_variants: Callable[[list[str]], object] = lambda _keys: None,
+    prepare: Callable[[], object] = lambda: None,
 ) -> PlanReport:
     """Create missing delivery rows for subscribers who are due; publish them in batches.
 
-    Commits after each chunk, then publishes the chunk's batches; before the first
-    batch that needs a new variant, hands its key to ``on_new_variants`` (to compile
-    it once, before any batch needs it).
+    Commits after each chunk, then publishes the chunk's batches; calls ``prepare``
+    once before the first batch is published (to render the edition, so no batch
+    has to).
     """
     planner = _Planner(session, edition, now, due_only)
     report = PlanReport(edition_id=edition.id)
     last_id = 0
+    prepared = False
     analyze_at = 1  # rows planned in this run; then every doubling (see _refresh_statistics)
     while rows := _due_chunk(
         session, edition, after_id=last_id, limit=chunk_size, only=only_subscribers
     ):
+        history = planner.history(rows[0].id, rows[-1].id)
         last_id = rows[-1].id
         report.considered += len(rows)
         values: list[tuple[int, str]] = []
@@ -186,36 +231,66 @@ def plan_edition(
             if not planner.is_due(row.timezone, row.send_hour):
                 report.not_due += 1
                 continue
-            key = planner.key_for_row(row)
-            report.variants.add(key)
-            values.append((row.id, key))
-        new_keys = [str(v["key"]) for v in planner.new_variants]
+            values.append((row.id, planner.key_for_row(row, history)))
         created = _insert_rows(session, planner, values, edition_id=edition.id, now=now)
         session.commit()
         report.planned += len(created)
         if created and report.planned >= analyze_at:
             _refresh_statistics(session)
             analyze_at = 2 * report.planned
-        # Each new variant is compiled (committed, above) right before the first batch
-        # that needs it: workers start on the first variant's batches while the planner
-        # compiles the rest, instead of idling through all of them (~2.5 s at 550).
-        uncompiled = set(new_keys)
-        variant_of = dict(created)
         for batch in _batches_by_variant(created, batch_size):
-            needed = sorted({variant_of[row_id] for row_id in batch} & uncompiled)
-            if needed:
-                on_new_variants(needed)
-                uncompiled.difference_update(needed)
+            if not prepared:
+                prepare()
+                prepared = True
             publish(batch)
             report.batches += 1
-        if uncompiled:  # a new variant none of whose rows this run inserted (a race)
-            on_new_variants(sorted(uncompiled))
+    report.deliveries, report.variants = _counts(session, edition.id)
     return report
 
 
-def _json_list(raw: str | None) -> list[str]:
+def _counts(session: Session, edition_id: int) -> tuple[int, int]:
+    row = session.execute(
+        select(func.count(), func.count(distinct(Delivery.variant_key))).where(
+            Delivery.edition_id == edition_id
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+@functools.lru_cache(maxsize=65_536)  # a million rows hold a few thousand distinct values
+def _terms(raw: str | None) -> tuple[str, ...]:
     value = json.loads(raw) if raw else []
-    return [str(v) for v in value] if isinstance(value, list) else []
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def reader_selection(session: Session, *, edition: Edition, subscriber_id: int) -> Selection:
+    """The papers (with why-lines) this subscriber's digest of ``edition`` would carry,
+    exactly as planning chooses them (previews and test sends)."""
+    row = session.execute(
+        select(*_READER_COLUMNS).where(Subscriber.id == subscriber_id)
+    ).one_or_none()
+    if row is None:
+        raise LookupError(f"no subscriber {subscriber_id}")
+    planner = _Planner(session, edition, edition.created_at, due_only=False)
+    return planner.picks_for_row(row, planner.history(subscriber_id, subscriber_id))
+
+
+_READER_COLUMNS = (
+    Subscriber.id,
+    Subscriber.timezone,
+    Subscriber.send_hour,
+    Subscriber.max_papers,
+    # As text: decoding JSON for every row cost a third of planning; the planner
+    # decodes each distinct value once.
+    cast(Subscriber.topics, Text).label("topics"),
+    cast(Subscriber.follow_organizations, Text).label("follow_organizations"),
+    cast(Subscriber.follow_authors, Text).label("follow_authors"),
+    cast(Subscriber.muted_authors, Text).label("muted_authors"),
+    cast(Subscriber.muted_organizations, Text).label("muted_organizations"),
+    cast(Subscriber.format, Text).label("format"),
+    cast(Subscriber.arxiv_categories, Text).label("arxiv_categories"),
+    Subscriber.relevance_weight,
+)
 
 
 def _due_chunk(
@@ -230,20 +305,7 @@ def _due_chunk(
         Delivery.subscriber_id > after_id,
     )
     query = (
-        select(
-            Subscriber.id,
-            Subscriber.timezone,
-            Subscriber.send_hour,
-            Subscriber.max_papers,
-            # As text: decoding JSON for every row cost a third of planning; the planner
-            # decodes each distinct value once.
-            cast(Subscriber.topics, Text).label("topics"),
-            cast(Subscriber.follow_organizations, Text).label("follow_organizations"),
-            cast(Subscriber.follow_authors, Text).label("follow_authors"),
-            cast(Subscriber.muted_authors, Text).label("muted_authors"),
-            cast(Subscriber.muted_organizations, Text).label("muted_organizations"),
-            cast(Subscriber.format, Text).label("format"),
-        )
+        select(*_READER_COLUMNS)
         .where(
             Subscriber.status == SubscriberStatus.ACTIVE,
             Subscriber.frequency == Frequency(edition.kind.value),
@@ -308,7 +370,7 @@ def _insert_rows(
         session.execute(
             insert(Variant).on_conflict_do_nothing(index_elements=["key"]), planner.new_variants
         )
-        planner.new_variants = []
+        planner.inserted()
     if not values:
         return []
     if postgres:

@@ -11,18 +11,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from papermail.models import Edition, EditionKind, MailFormat, Paper, Subscriber
-from papermail.pipeline import ranking
 from papermail.pipeline.editions import latest_edition
-from papermail.pipeline.planning import edition_candidates
-from papermail.pipeline.rendering import (
-    DigestContent,
-    PaperCard,
-    feedback_plan,
-    fill,
-    render_digest,
-)
+from papermail.pipeline.histories import pool_papers
+from papermail.pipeline.picking import EditionPicker
+from papermail.pipeline.planning import reader_selection
+from papermail.pipeline.relevance import ReaderProfile
+from papermail.pipeline.rendering import DigestContent, PaperCard, fill, render_digest
 from papermail.subscribers.subscriptions import normalize_email
-from papermail.subscribers.tokens import Links
+from papermail.subscribers.tokens import Links, feedback_payloads
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +41,13 @@ def render_preview(
 ) -> PreviewResult:
     subscriber = _subscriber(session, email)
     edition = _edition(session, edition_id, subscriber)
-    # Planning's mapping; without a subscriber, a new reader's: the default, nothing
-    # followed or muted.
-    interests = (
-        ranking.Interests.of(subscriber)
-        if subscriber
-        else ranking.Interests(max_papers=default_max_papers)
-    )
-    muted = ranking.Muted.of(subscriber) if subscriber else ranking.NOBODY_MUTED
-    selection = ranking.select(edition_candidates(session, edition), interests, muted=muted)
+    # Planning's choice; without a subscriber, a new reader's: the default length,
+    # nothing stated, followed, muted or marked yet.
+    if subscriber is not None:
+        selection = reader_selection(session, edition=edition, subscriber_id=subscriber.id)
+    else:
+        picker = EditionPicker(pool_papers(session, edition))
+        selection = picker.pick(ReaderProfile(), k=default_max_papers)
     papers = {
         p.id: p
         for p in session.scalars(select(Paper).where(Paper.id.in_([pid for pid, _ in selection])))
@@ -80,9 +74,11 @@ def render_preview(
         "preferences_url": links.preferences(sid, version),
         "unsubscribe_url": links.unsubscribe(sid, version),
     }
-    slots, payloads = feedback_plan(rendered)  # as sending fills them: a token per link
-    tokens = links.signer.feedback_tokens(sid, payload_suffixes=payloads)
-    values.update(zip(slots, tokens, strict=True))
+    # As sending fills them: a token per link, signed for this reader, paper and direction.
+    tokens = links.signer.feedback_tokens(
+        sid, payload_suffixes=feedback_payloads(rendered.feedback_papers())
+    )
+    values.update(zip(rendered.feedback_slots(), tokens, strict=True))
     html_values = {k: html_mod.escape(v, quote=True) for k, v in values.items()}
     who = (subscriber.email if subscriber else "default").replace("@", "_at_")
     return PreviewResult(

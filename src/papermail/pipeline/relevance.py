@@ -86,14 +86,12 @@ class Relevance:
     """One reader's scores over the fitted pool (same order), and what explains them.
 
     ``topic_sims[t]`` and ``liked_sims[j]`` are cosine similarities of every pool paper
-    to topic t's pseudo-document and to liked paper j; ``topic_literal[t]`` says which
-    papers contain topic t's own words. The why-lines are read from these.
+    to topic t's pseudo-document and to liked paper j. The why-lines are read from these.
     """
 
     scores: Vector
     topics: tuple[str, ...] = ()
     topic_sims: Vector | None = None  # (topics, pool)
-    topic_literal: NDArray[np.bool_] | None = None  # (topics, pool)
     liked: tuple[Paper, ...] = ()
     liked_sims: Vector | None = None  # (liked, pool)
 
@@ -262,12 +260,14 @@ def choose(
     reader: ReaderProfile,
     *,
     k: int = 10,
+    exclude: Iterable[str] = (),
 ) -> list[Pick]:
     """A reader's top ``k``: relevance blended with trending at their weight, with reasons.
 
-    Followed organisations and authors come first (as in ranking.select), muted ones and
-    papers the reader disliked never appear. ``trending`` is any popularity score in pool
-    order (higher = more trending).
+    Followed organisations and authors come first (as in ranking.select), muted ones,
+    papers the reader disliked and the ids in ``exclude`` (say, papers already sent to
+    them) never appear. ``trending`` is any popularity score in pool order (higher =
+    more trending).
     """
     n = len(pool)
     trending = np.asarray(trending, dtype=np.float64)
@@ -295,6 +295,7 @@ def choose(
     blocked = set(pool.by_authors(reader.muted_authors))
     blocked |= pool.by_organization_names(reader.muted_organizations)
     blocked |= {r for p in reader.disliked if (r := pool.row(p.paper_id)) is not None}
+    blocked |= {r for pid in exclude if (r := pool.row(pid)) is not None}
     if blocked:
         mixed[list(blocked)] = -np.inf
 
@@ -305,6 +306,7 @@ def choose(
     for row in rows:
         evidence, reason = _why(
             row,
+            text=pool.papers[row].text,
             relevance=relevance,
             trending=trending,
             followed=followed,
@@ -334,6 +336,7 @@ def _top(mixed: Vector, first: Vector, second: Vector, k: int) -> list[int]:
 def _why(
     row: int,
     *,
+    text: str,
     relevance: Relevance,
     trending: Vector,
     followed: dict[int, str],
@@ -351,7 +354,9 @@ def _why(
             return "liked", f"Similar to \u201c{title}\u201d, which you liked"
         if topic_at is not None and topic_sim > 0:
             topic = relevance.topics[topic_at]
-            literal = relevance.topic_literal is not None and relevance.topic_literal[topic_at, row]
+            # "Matches" only when the paper says the topic's words as the reader typed them
+            # (ranking.select's rule); similar vocabulary alone is "related".
+            literal = _whole_words(" ".join(topic.casefold().split())).search(text)
             verb = "Matches your topic" if literal else "Related to your topic"
             return "topic", f"{verb} \u201c{topic}\u201d"
     # 1-based position in the trending order (ties by pool order, as _top breaks them).

@@ -1,24 +1,24 @@
-"""Email rendering: Jinja2 -> MJML -> HTML once per variant, then cheap per-subscriber fills.
+"""Email rendering: Jinja2 -> MJML -> HTML once per edition and format, in pieces.
 
-A digest *variant* is what a group of subscribers share (edition, selected papers with
-reasons, format). It is compiled once into *segments*: literal text alternating with slot
-names, so personalising one email is a string join, never an MJML compile.
+An edition's digest is rendered once with every card of its pool, then cut into pieces
+(a head, one piece per card, a foot: pieces.py) at markers the templates emit between
+cards. A reader's digest is their cards' pieces joined in their order, so personalising
+one email is a join, never an MJML compile.
 
-Templates mark per-subscriber values with ``{{ slot("unsubscribe_url") }}``. The marker
+Templates mark per-reader values with ``{{ slot("unsubscribe_url") }}``. The marker
 carries a random nonce made for that render call, so text inside a paper title cannot
 forge one: only the exact markers this call emitted are split out, and their count is
 checked against the number of ``slot()`` calls.
 
-Each card's "More like this" / "Less like this" links end in a slot, one per card
-position and direction (``more_1``, ``less_1``, ...): the token there is signed for one
-reader, paper and direction, so it is made per message (see ``feedback_plan``). The
-rest of the URL (``DigestContent.feedback_url``) is compiled into the variant, which
-keeps each value short (one encoded line) and the per-message work to a signature.
+Each card's "More like this" / "Less like this" links end in a slot (``more`` / ``less``,
+renamed to the card's position when a reader's digest is assembled): the token there is
+signed for one reader, paper and direction, so it is made per message. The rest of the
+URL (``DigestContent.feedback_url``) is compiled in, which keeps each value short (one
+encoded line) and the per-message work to a signature.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -35,6 +35,13 @@ from redis import Redis
 
 from papermail.dates import edition_heading, short_date
 from papermail.models import Paper
+from papermail.pipeline.pieces import (
+    CARD_BREAK,
+    TEMPLATE_SLOTS,
+    Pieces,
+    RenderedEdition,
+    RenderedVariant,
+)
 from papermail.pipeline.text import (
     authors_line,
     compact,
@@ -45,19 +52,10 @@ from papermail.pipeline.text import (
     squash,
     wrap,
 )
-from papermail.subscribers.tokens import MAX_AGE, Purpose, feedback_payloads, feedback_safe
+from papermail.subscribers.tokens import MAX_AGE, Purpose, feedback_safe
 
 log = logging.getLogger(__name__)
 
-MAX_FEEDBACK_CARDS = 50  # cards with feedback links (a reader chooses at most 30 papers)
-# (more, less) slot names for the card at each position, 1-based like the card numbers.
-FEEDBACK_SLOTS: tuple[tuple[str, str], ...] = tuple(
-    (f"more_{n}", f"less_{n}") for n in range(1, MAX_FEEDBACK_CARDS + 1)
-)
-_FEEDBACK_POSITION = {name: n for n, pair in enumerate(FEEDBACK_SLOTS, 1) for name in pair}
-SLOTS = ("email", "preferences_url", "unsubscribe_url") + tuple(
-    name for pair in FEEDBACK_SLOTS for name in pair
-)
 SUMMARY_MAX = 300
 FORMATS = ("html", "text")
 
@@ -83,9 +81,15 @@ class PaperCard:
     project_page: str | None
     summary: str
     reason: str
+    # Where it comes from: "Trending on Hugging Face" or "New on arXiv · cs.RO"; arXiv's
+    # abstract page and PDF when the id is an arXiv id.
+    source_line: str = "Trending on Hugging Face"
+    abstract_url: str | None = None
+    pdf_url: str | None = None
 
     @classmethod
     def from_paper(cls, paper: Paper, *, reason: str, url: str) -> PaperCard:
+        arxiv_id = paper.id if ARXIV_ID.fullmatch(paper.id) else None
         return cls(
             paper_id=paper.id,
             title=squash(paper.title),
@@ -101,7 +105,22 @@ class PaperCard:
                 squash(paper.ai_summary or "") or paper.summary or "", limit=SUMMARY_MAX
             ),
             reason=squash(reason),
+            source_line=source_line(paper),
+            abstract_url=f"https://arxiv.org/abs/{arxiv_id}" if arxiv_id else None,
+            pdf_url=f"https://arxiv.org/pdf/{arxiv_id}" if arxiv_id else None,
         )
+
+
+# New-style arXiv ids (2611.01234) and old-style ones (math/0601001): safe in a URL path.
+ARXIV_ID = re.compile(r"(?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})")
+
+
+def source_line(paper: Paper) -> str:
+    """ "New on arXiv · cs.RO" for a paper only arXiv has announced, else trending on HF."""
+    if paper.source == "arxiv" and paper.submitted_on_daily_at is None:
+        primary = next(iter(paper.categories or ()), None)
+        return f"New on arXiv · {squash(primary)}" if primary else "New on arXiv"
+    return "Trending on Hugging Face"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,40 +134,6 @@ class DigestContent:
     # "" renders cards without them.
     feedback_url: str
     list_name: str = "papermail daily papers"
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedVariant:
-    subject: str
-    text: tuple[str, ...]  # even index = literal text, odd index = a name from SLOTS
-    html: tuple[str, ...] | None  # same scheme; None for text-only subscribers
-    papers: tuple[str, ...] = ()  # each card's paper id, in card order (for feedback links)
-
-    def to_json(self) -> str:
-        data = {
-            "subject": self.subject,
-            "text": list(self.text),
-            "html": None if self.html is None else list(self.html),
-            "papers": list(self.papers),
-        }
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> RenderedVariant:
-        data = json.loads(raw)
-        html = data["html"]
-        papers = data.get("papers", [])
-        if not isinstance(papers, list) or not all(isinstance(p, str) for p in papers):
-            raise ValueError("papers must be a list of paper ids")
-        # one_line again: whatever sits in Redis must not be able to inject a header.
-        variant = cls(
-            subject=one_line(str(data["subject"])),
-            text=_checked_segments(data["text"]),
-            html=None if html is None else _checked_segments(html),
-            papers=tuple(papers),
-        )
-        feedback_plan(variant)  # every feedback slot names a card that can carry one
-        return variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,14 +179,14 @@ class _Slots:
         self.nonce = secrets.token_hex(16)
         self.emitted = 0
         # Only [A-Za-z0-9@.] so neither HTML escaping nor MJML can alter a marker.
-        names = "|".join(SLOTS)
+        names = "|".join(TEMPLATE_SLOTS)
         self._pattern = re.compile(rf"@@pm\.{self.nonce}\.({names})@@")
 
     def __call__(self, name: str) -> Markup:
-        if name not in SLOTS:
-            raise RenderError(f"unknown slot {name!r}; expected one of {SLOTS}")
+        if name not in TEMPLATE_SLOTS:
+            raise RenderError(f"unknown slot {name!r}; expected one of {TEMPLATE_SLOTS}")
         self.emitted += 1
-        # Safe as Markup: name is one of SLOTS and the nonce is hex, nothing untrusted.
+        # Safe as Markup: name is one of TEMPLATE_SLOTS and the nonce is hex, nothing untrusted.
         return Markup(f"@@pm.{self.nonce}.{name}@@")  # noqa: S704
 
     def split(self, rendered: str) -> tuple[str, ...]:
@@ -209,36 +194,6 @@ class _Slots:
         if len(segments) // 2 != self.emitted:
             raise RenderError(f"{self.emitted} slots emitted, {len(segments) // 2} found")
         return segments
-
-
-def _checked_segments(raw: Any) -> tuple[str, ...]:
-    if not isinstance(raw, list) or len(raw) % 2 != 1 or not all(isinstance(s, str) for s in raw):
-        raise ValueError("segments must be an odd-length list of strings")
-    if any(name not in SLOTS for name in raw[1::2]):
-        raise ValueError("segments name an unknown slot")
-    return tuple(raw)
-
-
-def feedback_plan(variant: RenderedVariant) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
-    """The variant's feedback slots in card order, (more, less) for each card that has
-    them, and the token payload suffix for each (subscribers.tokens.feedback_payloads).
-
-    Made once per variant; a message's values are then the reader's tokens,
-    ``zip(slots, signer.feedback_tokens(subscriber_id, payload_suffixes=payloads))``.
-    """
-    present = {
-        name for part in (variant.text, variant.html or ()) for name in part[1::2]
-    } & _FEEDBACK_POSITION.keys()
-    slots: list[str] = []
-    papers: list[str] = []
-    for position, (more, less) in enumerate(FEEDBACK_SLOTS, 1):
-        if more not in present and less not in present:
-            continue
-        if position > len(variant.papers) or not feedback_safe(variant.papers[position - 1]):
-            raise ValueError(f"feedback slots for card {position}, which cannot have them")
-        slots += (more, less)
-        papers.append(variant.papers[position - 1])
-    return tuple(slots), feedback_payloads(papers)
 
 
 def fill(segments: tuple[str, ...], values: Mapping[str, str]) -> str:
@@ -261,62 +216,72 @@ def _compile_mjml(source: str) -> str:
     return str(mjml2html(source, disable_comments=True, fonts={}))
 
 
-def _intro(count: int, *, weekly: bool) -> str:
-    if count == 0:
-        when = "this week" if weekly else "today"
-        return f"Nothing trending matched your preferences {when}. More soon."
-    if weekly:
-        return f"The {counted(count, 'paper')} that trended most this week, picked for you."
-    return f"Today's {counted(count, 'paper')} with the most upvotes and momentum, picked for you."
-
-
-def _feedback_slots(content: DigestContent) -> list[tuple[str, str] | None]:
-    """Each card's (more, less) slot names, or None for a card without feedback links."""
-    if not http_url(content.feedback_url):
-        return [None] * len(content.papers)
-    return [
-        FEEDBACK_SLOTS[i] if i < MAX_FEEDBACK_CARDS and feedback_safe(card.paper_id) else None
-        for i, card in enumerate(content.papers)
-    ]
-
-
 def _digest_context(content: DigestContent) -> dict[str, Any]:
     day = content.edition_day
-    weekly = content.edition_kind == "weekly"
+    feedback_url = http_url(content.feedback_url)
     return {
         "content": content,
         "papers": content.papers,
-        "feedback": _feedback_slots(content),
-        "feedback_url": http_url(content.feedback_url),
-        "weekly": weekly,
+        # Whether each card gets feedback links (only an id a token can name does).
+        "feedback": [bool(feedback_url) and feedback_safe(c.paper_id) for c in content.papers],
+        "feedback_url": feedback_url,
+        "weekly": content.edition_kind == "weekly",
         "heading": edition_heading(day, content.edition_kind),
         "short_date": short_date(day),
-        "intro": _intro(len(content.papers), weekly=weekly),
         "web_url": http_url(content.web_url),
     }
 
 
-def _render_segments(
+def _render_pieces(
     env: jinja2.Environment, name: str, context: dict[str, Any], *, mjml: bool
-) -> tuple[str, ...]:
+) -> Pieces:
+    """Render one part with every card, then cut it at the card breaks."""
     slots = _Slots()
     rendered = env.get_template(name).render(context, slot=slots)
     rendered = _compile_mjml(rendered) if mjml else _tidy_text(rendered)
-    return slots.split(rendered)
+    segments = slots.split(rendered)
+    groups: list[list[str]] = [[segments[0]]]
+    for i in range(1, len(segments), 2):
+        if segments[i] == CARD_BREAK:
+            groups.append([segments[i + 1]])
+        else:
+            groups[-1] += (segments[i], segments[i + 1])
+    cards = len(context["papers"])
+    if len(groups) != cards + 2:
+        raise RenderError(f"{name}: {len(groups) - 2} card pieces for {cards} cards")
+    return Pieces(
+        head=tuple(groups[0]), cards=tuple(map(tuple, groups[1:-1])), foot=tuple(groups[-1])
+    )
+
+
+def render_edition(env: jinja2.Environment, content: DigestContent) -> RenderedEdition:
+    """Render an edition's pool of cards once for one format, in pieces (pieces.py)."""
+    if content.format not in FORMATS:
+        raise ValueError(f"unknown format {content.format!r}")
+    if len(content.papers) > len({c.paper_id for c in content.papers}):
+        raise ValueError("a paper appears twice in the edition's cards")
+    context = _digest_context(content)
+    subject = env.get_template("email/digest/subject.txt.j2")
+    html = None
+    if content.format == "html":
+        html = _render_pieces(env, "email/digest/body.mjml.j2", context, mjml=True)
+    return RenderedEdition(
+        weekly=context["weekly"],
+        papers=tuple(card.paper_id for card in content.papers),
+        subjects=tuple(one_line(subject.render(context, papers=[card])) for card in content.papers),
+        empty_subject=one_line(subject.render(context, papers=[])),
+        titles=tuple(shorten(card.title, limit=60) for card in content.papers),
+        feedback=tuple(context["feedback"]),
+        text=_render_pieces(env, "email/digest/body.txt.j2", context, mjml=False),
+        html=html,
+    )
 
 
 def render_digest(env: jinja2.Environment, content: DigestContent) -> RenderedVariant:
-    """Compile one digest variant: subject, text segments and (for html) HTML segments."""
-    if content.format not in FORMATS:
-        raise ValueError(f"unknown format {content.format!r}")
-    context = _digest_context(content)
-    subject = one_line(env.get_template("email/digest/subject.txt.j2").render(context))
-    text = _render_segments(env, "email/digest/body.txt.j2", context, mjml=False)
-    html = None
-    if content.format == "html":
-        html = _render_segments(env, "email/digest/body.mjml.j2", context, mjml=True)
-    papers = tuple(card.paper_id for card in content.papers)
-    return RenderedVariant(subject=subject, text=text, html=html, papers=papers)
+    """One digest of exactly ``content.papers``, each with its own reason, in order
+    (previews and tests; sending assembles from the edition's pieces the same way)."""
+    edition = render_edition(env, content)
+    return edition.variant([(card.paper_id, card.reason) for card in content.papers])
 
 
 def render_confirmation(
@@ -348,26 +313,30 @@ def render_confirmation(
 # -- cache --------------------------------------------------------------------------------
 
 
-class VariantStore:
-    """Compiled variants in Redis, so every worker compiles each variant once per TTL."""
+class EditionStore:
+    """Rendered editions in Redis, so every worker renders each edition once per TTL."""
 
     def __init__(
-        self, redis: Redis, *, ttl_seconds: int, prefix: str = "papermail:variant:"
+        self, redis: Redis, *, ttl_seconds: int, prefix: str = "papermail:edition:"
     ) -> None:
         self._redis = redis
         self._ttl = ttl_seconds
         self._prefix = prefix
 
-    def get(self, key: str) -> RenderedVariant | None:
+    @staticmethod
+    def key(edition_id: int) -> str:
+        return str(edition_id)
+
+    def get(self, key: str) -> RenderedEdition | None:
         raw = self._redis.get(self._prefix + key)
         if raw is None:
             return None
         try:
-            return RenderedVariant.from_json(raw)
+            return RenderedEdition.from_json(raw)
         except (ValueError, KeyError, TypeError):
             # A corrupt or old-shaped entry is a miss: the caller re-renders and overwrites.
-            log.warning("discarding unreadable cached variant %s", key)
+            log.warning("discarding unreadable cached edition %s", key)
             return None
 
-    def put(self, key: str, variant: RenderedVariant) -> None:
-        self._redis.set(self._prefix + key, variant.to_json(), ex=self._ttl)
+    def put(self, key: str, edition: RenderedEdition) -> None:
+        self._redis.set(self._prefix + key, edition.to_json(), ex=self._ttl)

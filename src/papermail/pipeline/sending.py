@@ -199,6 +199,7 @@ def send_batch(
             select(Edition).where(Edition.id.in_({r.edition_id for r in rows}))
         )
     }
+    templates.prefetch(session, {r.variant_key for r in rows})  # every selection, one query
     session.commit()
     # Stop a margin before the lease ends (Settings guarantees lease >= 2 x margin); the
     # half-lease cap only matters for a SendPolicy built by hand with a longer margin.

@@ -31,7 +31,6 @@ from papermail.pipeline.relevance import (
 
 @dataclass(frozen=True, slots=True)
 class _Topic:
-    literal: NDArray[np.bool_]  # pool papers sharing the topic's own words
     vector: sparse.csr_matrix  # the pseudo-document, L2-normalised (1, features)
     sims: Vector  # the pool's similarity to it
 
@@ -122,7 +121,7 @@ class TfidfScorer:
             if best.size:
                 centroid = sparse.csr_matrix(self._matrix[best].mean(axis=0))
                 vector = _normalised(query + EXPANSION_WEIGHT * _normalised(centroid))
-            cached = _Topic(literal=own > 0, vector=vector, sims=self._sims(vector))
+            cached = _Topic(vector=vector, sims=self._sims(vector))
             self._topics[key] = cached
         return cached
 
@@ -161,7 +160,6 @@ class TfidfScorer:
             scores=scores,
             topics=topics,
             topic_sims=topic_sims,
-            topic_literal=np.vstack([t.literal for t in topic_info]) if topic_info else None,
             liked=liked,
             liked_sims=liked_sims,
         )

@@ -1,12 +1,12 @@
-"""Render once, personalise many.
+"""Render once per edition, assemble per reader.
 
-A variant is what a group of subscribers receives: (edition, selected papers
-with reasons, format). ``render_variants`` compiles each distinct variant once
-(Jinja2 -> MJML -> HTML + text) into Redis; a send batch turns a compiled
-variant into a pre-encoded ``MessageTemplate`` and stamps out one message per
-subscriber (their address, their signed links: the footer's and each card's two
-feedback links). A batch that finds Redis empty (restart, eviction) renders the
-variant itself from the durable ``variants`` row.
+A *variant* is one selection: (edition, format, the chosen papers with their why-lines),
+stored once per distinct selection in the ``variants`` table (readers with the same
+choices share one). ``render_edition_from_db`` renders an edition's whole pool of cards
+once per format (Jinja2 -> MJML -> HTML, cut into pieces) into Redis; a send batch gets
+each reader's selection and joins that edition's pre-encoded pieces into their message
+template (encoded.py), then stamps in their address and signed links. A process that
+finds Redis empty (restart, eviction) renders the edition itself from the database.
 """
 
 from __future__ import annotations
@@ -14,21 +14,22 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import cast
 
 import jinja2
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from papermail.models import Edition, Paper, Variant
-from papermail.pipeline.messages import MessageTemplate, list_id
+from papermail.models import Edition, EditionItem, MailFormat, Variant
+from papermail.pipeline.encoded import EncodedEdition
+from papermail.pipeline.messages import Layout, MessageTemplate, list_id
+from papermail.pipeline.pieces import Pick, RenderedEdition
 from papermail.pipeline.rendering import (
     DigestContent,
+    EditionStore,
     PaperCard,
-    RenderedVariant,
-    VariantStore,
-    feedback_plan,
-    render_digest,
+    render_edition,
 )
 from papermail.subscribers.tokens import Links
 
@@ -46,107 +47,155 @@ class Identity:
     reply_to: str | None = None
 
 
-def render_from_db(
-    session: Session, *, key: str, env: jinja2.Environment, links: Links, list_name: str
-) -> RenderedVariant:
-    variant = session.get(Variant, key)
-    if variant is None:
-        raise LookupError(f"variant {key} does not exist")
-    edition = session.get(Edition, variant.edition_id)
-    assert edition is not None  # FK
-    ids = [paper_id for paper_id, _reason in variant.selection]
-    papers = {p.id: p for p in session.scalars(select(Paper).where(Paper.id.in_(ids)))}
-    cards = tuple(
-        PaperCard.from_paper(papers[pid], reason=reason, url=links.paper(pid))
-        for pid, reason in variant.selection
-        if pid in papers
+def edition_cards(session: Session, edition: Edition, links: Links) -> tuple[PaperCard, ...]:
+    """Every paper of the edition's pool as a card, in trending order (no why-line yet)."""
+    items = session.scalars(
+        select(EditionItem).where(EditionItem.edition_id == edition.id).order_by(EditionItem.rank)
     )
+    return tuple(
+        PaperCard.from_paper(item.paper, reason="", url=links.paper(item.paper_id))
+        for item in items
+    )
+
+
+def render_edition_from_db(
+    session: Session,
+    *,
+    edition: Edition,
+    env: jinja2.Environment,
+    links: Links,
+    list_name: str,
+) -> RenderedEdition:
+    """Both parts of the edition's digest: HTML readers get both, text readers the text."""
     content = DigestContent(
         edition_day=edition.day,
         edition_kind=edition.kind.value,
         web_url=links.edition(edition.day, edition.kind.value),
-        papers=cards,
-        format=variant.format.value,
+        papers=edition_cards(session, edition, links),
+        format=MailFormat.HTML.value,
         feedback_url=links.feedback_prefix,
         list_name=list_name,
     )
-    return render_digest(env, content)
+    return render_edition(env, content)
 
 
-def render_variants(
+def render_once(
     session: Session,
     *,
-    keys: Iterable[str],
-    store: VariantStore,
+    edition: Edition,
+    store: EditionStore,
     env: jinja2.Environment,
     links: Links,
     list_name: str,
-) -> int:
-    """Compile every variant not yet in the store; returns how many were compiled."""
-    compiled = 0
-    for key in keys:
-        if store.get(key) is None:
-            store.put(
-                key, render_from_db(session, key=key, env=env, links=links, list_name=list_name)
-            )
-            compiled += 1
-    return compiled
+) -> bool:
+    """Render the edition into the store unless it is there; whether it rendered."""
+    key = EditionStore.key(edition.id)
+    if store.get(key) is not None:
+        return False
+    store.put(
+        key,
+        render_edition_from_db(session, edition=edition, env=env, links=links, list_name=list_name),
+    )
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A variant as a batch needs it."""
+
+    edition_id: int
+    format: MailFormat
+    picks: tuple[Pick, ...]
 
 
 class TemplateSource:
-    """Encoded message templates: this process's memory, then Redis, then a fresh render.
+    """Per sending process: encoded editions and variants' selections, bounded.
 
-    One per worker process, bounded by size: a day's few hundred variants are encoded
-    once per process rather than once per batch, and old editions age out. The bound is
-    in bytes, not entries: planning publishes an edition's batches variant by variant,
-    chunk after chunk, and an LRU holding fewer entries than that cycle re-encodes every
-    variant at every chunk (it did, at 552 variants against a 512-entry cap).
+    An edition is encoded once per process (from this process's memory, else Redis, else
+    a fresh render) and every reader's template is joined from it; selections are read a
+    batch at a time (``prefetch``). The edition cache is bounded in bytes, the selection
+    cache in entries: with per-reader selections most are used once.
     """
 
     def __init__(
         self,
         *,
-        store: VariantStore,
+        store: EditionStore,
         env: jinja2.Environment,
         links: Links,
         identity: Identity,
         max_bytes: int = 64 * 2**20,
+        max_selections: int = 50_000,
     ) -> None:
         self.store, self.env, self.links, self.identity = store, env, links, identity
-        self.max_bytes = max_bytes
-        self._templates: OrderedDict[str, MessageTemplate] = OrderedDict()
+        self.max_bytes, self.max_selections = max_bytes, max_selections
+        self._editions: OrderedDict[str, EncodedEdition] = OrderedDict()
         self._bytes = 0
+        self._selections: OrderedDict[str, Selection] = OrderedDict()
+
+    def prefetch(self, session: Session, keys: Iterable[str]) -> None:
+        """Read the selections of ``keys`` not yet held, in one query."""
+        missing = sorted(set(keys) - self._selections.keys())
+        for start in range(0, len(missing), 1000):
+            rows = session.execute(
+                select(Variant.key, Variant.edition_id, Variant.format, Variant.selection).where(
+                    Variant.key.in_(missing[start : start + 1000])
+                )
+            )
+            typed = cast(Iterable[tuple[str, int, str, object]], rows)
+            for key, edition_id, fmt, selection in typed:
+                self._hold(key, Selection(edition_id, MailFormat(fmt), _picks(selection)))
 
     def get(self, session: Session, key: str, *, edition: Edition) -> MessageTemplate:
-        if key in self._templates:
-            self._templates.move_to_end(key)
-        else:
-            rendered = self.store.get(key)
-            if rendered is None:
-                log.info("variant %s missing from Redis; rendering it in the batch", key)
-                rendered = render_from_db(
-                    session,
-                    key=key,
-                    env=self.env,
-                    links=self.links,
-                    list_name=self.identity.list_name,
-                )
-                self.store.put(key, rendered)
-            feedback_slots, feedback_payloads = feedback_plan(rendered)
-            template = MessageTemplate.compile(
-                sender=self.identity.mail_from,
-                subject=rendered.subject,
-                text=rendered.text,
-                html_body=rendered.html,
-                list_id=list_id(self.identity.list_name, self.identity.domain, edition.kind.value),
-                reply_to=self.identity.reply_to,
-                archive_url=f"{self.links.base_url}/editions",
-                feedback_slots=feedback_slots,
-                feedback_payloads=feedback_payloads,
+        selection = self._selections.get(key)
+        if selection is None:
+            self.prefetch(session, [key])
+            if (selection := self._selections.get(key)) is None:
+                raise LookupError(f"variant {key} does not exist")
+        if selection.edition_id != edition.id:
+            raise LookupError(f"variant {key} belongs to edition {selection.edition_id}")
+        return self.encoded(session, edition, selection.format).template(selection.picks)
+
+    def encoded(self, session: Session, edition: Edition, fmt: MailFormat) -> EncodedEdition:
+        key = f"{edition.id}:{fmt.value}"
+        if (found := self._editions.get(key)) is not None:
+            self._editions.move_to_end(key)
+            return found
+        rendered = self.store.get(EditionStore.key(edition.id))
+        if rendered is None:
+            log.info("edition %s missing from Redis; rendering it here", edition.id)
+            rendered = render_edition_from_db(
+                session,
+                edition=edition,
+                env=self.env,
+                links=self.links,
+                list_name=self.identity.list_name,
             )
-            while self._templates and self._bytes + template.size > self.max_bytes:
-                _key, evicted = self._templates.popitem(last=False)
-                self._bytes -= evicted.size
-            self._templates[key] = template
-            self._bytes += template.size
-        return self._templates[key]
+            self.store.put(EditionStore.key(edition.id), rendered)
+        if fmt is MailFormat.TEXT:
+            rendered = replace(rendered, html=None)
+        layout = Layout.make(
+            sender=self.identity.mail_from,
+            list_id=list_id(self.identity.list_name, self.identity.domain, edition.kind.value),
+            reply_to=self.identity.reply_to,
+            archive_url=f"{self.links.base_url}/editions",
+            multipart=rendered.html is not None,
+        )
+        encoded = EncodedEdition(rendered, layout)
+        while self._editions and self._bytes + encoded.size > self.max_bytes:
+            _key, evicted = self._editions.popitem(last=False)
+            self._bytes -= evicted.size
+        self._editions[key] = encoded
+        self._bytes += encoded.size
+        return encoded
+
+    def _hold(self, key: str, selection: Selection) -> None:
+        while len(self._selections) >= self.max_selections:
+            self._selections.popitem(last=False)
+        self._selections[key] = selection
+
+
+def _picks(raw: object) -> tuple[Pick, ...]:
+    if not isinstance(raw, list):
+        raise ValueError("a variant's selection must be a list of [paper id, why-line]")
+    return tuple((str(paper_id), str(why)) for paper_id, why in raw)

@@ -64,8 +64,26 @@ CATEGORIES: dict[str, str] = {
 }
 
 
+# arXiv's archives (what a code names before its dot), to group the table on the forms.
+ARCHIVES: dict[str, str] = {
+    "cs": "Computer Science",
+    "eess": "Electrical Engineering and Systems Science",
+    "stat": "Statistics",
+    "math": "Mathematics",
+    "q-bio": "Quantitative Biology",
+}
+
+
 def category_name(code: str) -> str | None:
     return CATEGORIES.get(code)
+
+
+def by_archive() -> list[tuple[str, list[tuple[str, str]]]]:
+    """[(archive name, [(code, name), ...]), ...] in the table's order, for a form."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for code, name in CATEGORIES.items():
+        groups.setdefault(ARCHIVES[code.split(".", 1)[0]], []).append((code, name))
+    return list(groups.items())
 
 
 def unknown_categories(codes: Iterable[str]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated
 from zoneinfo import available_timezones
 
@@ -18,12 +19,40 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from papermail.models import Frequency, MailFormat, Subscriber
+from papermail.pipeline.relevance import DEFAULT_WEIGHT
+from papermail.sources.arxiv_taxonomy import CATEGORIES, category_name, unknown_categories
 
 MIN_PAPERS, MAX_PAPERS = 1, 30
 MAX_TERMS = 20  # per list: topics, organisations, authors
 MAX_TERM_LENGTH = 80
+MAX_CATEGORIES = 20
 ZONES = frozenset(available_timezones())
 _TERM_SPLIT = re.compile(r"[,\n;]+")
+_CODE_SPLIT = re.compile(r"[\s,;]+")
+UNKNOWN_SHOWN = 5  # unknown category codes named in a refusal; the rest are counted
+CODE_SHOWN = 24  # characters of each: a code is ~8, whatever was typed may be anything
+
+
+@dataclass(frozen=True, slots=True)
+class Blend:
+    """One step of "trending vs. for me": how forms and the CLI name a relevance weight."""
+
+    slug: str  # the form's value and the CLI's --blend choice
+    weight: float  # pipeline/relevance.py's ReaderProfile.weight
+    label: str
+
+
+# The only weights a reader can choose. 0 is the trending list everyone gets, 1 only what
+# is picked for them; the default must be one of them (a test checks).
+BLENDS = (
+    Blend("trending", 0.0, "Trending"),
+    Blend("mostly-trending", 0.25, "Mostly trending"),
+    Blend("balanced", 0.5, "Balanced"),
+    Blend("mostly-for-me", 0.75, "Mostly for me"),
+    Blend("for-me", 1.0, "For me"),
+)
+_BLEND_BY_SLUG = {blend.slug: blend for blend in BLENDS}
+_TABLE_ORDER = {code: n for n, code in enumerate(CATEGORIES)}
 
 # What a person is told when a field is refused, whatever the exact reason.
 MESSAGES = {
@@ -32,7 +61,11 @@ MESSAGES = {
     "format": "Choose HTML or plain text.",
     "timezone": "Unknown time zone. Use a name like Europe/Paris, America/New_York or UTC.",
     "send_hour": "Choose an hour from 0 to 23.",
+    "relevance_weight": (
+        f"Choose one of {', '.join(b.label for b in BLENDS[:-1])} or {BLENDS[-1].label}."
+    ),
 }
+TOO_MANY_CATEGORIES = f"Choose at most {MAX_CATEGORIES} arXiv categories."
 TERM_NOUNS = {
     "topics": "topics",
     "follow_organizations": "organisations",
@@ -57,6 +90,38 @@ def split_terms(raw: str | list[str] | None) -> list[str]:
     return list(seen.values())
 
 
+def split_codes(raw: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """Category codes from a form (checkboxes) or CLI options: comma/space separated, each
+    kept once in the order given. Codes are case-sensitive (cs.CV), so is the check."""
+    if raw is None:
+        return []
+    parts = (
+        _CODE_SPLIT.split(raw)
+        if isinstance(raw, str)
+        else [p for r in raw for p in _CODE_SPLIT.split(r)]
+    )
+    return list(dict.fromkeys(part for part in parts if part))
+
+
+def blend_of(weight: float) -> Blend | None:
+    """The step a weight is, if it is one (forms and the CLI offer no others)."""
+    return next((blend for blend in BLENDS if blend.weight == weight), None)
+
+
+def nearest_blend(weight: float) -> Blend:
+    return min(BLENDS, key=lambda blend: abs(blend.weight - weight))
+
+
+def unknown_categories_sentence(codes: list[str]) -> str:
+    """Names the codes (a few, clipped: a form may post anything), says what a code looks like."""
+    shown = [code if len(code) <= CODE_SHOWN else code[: CODE_SHOWN - 1] + "…" for code in codes]
+    named = ", ".join(shown[:UNKNOWN_SHOWN])
+    if len(codes) > UNKNOWN_SHOWN:
+        named += f" and {len(codes) - UNKNOWN_SHOWN} more"
+    noun = "category" if len(codes) == 1 else "categories"
+    return f"Unknown arXiv {noun} ({named}). Codes look like cs.CV or stat.ML."
+
+
 Term = Annotated[str, Field(min_length=1, max_length=MAX_TERM_LENGTH)]
 
 
@@ -73,11 +138,45 @@ class Preferences(BaseModel):
     format: MailFormat = MailFormat.HTML
     timezone: str = "UTC"
     send_hour: int = Field(default=7, ge=0, le=23)
+    relevance_weight: float = DEFAULT_WEIGHT
+    arxiv_categories: list[str] = Field(default_factory=list, max_length=MAX_CATEGORIES)
 
     @field_validator("topics", "follow_organizations", "follow_authors", mode="before")
     @classmethod
     def _terms(cls, value: object) -> object:
         return split_terms(value) if isinstance(value, str | list) else value
+
+    @field_validator("relevance_weight", mode="before")
+    @classmethod
+    def _blend_slug(cls, value: object) -> object:
+        blend = _BLEND_BY_SLUG.get(value) if isinstance(value, str) else None
+        return blend.weight if blend else value
+
+    @field_validator("relevance_weight")
+    @classmethod
+    def _one_of_the_steps(cls, value: float) -> float:
+        if blend_of(value) is None:
+            raise ValueError(MESSAGES["relevance_weight"])
+        return value
+
+    @field_validator("arxiv_categories", mode="before")
+    @classmethod
+    def _codes(cls, value: object) -> object:
+        if isinstance(value, str) or (
+            isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        ):
+            return split_codes(value)
+        return value  # pydantic says what is wrong with it
+
+    @field_validator("arxiv_categories")
+    @classmethod
+    def _known_codes(cls, value: list[str]) -> list[str]:
+        unknown = unknown_categories(value)
+        if unknown:
+            raise ValueError(unknown_categories_sentence(unknown))
+        # A set, kept in the table's order: the form posts its boxes in that order, so
+        # saving the page unchanged changes nothing whatever order the CLI was given.
+        return sorted(value, key=_TABLE_ORDER.__getitem__)
 
     @field_validator("timezone")
     @classmethod
@@ -88,6 +187,10 @@ class Preferences(BaseModel):
 
     @classmethod
     def of(cls, subscriber: Subscriber) -> Preferences:
+        """A subscriber's stored choices. What no form could choose any more (a category
+        since dropped from the taxonomy, a weight set by hand between two steps) is read
+        as the nearest valid choice, so it never locks a reader out of their page; saving
+        the page then shows the change."""
         return cls(
             frequency=subscriber.frequency,
             max_papers=subscriber.max_papers,
@@ -97,6 +200,10 @@ class Preferences(BaseModel):
             format=subscriber.format,
             timezone=subscriber.timezone,
             send_hour=subscriber.send_hour,
+            relevance_weight=nearest_blend(subscriber.relevance_weight).weight,
+            arxiv_categories=[
+                code for code in subscriber.arxiv_categories or [] if category_name(code)
+            ],
         )
 
 
@@ -125,6 +232,8 @@ def error_lines(error: ValidationError, *, labels: Mapping[str, str] | None = No
 def _sentence(name: str, problem: ErrorDetails) -> str:
     if name in MESSAGES:
         return MESSAGES[name]
+    if name == "arxiv_categories" and problem["type"] == "too_long":
+        return TOO_MANY_CATEGORIES
     if name in TERM_NOUNS:
         noun = TERM_NOUNS[name]
         if problem["type"] == "too_long":

@@ -16,10 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.formparsers import MultiPartException
 
 from papermail.clock import Clock
+from papermail.sources.arxiv_taxonomy import CATEGORIES
 from papermail.subscribers.signup_limits import SignupLimits
 from papermail.subscribers.tokens import Links, TokenSigner
 from papermail.web import csrf as csrf_mod
 from papermail.web.csrf import CsrfGuard
+from papermail.web.forms import LIST_FIELDS
 
 SendConfirmation = Callable[[int], None]
 
@@ -86,18 +88,25 @@ class WebContext:
         )
 
 
-MAX_FORM_FIELDS = 40
+# Room for every text field plus a box per arXiv category: ticking too many must get the
+# page's own "at most 20" sentence, not a refusal to read the form.
+MAX_FORM_FIELDS = 40 + len(CATEGORIES)
 
 
 async def form_data(request: Request) -> dict[str, str]:
-    """The posted form's text fields (first value of each); files are refused."""
+    """The posted form's text fields (first value of each, every value of a checkbox
+    field joined by commas); files are refused."""
     try:
         async with request.form(
             max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=64 * 1024
         ) as form:
             data: dict[str, str] = {}
             for name, value in form.multi_items():
-                if isinstance(value, str):
+                if not isinstance(value, str):
+                    continue
+                if name in LIST_FIELDS and name in data:
+                    data[name] = f"{data[name]},{value}"
+                else:
                     data.setdefault(name, value)
             return data
     except (MultiPartException, UnicodeDecodeError) as exc:

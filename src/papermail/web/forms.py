@@ -18,7 +18,14 @@ from typing import Generic, TypeVar
 from pydantic import ValidationError
 
 from papermail.models import Frequency
-from papermail.subscribers.preferences import ZONES, Preferences, field_errors
+from papermail.sources.arxiv_taxonomy import by_archive
+from papermail.subscribers.preferences import (
+    BLENDS,
+    ZONES,
+    Preferences,
+    field_errors,
+    nearest_blend,
+)
 from papermail.subscribers.subscriptions import InvalidEmail, normalize_email
 
 T = TypeVar("T")
@@ -36,9 +43,17 @@ PREFERENCE_FIELDS = (
     "format",
     "timezone",
     "send_hour",
+    "relevance_weight",
+    "arxiv_categories",
 )
 NUMBER_FIELDS = ("max_papers", "send_hour")
-SUBSCRIBE_FIELDS = ("email", "topics", "frequency")
+SUBSCRIBE_FIELDS = ("email", "topics", "arxiv_categories", "frequency")
+# Checkbox fields: posted once per ticked box, read as one comma-separated line
+# (web/context.py::form_data), like the CLI's repeated option and the text fields' lists.
+LIST_FIELDS = ("arxiv_categories",)
+# What the forms offer: "trending vs. for me" as (value, label), categories by archive.
+BLEND_CHOICES = tuple((blend.slug, blend.label) for blend in BLENDS)
+CATEGORY_GROUPS = by_archive()
 # What the time zone field suggests: region/city names (plus UTC), not aliases like "EST".
 SUGGESTED_ZONES = (
     *sorted(z for z in ZONES if "/" in z and not z.startswith(("Etc/", "SystemV/", "posix/"))),
@@ -155,6 +170,8 @@ def preference_values(prefs: Preferences) -> dict[str, str]:
         "format": prefs.format.value,
         "timezone": prefs.timezone,
         "send_hour": str(prefs.send_hour),
+        "relevance_weight": nearest_blend(prefs.relevance_weight).slug,
+        "arxiv_categories": ", ".join(prefs.arxiv_categories),
     }
 
 

@@ -20,11 +20,13 @@ from papermail.db import session_scope
 from papermail.models import Subscriber, SubscriberStatus
 from papermail.subscribers import confirmations, feedback, subscriptions
 from papermail.subscribers.feedback import MuteKind
-from papermail.subscribers.preferences import Preferences
+from papermail.subscribers.preferences import Preferences, blend_of
 from papermail.subscribers.tokens import InvalidToken, Purpose
 from papermail.web import csrf
 from papermail.web.context import WebContext, form_data, get_web
 from papermail.web.forms import (
+    BLEND_CHOICES,
+    CATEGORY_GROUPS,
     REASONS,
     SUGGESTED_ZONES,
     FormData,
@@ -52,6 +54,8 @@ LABELS = {
     "format": "Format",
     "timezone": "Time zone",
     "send_hour": "Send hour",
+    "relevance_weight": "Trending vs. for me",
+    "arxiv_categories": "arXiv categories",
 }
 
 
@@ -60,6 +64,9 @@ def _shown(name: str, value: object) -> str:
         return f"{int(value):02d}:00"  # type: ignore[call-overload]
     if name == "format":
         return {"html": "HTML", "text": "plain text"}.get(str(value), str(value))
+    if name == "relevance_weight" and isinstance(value, int | float):
+        blend = blend_of(value)  # None for a weight set by hand: shown as the number
+        return blend.label if blend else f"{value:g}"
     if isinstance(value, list):
         return ", ".join(value) or "none"
     return str(getattr(value, "value", value))
@@ -95,6 +102,8 @@ def _preferences_page(
         values=values,
         errors=errors or {},
         zones=SUGGESTED_ZONES,
+        blends=BLEND_CHOICES,
+        category_groups=CATEGORY_GROUPS,
         action=f"/preferences/{token}",
         unsubscribe_url=web.links.unsubscribe(subscriber.id, subscriber.token_version),
         csrf_token=web.csrf.issue(csrf.link_binding(token)),
@@ -254,6 +263,7 @@ def _unsubscribed_page(
         and subscriber.status is not SubscriberStatus.SUPPRESSED,
         frequency=subscriber.frequency.value if subscriber else "daily",
         topics=", ".join(subscriber.topics or []) if subscriber else "",
+        arxiv_categories=", ".join(subscriber.arxiv_categories or []) if subscriber else "",
         csrf_token=web.csrf.issue(csrf.cookie_binding(cookie)),
     )
     if fresh and resubscribe:

@@ -15,7 +15,7 @@ from papermail.subscribers.tokens import MAX_AGE, Purpose
 from papermail.web import csrf
 from papermail.web.archive import latest_view
 from papermail.web.context import WebContext, form_data, get_web
-from papermail.web.forms import FormData, parse_subscribe
+from papermail.web.forms import CATEGORY_GROUPS, FormData, parse_subscribe
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -23,7 +23,7 @@ router = APIRouter()
 SAMPLE_PAPERS = 3
 _CONFIRM_AGE = MAX_AGE[Purpose.CONFIRM]
 CONFIRM_HOURS = int(_CONFIRM_AGE.total_seconds() // 3600) if _CONFIRM_AGE else None
-EMPTY_FORM = {"email": "", "topics": "", "frequency": "daily"}
+EMPTY_FORM = {"email": "", "topics": "", "arxiv_categories": "", "frequency": "daily"}
 
 
 def _landing(
@@ -46,6 +46,7 @@ def _landing(
         notice=notice,
         csrf_token=web.csrf.issue(csrf.cookie_binding(cookie)),
         sample=sample,
+        category_groups=CATEGORY_GROUPS,
     )
     if fresh:
         web.set_form_cookie(response, cookie)

@@ -193,6 +193,8 @@ WEB_FORM = {
     "format": "html",
     "timezone": "UTC",
     "send_hour": "7",
+    "relevance_weight": "balanced",
+    "arxiv_categories": "",
 }
 
 
@@ -204,6 +206,7 @@ WEB_FORM = {
         ("--send-hour", "send_hour", "25"),
         ("--topics", "topics", ", ".join(f"t{n}" for n in range(21))),
         ("--authors", "follow_authors", "x" * 81),
+        ("--category", "arxiv_categories", "cs.Robots"),
     ],
 )
 def test_the_cli_and_the_web_form_refuse_the_same_values_in_the_same_words(
@@ -217,6 +220,68 @@ def test_the_cli_and_the_web_form_refuse_the_same_values_in_the_same_words(
     assert result.exit_code != 0
     assert f"{option}: {form.errors[field]}" in result.output
     assert subscribers_in(var_dir) == []
+
+
+def test_subscribers_add_sets_the_blend_and_categories_and_list_shows_them(
+    var_dir: Path,
+) -> None:
+    ok("db", "upgrade")
+    ok(
+        "subscribers",
+        "add",
+        "ada@example.org",
+        "--blend",
+        "mostly-for-me",
+        "--category",
+        "cs.RO",
+        "--category",
+        "stat.ML,cs.RO",
+    )
+    ok("subscribers", "add", "bob@example.org")
+    [ada, bob] = subscribers_in(var_dir)
+    assert (ada.relevance_weight, ada.arxiv_categories) == (0.75, ["cs.RO", "stat.ML"])
+    assert (bob.relevance_weight, bob.arxiv_categories) == (0.5, [])
+    listing = ok("subscribers", "list").output
+    [ada_row] = [line for line in listing.splitlines() if "ada@example.org" in line]
+    [bob_row] = [line for line in listing.splitlines() if "bob@example.org" in line]
+    assert "blend" in listing and "categories" in listing
+    assert "mostly-for-me" in ada_row and "cs.RO, stat.ML" in ada_row
+    assert "balanced" in bob_row
+
+
+def test_every_blend_step_is_a_choice_and_others_are_refused(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    for n, (step, weight) in enumerate(
+        [("trending", 0.0), ("mostly-trending", 0.25), ("balanced", 0.5), ("for-me", 1.0)]
+    ):
+        ok("subscribers", "add", f"r{n}@example.org", "--blend", step)
+        assert subscribers_in(var_dir)[n].relevance_weight == weight
+    result = run("subscribers", "add", "ada@example.org", "--blend", "0.3")
+    assert result.exit_code == 2  # click's own refusal, naming the choices
+    assert "'0.3' is not one of" in result.output and "mostly-for-me" in result.output
+
+
+def test_unknown_categories_are_refused_by_name(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    result = run(
+        "subscribers", "add", "ada@example.org", "--category", "cs.cv", "--category", "cs.RO"
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: --category: Unknown arXiv category (cs.cv). Codes look like cs.CV or stat.ML."
+    )
+    assert subscribers_in(var_dir) == []
+
+
+def test_a_weight_set_by_hand_is_listed_as_its_number(var_dir: Path) -> None:
+    ok("db", "upgrade")
+    ok("subscribers", "add", "ada@example.org")
+    engine = create_engine(f"sqlite:///{var_dir / 'papermail.db'}")
+    with engine.begin() as connection:
+        connection.execute(update(Subscriber).values(relevance_weight=0.3))
+    engine.dispose()
+    [row] = [line for line in ok("subscribers", "list").output.splitlines() if "ada@" in line]
+    assert " 0.3 " in row
 
 
 def test_removing_someone_unknown_fails(var_dir: Path) -> None:

@@ -233,3 +233,34 @@ def test_latest_edition_is_the_newest_on_or_before_a_day(session: Session) -> No
     found = latest_edition(session, kind=DAILY, on_or_before=DAY - dt.timedelta(days=1))
     assert found is not None and found is built[1].edition
     assert latest_edition(session, kind=WEEKLY, on_or_before=DAY) is None
+
+
+def test_new_arxiv_papers_of_the_window_join_the_pool_below_the_trending_ones(
+    session: Session,
+) -> None:
+    add_paper(session, "2611.00001", MIDNIGHT - dt.timedelta(hours=5), upvotes=40)
+    for pid, published in (
+        ("2611.00002", MIDNIGHT - dt.timedelta(hours=20)),  # new on arXiv in the window
+        ("2611.00003", MIDNIGHT - dt.timedelta(days=3)),  # too old for this edition
+    ):
+        session.add(Paper(id=pid, title=pid, source="arxiv", published_at=published))
+    # On arXiv first, then featured: it counts from the day Hugging Face featured it.
+    session.add(
+        Paper(
+            id="2611.00004",
+            title="featured later",
+            source="arxiv",
+            published_at=MIDNIGHT - dt.timedelta(hours=30),
+            submitted_on_daily_at=MIDNIGHT + dt.timedelta(hours=2),
+        )
+    )
+    session.flush()
+    edition = build_edition(session, day=DAY, kind=DAILY, size=50).edition
+    assert [pid for pid, _rank, _score in items_of(edition)] == ["2611.00001", "2611.00002"]
+
+
+def test_a_pool_cap_keeps_the_most_trending(session: Session) -> None:
+    for n in range(5):
+        add_paper(session, f"2611.0000{n}", MIDNIGHT - dt.timedelta(hours=3), upvotes=10 * n)
+    edition = build_edition(session, day=DAY, kind=DAILY, size=2).edition
+    assert [pid for pid, _rank, _score in items_of(edition)] == ["2611.00004", "2611.00003"]

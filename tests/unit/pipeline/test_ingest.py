@@ -392,3 +392,30 @@ def test_migration_0004_upgrades_and_downgrades_on_sqlite(tmp_path: Path) -> Non
         # No copy-and-swap of papers: the snapshots (ON DELETE CASCADE) survive.
         assert conn.execute(text("SELECT count(*) FROM paper_snapshots")).scalar() == 1
     upgrade(engine)  # and back up again
+
+
+def test_arxiv_fetches_what_active_readers_follow_and_what_is_configured(
+    session: Session,
+) -> None:
+    from papermail.models import Subscriber, SubscriberStatus
+    from papermail.pipeline.ingest import categories_to_fetch
+
+    session.add_all(
+        [
+            Subscriber(email="a@example.org", arxiv_categories=["cs.RO", "cs.CV"]),
+            Subscriber(email="b@example.org", arxiv_categories=["cs.RO"]),
+            Subscriber(email="c@example.org"),
+            Subscriber(
+                email="gone@example.org",
+                arxiv_categories=["math.AG"],
+                status=SubscriberStatus.UNSUBSCRIBED,
+            ),
+        ]
+    )
+    session.flush()
+    for row in session.scalars(select(Subscriber)):
+        if row.email != "gone@example.org":
+            row.status = SubscriberStatus.ACTIVE
+    session.flush()
+    assert categories_to_fetch(session, ["cs.LG", "cs.RO"]) == ["cs.LG", "cs.RO", "cs.CV"]
+    assert categories_to_fetch(session, []) == ["cs.CV", "cs.RO"]

@@ -8,7 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from papermail.models import (
@@ -22,13 +22,12 @@ from papermail.models import (
     SubscriberStatus,
     Variant,
 )
-from papermail.pipeline import ranking
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
 from papermail.pipeline.planning import (
-    edition_candidates,
     last_send_slot,
     plan_edition,
+    reader_selection,
     redispatch_due,
 )
 from papermail.sources.hf import load_sample
@@ -264,7 +263,7 @@ def test_same_preferences_share_one_variant(session: Session, edition: Edition) 
         subscriber(session, f"twin{i}@example.org", topics=["diffusion"], max_papers=5)
     report, _ = plan(session, edition)
     assert len(set(keys_by_email(session).values())) == 1
-    assert len(report.variants) == 1
+    assert report.variants == 1
     assert len(list(session.scalars(select(Variant)))) == 1
 
 
@@ -277,14 +276,14 @@ def test_different_preferences_get_different_variants(session: Session, edition:
     report, _ = plan(session, edition)
     keys = keys_by_email(session)
     assert len(set(keys.values())) == 5
-    assert report.variants == set(keys.values())
+    assert report.variants == len(set(keys.values())) and report.distinct_share == 1.0
 
 
 def test_preferences_that_pick_the_same_papers_share_a_variant(
     session: Session, edition: Edition
 ) -> None:
     subscriber(session, "plain@example.org")
-    subscriber(session, "nomatch@example.org", topics=["quantum chromodynamics"])
+    subscriber(session, "nomatch@example.org", topics=["zyxwvut"])  # no paper says it
     plan(session, edition)
     keys = keys_by_email(session)
     assert keys["plain@example.org"] == keys["nomatch@example.org"]
@@ -297,10 +296,21 @@ def test_variant_row_holds_the_selection_with_reasons(session: Session, edition:
     assert variant.edition_id == edition.id
     assert variant.format is MailFormat.HTML
     assert len(variant.selection) == 3
-    first_id, first_reason = variant.selection[0]
-    assert first_id == "2611.14797"  # "Data Scaling Laws in Imitation Learning for Robotic..."
-    assert first_reason == "Matches your topic \u201crobotic manipulation\u201d"
-    assert [reason for _pid, reason in variant.selection[1:]] == ["#1 trending", "#2 trending"]
+    picks = dict(variant.selection)
+    # "Data Scaling Laws in Imitation Learning for Robotic Manipulation": it says the topic.
+    assert picks["2611.14797"] == "Matches your topic \u201crobotic manipulation\u201d"
+    for reason in picks.values():
+        assert reason.startswith(("Matches your topic", "Related to your topic", "#")), reason
+
+
+def test_a_trending_pick_says_its_rank_and_votes(session: Session, edition: Edition) -> None:
+    subscriber(session, "plain@example.org", max_papers=2)
+    plan(session, edition)
+    [variant] = session.scalars(select(Variant))
+    assert [reason for _pid, reason in variant.selection] == [
+        "#1 trending \u00b7 250 upvotes",
+        "#2 trending \u00b7 212 upvotes",
+    ]
 
 
 def test_planning_selects_what_a_subscribers_interests_select(
@@ -318,7 +328,7 @@ def test_planning_selects_what_a_subscribers_interests_select(
     )
     plan(session, edition)
     [variant] = session.scalars(select(Variant))
-    expected = ranking.select(edition_candidates(session, edition), ranking.Interests.of(ada))
+    expected = reader_selection(session, edition=edition, subscriber_id=ada.id)
     assert [tuple(pair) for pair in variant.selection] == list(expected)
     # Every field counted: a followed organisation, a followed author, a topic.
     assert {reason.split()[0] for _pid, reason in expected} >= {"From", "By", "Matches"}
@@ -579,52 +589,21 @@ def test_redispatch_with_nothing_to_do_publishes_nothing(
     assert published.batches == []
 
 
-def test_new_variants_are_handed_over_committed_and_before_any_batch(
+def test_the_edition_is_prepared_once_committed_and_before_any_batch(
     session: Session, edition: Edition, session_factory: sessionmaker[Session]
 ) -> None:
-    # The planner compiles variants there, so no send batch has to compile one itself.
+    # The planner renders the edition there, so no send batch has to render it itself.
     subscriber(session, "a@example.org", topics=["diffusion"])
     subscriber(session, "b@example.org")
     events: list[tuple[str, object]] = []
 
-    def on_new_variants(keys: list[str]) -> None:
+    def prepare() -> None:
         with session_factory() as other:  # committed: another session sees the rows
-            found = set(other.scalars(select(Variant.key).where(Variant.key.in_(keys))))
-        events.append(("variants", sorted(found)))
+            found = other.scalar(
+                select(func.count()).select_from(Delivery).where(Delivery.edition_id == edition.id)
+            )
+        events.append(("prepare", found))
 
-    publish_events: list[list[int]] = []
-    report = plan_edition(
-        session,
-        edition=edition,
-        now=AFTER_BUILD,
-        batch_size=100,
-        due_only=False,
-        publish=lambda ids: events.append(("batch", list(ids))),
-        on_new_variants=on_new_variants,
-    )
-    assert [kind for kind, _ in events] == ["variants", "batch"]
-    assert events[0][1] == sorted(report.variants)
-    assert len(report.variants) == 2
-    replan = plan_edition(
-        session,
-        edition=edition,
-        now=AFTER_BUILD,
-        batch_size=100,
-        due_only=False,
-        publish=publish_events.append,
-        on_new_variants=on_new_variants,
-    )
-    assert replan.planned == 0 and len(events) == 2  # nothing new: not called again
-
-
-def test_each_variant_is_compiled_just_before_its_first_batch(
-    session: Session, edition: Edition
-) -> None:
-    # Workers can start on the first variant's batches while the rest still compile.
-    subscriber(session, "a@example.org", topics=["diffusion"])
-    subscriber(session, "b@example.org")
-    subscriber(session, "c@example.org")
-    events: list[tuple[str, list[str] | list[int]]] = []
     report = plan_edition(
         session,
         edition=edition,
@@ -632,13 +611,18 @@ def test_each_variant_is_compiled_just_before_its_first_batch(
         batch_size=1,
         due_only=False,
         publish=lambda ids: events.append(("batch", list(ids))),
-        on_new_variants=lambda keys: events.append(("variants", list(keys))),
+        prepare=prepare,
     )
-    assert len(report.variants) == 2
-    compiled = [keys for kind, keys in events if kind == "variants"]
-    assert sorted(k for keys in compiled for k in keys) == sorted(report.variants)
-    kinds = [kind for kind, _ in events]
-    assert kinds in (
-        ["variants", "batch", "batch", "variants", "batch"],  # the two-reader variant first
-        ["variants", "batch", "variants", "batch", "batch"],
+    assert [kind for kind, _ in events] == ["prepare", "batch", "batch"]
+    assert events[0][1] == 2
+    assert (report.deliveries, report.variants) == (2, 2)
+    replan = plan_edition(
+        session,
+        edition=edition,
+        now=AFTER_BUILD,
+        batch_size=100,
+        due_only=False,
+        publish=lambda ids: events.append(("batch", list(ids))),
+        prepare=prepare,
     )
+    assert replan.planned == 0 and len(events) == 3  # nothing new: not called again

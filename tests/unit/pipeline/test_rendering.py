@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import html
+import json
 from html.parser import HTMLParser
 
 import fakeredis
@@ -14,21 +15,21 @@ import pytest
 from papermail.config import Settings
 from papermail.models import EditionKind, MailFormat, Paper
 from papermail.pipeline import rendering
+from papermail.pipeline.pieces import FEEDBACK_SLOTS, RenderedEdition, RenderedVariant
 from papermail.pipeline.rendering import (
-    FEEDBACK_SLOTS,
     DigestContent,
+    EditionStore,
     PaperCard,
-    RenderedVariant,
     RenderError,
-    VariantStore,
     authors_line,
     compact,
     fill,
     make_environment,
     render_confirmation,
     render_digest,
+    render_edition,
 )
-from papermail.subscribers.tokens import Links, Purpose
+from papermail.subscribers.tokens import Links, Purpose, feedback_payloads
 
 DAY = dt.date(2026, 11, 26)  # a Thursday
 WEB_URL = "https://papers.example.org/editions/2026-11-26"
@@ -155,12 +156,20 @@ def test_daily_digest_renders_html_and_text(env: jinja2.Environment) -> None:
         assert "You receive this because reader@example.org subscribed." in part
         assert "Why: Matches your topic “diffusion”" in part
         assert "Why: Trending" in part
-    assert "▲ 1.2k upvotes · 💬 4 comments · Code ★ 1.2k · Project page" in _text_of(page)
     assert (
-        "    ▲ 1.2k upvotes · 💬 4 comments\n"
+        "Trending on Hugging Face · ▲ 1.2k upvotes · 💬 4 comments · Code ★ 1.2k · Project page"
+        " · Abstract · PDF"
+    ) in _text_of(page)
+    assert (
+        "    Trending on Hugging Face · ▲ 1.2k upvotes · 💬 4 comments\n"
         "    Code ★ 1.2k: https://github.com/example/dit\n"
         "    Project page: https://dit.example.org\n"
+        "    Abstract: https://arxiv.org/abs/2611.00001 · PDF: https://arxiv.org/pdf/2611.00001\n"
     ) in text
+    assert tags_of_arxiv(page)[:2] == [
+        "https://arxiv.org/abs/2611.00001",
+        "https://arxiv.org/pdf/2611.00001",
+    ]
     assert page.startswith("<!doctype html>")
     tags = _Tags(page)
     assert (
@@ -170,8 +179,23 @@ def test_daily_digest_renders_html_and_text(env: jinja2.Environment) -> None:
     assert tags.href("Code ★ 1.2k") == "https://github.com/example/dit"
     assert tags.href("Project page") == "https://dit.example.org"
     assert tags.href("View in browser") == WEB_URL
-    assert "1.  Scaling Diffusion Transformers, part 1\n" in text
+    assert "1. Scaling Diffusion Transformers, part 1\n" in text
     assert "    https://huggingface.co/papers/2611.00001\n" in text
+
+
+def tags_of_arxiv(page: str) -> list[str]:
+    return [h for h, _ in _Tags(page).anchors if h and h.startswith("https://arxiv.org/")]
+
+
+def test_a_paper_new_on_arxiv_says_so_with_its_category(env: jinja2.Environment) -> None:
+    paper = make_paper(upvotes=0, num_comments=0, github_repo=None, project_page=None)
+    paper.source, paper.categories = "arxiv", ["cs.RO", "cs.LG"]
+    card = PaperCard.from_paper(paper, reason="New on arXiv in cs.RO, which you follow", url="")
+    variant = render_digest(env, make_content(card))
+    page, text = filled_html(variant), fill(variant.text, VALUES)
+    assert "New on arXiv · cs.RO · Abstract · PDF" in _text_of(page)
+    assert "    New on arXiv · cs.RO\n" in text and "upvote" not in text
+    assert "Why: New on arXiv in cs.RO, which you follow" in text
 
 
 def test_weekly_digest_says_week_of(env: jinja2.Environment) -> None:
@@ -179,7 +203,7 @@ def test_weekly_digest_says_week_of(env: jinja2.Environment) -> None:
     assert variant.subject.startswith("Trending papers, week of 26 Nov: ")
     assert "Trending papers · Week of 26 November 2026" in filled_html(variant)
     assert "Trending papers · Week of 26 November 2026" in fill(variant.text, VALUES)
-    assert "trended most this week" in fill(variant.text, VALUES)
+    assert "1 paper from this week's new research" in fill(variant.text, VALUES)
 
 
 @pytest.mark.parametrize(
@@ -228,7 +252,7 @@ def test_digest_without_papers_still_renders(env: jinja2.Environment) -> None:
     )
     variant = render_digest(env, content)
     assert variant.subject == "Trending papers, 26 Nov"
-    assert "Nothing trending matched your preferences today" in filled_html(variant)
+    assert "Nothing new matched your preferences today" in filled_html(variant)
 
 
 def test_unknown_format_is_refused(env: jinja2.Environment) -> None:
@@ -293,6 +317,7 @@ def test_hostile_paper_fields_are_escaped_in_html(env: jinja2.Environment) -> No
     assert not [t for t, _ in tags.tags if t in ("img", "script")]
     assert not [a for _, attrs in tags.tags for a in attrs if a.startswith("on")]
     escaped = "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"Why: Reason {escaped}" in page  # the why-line is a value, escaped the same way
     assert page.count(escaped) >= 5  # title, org, summary, authors, reason (+ title/preview)
     assert tags.href(f"Title {HOSTILE}") == "https://huggingface.co/papers/2611.00001"
 
@@ -326,6 +351,8 @@ def test_non_http_urls_render_as_no_link(env: jinja2.Environment, bad: str) -> N
     page, text = filled_html(variant), fill(variant.text, VALUES)
     hrefs = [href for href, _ in _Tags(page).anchors]
     assert hrefs == [
+        "https://arxiv.org/abs/2611.00001",  # ours, from the arXiv id: not the bad URL
+        "https://arxiv.org/pdf/2611.00001",
         FEEDBACK_URL + VALUES["more_1"],
         FEEDBACK_URL + VALUES["less_1"],
         VALUES["preferences_url"],
@@ -493,7 +520,7 @@ def test_card_without_optional_fields(env: jinja2.Environment) -> None:
         upvotes=1,
     )
     text = fill(render_digest(env, make_content(card)).text, VALUES)
-    assert "    ▲ 1 upvote\n" in text
+    assert "    Trending on Hugging Face · ▲ 1 upvote\n" in text
     assert "comment" not in text and "Code" not in text
 
 
@@ -504,36 +531,89 @@ def test_compact_counts(number: int, shown: str) -> None:
     assert compact(number) == shown
 
 
-# -- the variant cache --------------------------------------------------------------------
+# -- the edition cache ----------------------------------------------------------------
 
 
-def test_variant_store_roundtrip_with_ttl(
+def test_edition_store_roundtrip_with_ttl(
     env: jinja2.Environment, redis: fakeredis.FakeRedis
 ) -> None:
-    store = VariantStore(redis, ttl_seconds=3600)
-    variant = render_digest(env, make_content(make_card(title="Ünïcode “quotes” ▲")))
+    store = EditionStore(redis, ttl_seconds=3600)
+    edition = render_edition(env, make_content(make_card(title="Ünïcode “quotes” ▲")))
     assert store.get("k1") is None
-    store.put("k1", variant)
-    assert store.get("k1") == variant
-    assert 3590 < redis.ttl("papermail:variant:k1") <= 3600
+    store.put("k1", edition)
+    assert store.get("k1") == edition
+    assert 3590 < redis.ttl("papermail:edition:k1") <= 3600
 
 
-def test_text_only_variant_roundtrips_through_json(env: jinja2.Environment) -> None:
-    variant = render_digest(env, make_content(fmt="text"))
-    assert RenderedVariant.from_json(variant.to_json().encode()) == variant
+def test_text_only_edition_roundtrips_through_json(env: jinja2.Environment) -> None:
+    edition = render_edition(env, make_content(make_card(1), make_card(2), fmt="text"))
+    assert RenderedEdition.from_json(edition.to_json().encode()) == edition
+
+
+def _cached(**changes: object) -> str:
+    data: dict[str, object] = {
+        "weekly": False,
+        "papers": [],
+        "subjects": [],
+        "empty_subject": "s",
+        "titles": [],
+        "feedback": [],
+        "text": {"head": ["h"], "cards": [], "foot": ["f"]},
+        "html": None,
+    }
+    data.update(changes)
+    return json.dumps(data)
 
 
 def test_cached_subject_cannot_carry_a_header_break() -> None:
-    raw = '{"subject":"Hi\\r\\nBcc: x@example.org","text":["t"],"html":null}'
-    assert RenderedVariant.from_json(raw).subject == "Hi Bcc: x@example.org"
+    raw = _cached(empty_subject="Hi\r\nBcc: x@example.org")
+    assert RenderedEdition.from_json(raw).empty_subject == "Hi Bcc: x@example.org"
 
 
 def test_unreadable_cache_entry_is_a_miss(redis: fakeredis.FakeRedis) -> None:
-    store = VariantStore(redis, ttl_seconds=60, prefix="t:")
+    store = EditionStore(redis, ttl_seconds=60, prefix="t:")
     redis.set("t:bad", "{not json")
-    redis.set("t:slot", '{"subject":"s","text":["a","password","b"],"html":null}')
-    assert store.get("bad") is None
-    assert store.get("slot") is None
+    redis.set("t:slot", _cached(text={"head": ["a", "password", "b"], "cards": [], "foot": ["f"]}))
+    # A card slot in the foot: only the footer's per-message slots may sit there.
+    redis.set("t:foot", _cached(text={"head": ["h"], "cards": [], "foot": ["a", "why", "b"]}))
+    redis.set("t:short", _cached(papers=["2611.00001"]))  # a paper without its card
+    for key in ("bad", "slot", "foot", "short"):
+        assert store.get(key) is None, key
+
+
+# -- one render, many readers -------------------------------------------------------------
+
+
+def test_a_readers_digest_is_their_cards_in_their_order_with_their_reasons(
+    env: jinja2.Environment,
+) -> None:
+    edition = render_edition(env, make_content(*(make_card(i) for i in range(1, 6))))
+    variant = edition.variant([("2611.00004", "Because four"), ("2611.00002", "Because two")])
+    text = fill(variant.text, VALUES)
+    first, second = text.index("part 4"), text.index("part 2")
+    assert first < second and "part 1" not in text and "part 5" not in text
+    assert "1. Scaling Diffusion Transformers, part 4" in text
+    assert "2. Scaling Diffusion Transformers, part 2" in text
+    assert "Why: Because four" in text and "Why: Because two" in text
+    page = filled_html(variant)
+    body = page[page.index("</div>", page.index("<body")) :]  # after the preview line
+    assert body.index("#1") < body.index("part 4") < body.index("#2") < body.index("part 2")
+    assert variant.subject == "Trending papers, 26 Nov: Scaling Diffusion Transformers, part 4"
+    assert variant.papers == ("2611.00004", "2611.00002")
+    assert "2 papers from today's new research, picked for you." in text
+
+
+def test_the_same_edition_serves_a_reader_with_no_papers(env: jinja2.Environment) -> None:
+    edition = render_edition(env, make_content(make_card(1)))
+    variant = edition.variant([])
+    assert variant.text[1::2] == FOOTER_SLOTS
+    assert "Nothing new matched your preferences today" in fill(variant.text, VALUES)
+
+
+def test_a_pick_outside_the_edition_is_refused(env: jinja2.Environment) -> None:
+    edition = render_edition(env, make_content(make_card(1)))
+    with pytest.raises(KeyError):
+        edition.variant([("2611.09999", "not rendered")])
 
 
 # -- feedback links ---------------------------------------------------------------------
@@ -546,9 +626,11 @@ def test_every_card_gets_its_own_feedback_slots(env: jinja2.Environment) -> None
     assert variant.text[1::2] == expected
     assert variant.html is not None and variant.html[1::2] == expected
     assert variant.papers == ("2611.00001", "2611.00002", "2611.00003")
-    slots, payloads = rendering.feedback_plan(variant)
-    assert slots == expected[:6]
-    assert payloads[2:4] == (b".2611.00002.more", b".2611.00002.less")
+    assert variant.feedback_slots() == list(expected[:6])
+    assert feedback_payloads(variant.feedback_papers())[2:4] == (
+        b".2611.00002.more",
+        b".2611.00002.less",
+    )
     tags = _Tags(filled_html(variant))
     labels = [label for _href, label in tags.anchors if label.endswith("like this")]
     assert labels == ["More like this", "Less like this"] * 3
@@ -562,33 +644,17 @@ def test_no_feedback_url_no_feedback_links(env: jinja2.Environment) -> None:
     content = make_content(make_card(1), make_card(2))
     variant = render_digest(env, dataclasses.replace(content, feedback_url=""))
     assert variant.text[1::2] == FOOTER_SLOTS
-    assert rendering.feedback_plan(variant) == ((), ())
+    assert variant.feedback_slots() == [] and variant.feedback_papers() == []
     assert "like this" not in fill(variant.text, VALUES)
 
 
 def test_a_card_no_token_can_name_gets_no_feedback_links(env: jinja2.Environment) -> None:
     odd = make_card(2, id="not_an_arxiv_id")
     variant = render_digest(env, make_content(make_card(1), odd, make_card(3)))
+    # Slots are named by position in the reader's digest: the third card's are "_3".
     assert variant.text[1::2] == ("more_1", "less_1", "more_3", "less_3", *FOOTER_SLOTS)
-    slots, payloads = rendering.feedback_plan(variant)
-    assert slots == ("more_1", "less_1", "more_3", "less_3")
-    assert payloads[2] == b".2611.00003.more"
-
-
-def test_feedback_links_survive_the_cache(
-    env: jinja2.Environment, redis: fakeredis.FakeRedis
-) -> None:
-    store = VariantStore(redis, ttl_seconds=60)
-    variant = render_digest(env, make_content(make_card(1), make_card(2)))
-    store.put("k", variant)
-    assert store.get("k") == variant
-    # A cached entry whose feedback slots name no card is refused (re-rendered), not sent.
-    raw = variant.to_json().replace('"papers":["2611.00001","2611.00002"]', '"papers":[]')
-    redis.set("papermail:variant:bad", raw)
-    assert store.get("bad") is None
-    # An entry cached before feedback links existed still reads: it simply has none.
-    old = '{"subject":"s","text":["a","email","b"],"html":null}'
-    assert RenderedVariant.from_json(old).papers == ()
+    assert variant.feedback_slots() == ["more_1", "less_1", "more_3", "less_3"]
+    assert feedback_payloads(variant.feedback_papers())[2] == b".2611.00003.more"
 
 
 def test_real_feedback_tokens_fill_the_links(env: jinja2.Environment, links: Links) -> None:
@@ -596,9 +662,9 @@ def test_real_feedback_tokens_fill_the_links(env: jinja2.Environment, links: Lin
         make_content(make_card(1), make_card(2)), feedback_url=links.feedback_prefix
     )
     variant = render_digest(env, content)
-    slots, payloads = rendering.feedback_plan(variant)
+    payloads = feedback_payloads(variant.feedback_papers())
     tokens = links.signer.feedback_tokens(42, payload_suffixes=payloads)
-    values = {**VALUES, **dict(zip(slots, tokens, strict=True))}
+    values = {**VALUES, **dict(zip(variant.feedback_slots(), tokens, strict=True))}
     tags = _Tags(filled_html(variant, values))
     more = [href for href, label in tags.anchors if label == "More like this"]
     assert [

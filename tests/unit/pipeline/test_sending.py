@@ -33,15 +33,16 @@ from papermail.models import (
     Subscriber,
     SubscriberStatus,
 )
+from papermail.pipeline import rendering
 from papermail.pipeline.claims import claim
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
-from papermail.pipeline.messages import MessageTemplate, make_message_id
+from papermail.pipeline.messages import make_message_id
 from papermail.pipeline.planning import plan_edition
 from papermail.pipeline.ratelimit import RateLimiter, Unlimited
-from papermail.pipeline.rendering import VariantStore, make_environment
+from papermail.pipeline.rendering import EditionStore, make_environment
 from papermail.pipeline.sending import BatchReport, SendPolicy, send_batch
-from papermail.pipeline.variants import Identity, TemplateSource, render_variants
+from papermail.pipeline.variants import Identity, TemplateSource, render_once
 from papermail.sources.hf import load_sample
 from papermail.subscribers.tokens import Links, Purpose
 from tests.conftest import FIXED_NOW
@@ -72,7 +73,7 @@ class World:
     links: Links
     identity: Identity
     env: jinja2.Environment
-    store: VariantStore
+    store: EditionStore
     clock: Clock = field(default_factory=Clock)
 
     def subscribe(self, email_address: str, **fields: Any) -> Subscriber:
@@ -163,7 +164,7 @@ def world(
             list_name=settings.list_name,
         ),
         env=make_environment(settings.templates_dir),
-        store=VariantStore(redis, ttl_seconds=3600),
+        store=EditionStore(redis, ttl_seconds=3600),
     )
 
 
@@ -560,37 +561,58 @@ def test_an_exception_while_rendering_does_not_sink_the_batch(world: World) -> N
     assert row.last_error == "template exploded"
 
 
-def test_variant_missing_from_redis_is_rendered_from_the_database(world: World) -> None:
+def test_an_edition_missing_from_redis_is_rendered_from_the_database(world: World) -> None:
     ids = planned(world, 2)
-    [key] = {row.variant_key for row in world.rows()}
+    key = EditionStore.key(world.edition.id)
     assert world.store.get(key) is None
     backend = MemoryBackend()
     assert world.send(ids, backend).sent == 2
-    assert world.store.get(key) is not None  # stored for the next batch
+    assert world.store.get(key) is not None  # stored for the next process
     text = parse(backend.outbox[0]).get_body(("plain",))
-    assert text is not None and "trending" in text.get_content()
+    assert text is not None and "More like this" in text.get_content()
 
 
-def test_variant_in_redis_is_not_rendered_again(
+def test_an_edition_in_redis_is_not_rendered_again(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = planned(world, 2)
-    keys = {row.variant_key for row in world.rows()}
-    compiled = render_variants(
-        world.session,
-        keys=keys,
-        store=world.store,
-        env=world.env,
-        links=world.links,
-        list_name=world.identity.list_name,
-    )
-    assert compiled == 1
+    once = {
+        "edition": world.edition,
+        "store": world.store,
+        "env": world.env,
+        "links": world.links,
+        "list_name": world.identity.list_name,
+    }
+    assert render_once(world.session, **once) is True
+    assert render_once(world.session, **once) is False
 
     def no_render(*args: object, **kwargs: object) -> None:
-        raise AssertionError("rendered although Redis had the variant")
+        raise AssertionError("rendered although Redis had the edition")
 
-    monkeypatch.setattr("papermail.pipeline.variants.render_from_db", no_render)
+    monkeypatch.setattr("papermail.pipeline.variants.render_edition_from_db", no_render)
     assert world.send(ids, MemoryBackend()).sent == 2
+
+
+def test_every_reader_of_an_edition_is_assembled_from_one_render(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Distinct selections, one MJML compile: readers' digests are joined from pieces.
+    for size in (3, 5, 8):
+        world.subscribe(f"size{size}@example.org", max_papers=size)
+    world.subscribe("text@example.org", format=MailFormat.TEXT)
+    ids = world.plan()
+    assert len({row.variant_key for row in world.rows()}) == 4
+    compiles: list[str] = []
+    real = rendering._compile_mjml
+    monkeypatch.setattr(
+        rendering, "_compile_mjml", lambda source: (compiles.append(source), real(source))[1]
+    )
+    backend = MemoryBackend()
+    assert world.send(ids, backend).sent == 4
+    assert len(compiles) == 1
+    bodies = [parse(m).get_body(("plain",)) for m in backend.outbox]
+    counts = sorted(b.get_content().count("\n    Why: ") for b in bodies if b is not None)
+    assert counts == [3, 5, 8, 10]
 
 
 def test_messages_of_one_variant_share_body_and_differ_in_personal_parts(world: World) -> None:
@@ -698,61 +720,32 @@ def test_someone_who_unsubscribes_mid_batch_gets_nothing_more(world: World) -> N
     assert len(backend.recipients) == 29
 
 
-def _three_variants(world: World) -> tuple[list[str], list[int]]:
-    for size in (5, 10, 15):
-        world.subscribe(f"size{size}@example.org", max_papers=size)
-    ids = world.plan()
-    by_id = {row.id: row.variant_key for row in world.rows()}
-    return [by_id[i] for i in ids], ids
-
-
-def test_the_template_cache_stays_within_its_byte_budget_and_evicts_the_oldest(
-    world: World, monkeypatch: pytest.MonkeyPatch
+def test_the_edition_cache_stays_within_its_byte_budget_and_evicts_the_oldest(
+    world: World, session: Session
 ) -> None:
-    keys, _ids = _three_variants(world)
-    assert len(set(keys)) == 3
-    encoded: list[int] = []
-    real = MessageTemplate.compile.__func__  # type: ignore[attr-defined]
-
-    def counting(cls: type[MessageTemplate], **kwargs: Any) -> MessageTemplate:
-        template = real(cls, **kwargs)
-        encoded.append(template.size)
-        return template
-
-    monkeypatch.setattr(MessageTemplate, "compile", classmethod(counting))
-    templates = world.templates()
-    for key in keys:
-        templates.get(world.session, key, edition=world.edition)
-    sizes = sorted(encoded)
-    # Room for the two largest only: the first (oldest) one must go.
-    small = TemplateSource(
+    later = build_edition(session, day=DAY, kind=EditionKind.WEEKLY, size=20).edition
+    assert later is not None
+    sizes = [
+        world.templates().encoded(world.session, edition, MailFormat.HTML).size
+        for edition in (world.edition, later)
+    ]
+    small = TemplateSource(  # room for either, not both
         store=world.store,
         env=world.env,
         links=world.links,
         identity=world.identity,
-        max_bytes=sizes[1] + sizes[2],
+        max_bytes=max(sizes) + 1,
     )
-    for key in keys:
-        small.get(world.session, key, edition=world.edition)
+    small.encoded(world.session, world.edition, MailFormat.HTML)
+    small.encoded(world.session, later, MailFormat.HTML)
     assert small._bytes <= small.max_bytes
-    assert keys[0] not in small._templates and keys[-1] in small._templates
+    assert list(small._editions) == [f"{later.id}:html"]
 
 
-def test_cycling_through_every_variant_of_an_edition_encodes_each_once(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Planning publishes batches variant by variant, chunk after chunk: the same cycle
-    # again and again. A cache sized in entries below the cycle re-encoded everything.
-    keys, _ids = _three_variants(world)
-    calls: list[str] = []
-    real = MessageTemplate.compile.__func__  # type: ignore[attr-defined]
-    monkeypatch.setattr(
-        MessageTemplate,
-        "compile",
-        classmethod(lambda cls, **kw: (calls.append(kw["subject"]), real(cls, **kw))[1]),
-    )
+def test_a_process_encodes_each_edition_once_however_many_readers(world: World) -> None:
+    ids = planned(world, 3)
     templates = world.templates()
-    for _chunk in range(5):
-        for key in keys:
-            templates.get(world.session, key, edition=world.edition)
-    assert len(calls) == 3
+    world.send(ids[:1], templates=templates)
+    encoded = templates.encoded(world.session, world.edition, MailFormat.HTML)
+    world.send(ids[1:], templates=templates)
+    assert templates.encoded(world.session, world.edition, MailFormat.HTML) is encoded

@@ -18,7 +18,13 @@ from papermail.sources.arxiv import (
     search_query,
 )
 from papermail.sources.arxiv_entries import ArxivPaperIn
-from papermail.sources.arxiv_taxonomy import CATEGORIES, category_name, parse_categories
+from papermail.sources.arxiv_taxonomy import (
+    ARCHIVES,
+    CATEGORIES,
+    by_archive,
+    category_name,
+    parse_categories,
+)
 from papermail.sources.base import FetchResult, SourceError, SourceUnreachable
 from papermail.sources.http import Budget, DeadlineExceeded, ResponseTooLarge
 from tests.support.replay import Replay as RecordedReplay
@@ -385,3 +391,11 @@ def test_the_taxonomy_names_the_codes_papermail_offers() -> None:
         parse_categories("cs.Cv,physics,cs.RO")
     with pytest.raises(ValueError, match="names no arXiv category"):
         parse_categories(" , ")
+
+
+def test_the_forms_group_every_code_once_under_its_archives_name() -> None:
+    groups = by_archive()
+    assert [name for name, _ in groups] == list(ARCHIVES.values())
+    assert [code for _, codes in groups for code, _ in codes] == list(CATEGORIES)
+    assert ("cs.RO", "Robotics") in dict(groups)["Computer Science"]
+    assert dict(groups)["Quantitative Biology"] == [("q-bio.NC", "Neurons and Cognition")]

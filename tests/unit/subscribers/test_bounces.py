@@ -24,7 +24,7 @@ from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
 from papermail.pipeline.planning import plan_edition
 from papermail.pipeline.ratelimit import Unlimited
-from papermail.pipeline.rendering import VariantStore, make_environment
+from papermail.pipeline.rendering import EditionStore, make_environment
 from papermail.pipeline.sending import Outcome, SendPolicy, classify, send_batch
 from papermail.pipeline.variants import Identity, TemplateSource
 from papermail.sources.hf import load_sample
@@ -90,7 +90,7 @@ def kind(
             delivery_ids=ids,
             backend=backend,
             templates=TemplateSource(
-                store=VariantStore(fakeredis.FakeRedis(), ttl_seconds=60),
+                store=EditionStore(fakeredis.FakeRedis(), ttl_seconds=60),
                 env=env,
                 links=links,
                 identity=_identity(settings),

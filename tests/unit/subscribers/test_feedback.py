@@ -27,7 +27,7 @@ from papermail.models import (
     Variant,
 )
 from papermail.pipeline import ranking
-from papermail.pipeline.planning import edition_candidates, plan_edition
+from papermail.pipeline.planning import plan_edition, reader_selection
 from papermail.subscribers import feedback
 from papermail.subscribers.feedback import MuteKind, Recorded
 from papermail.subscribers.tokens import (
@@ -361,14 +361,11 @@ def test_planning_never_selects_a_muted_paper(session: Session) -> None:
     report = plan_edition(
         session, edition=edition, now=NOW, batch_size=100, publish=lambda _ids: None, due_only=False
     )
-    assert report.planned == 2 and len(report.variants) == 2
+    assert report.planned == 2 and report.variants == 2
     selections = {v.key: [pid for pid, _ in v.selection] for v in session.scalars(select(Variant))}
     assert sorted(selections.values()) == sorted([[ids[0], ids[3]], ids])
-    # Preview maps a Subscriber the same way planning maps its raw row.
-    session.refresh(ada)
-    previewed = ranking.select(
-        edition_candidates(session, edition), ranking.Interests.of(ada), muted=ranking.Muted.of(ada)
-    )
+    # Preview asks planning for the same reader's selection.
+    previewed = reader_selection(session, edition=edition, subscriber_id=ada.id)
     assert [pid for pid, _ in previewed] == [ids[0], ids[3]]
 
 

@@ -8,12 +8,13 @@ import pytest
 
 from papermail.db import session_scope
 from papermail.models import Subscriber, SubscriberStatus
-from papermail.pipeline import ranking
-from papermail.pipeline.planning import edition_candidates
+from papermail.pipeline.planning import reader_selection
+from papermail.sources.arxiv_taxonomy import CATEGORIES
 from papermail.stages import InlineDispatcher, plan
-from papermail.subscribers.preferences import MESSAGES
+from papermail.subscribers.preferences import MESSAGES, TOO_MANY_CATEGORIES
 from papermail.subscribers.tokens import Purpose
 from tests.support.web import (
+    HOSTILE,
     Web,
     confirm_path,
     csrf_in,
@@ -21,7 +22,7 @@ from tests.support.web import (
     text_of,
 )
 
-GOOD = {
+GOOD: dict[str, str | list[str]] = {
     "frequency": "weekly",
     "max_papers": "5",
     "topics": "robotics, diffusion",
@@ -30,6 +31,8 @@ GOOD = {
     "format": "text",
     "timezone": "Europe/Paris",
     "send_hour": "8",
+    "relevance_weight": "mostly-for-me",
+    "arxiv_categories": ["cs.RO", "cs.LG"],  # ticked boxes: one field each
 }
 
 
@@ -46,6 +49,8 @@ def test_page_shows_current_settings(web: Web) -> None:
         timezone="America/New_York",
         send_hour=9,
         follow_authors=["Alan Turing"],
+        relevance_weight=0.25,
+        arxiv_categories=["eess.IV", "cs.RO"],
     )
     response = web.client.get(f"/preferences/{web.token(Purpose.PREFERENCES, ada)}")
     assert response.status_code == 200
@@ -58,6 +63,33 @@ def test_page_shows_current_settings(web: Web) -> None:
     assert 'value="Alan Turing"' in page
     assert 'id="frequency-daily" name="frequency" value="daily" checked' in page
     assert 'id="format-html" name="format" value="html" checked' in page
+    # Trending vs. for me: five labelled steps, the reader's checked.
+    for value, label in [
+        ("trending", "Trending"),
+        ("mostly-trending", "Mostly trending"),
+        ("balanced", "Balanced"),
+        ("mostly-for-me", "Mostly for me"),
+        ("for-me", "For me"),
+    ]:
+        radio = f'id="relevance_weight-{value}" name="relevance_weight" value="{value}"'
+        assert radio in page
+        assert f'<label for="relevance_weight-{value}">{label}</label>' in page
+    assert page.count('name="relevance_weight"') == 5
+    assert 'name="relevance_weight" value="mostly-trending" checked' in page
+    assert page.count('name="relevance_weight" value="mostly-trending" checked') == 1
+    # arXiv categories: every one offered by its human name, the reader's ticked.
+    assert page.count('type="checkbox" id="arxiv_categories-') == len(CATEGORIES)
+    assert 'name="arxiv_categories" value="cs.RO" checked>' in page
+    assert 'name="arxiv_categories" value="eess.IV" checked>' in page
+    assert page.count('name="arxiv_categories" value=') == len(CATEGORIES)
+    assert page.count('checked><label for="arxiv_categories-') == 2
+    # Closed groups; those holding a choice name it in their summary.
+    assert page.count('<details class="archive">') == 5
+    shown = _plain(html.unescape(page))
+    assert "Computer Science · 1 chosen: cs.RO" in shown
+    assert "Electrical Engineering and Systems Science · 1 chosen: eess.IV" in shown
+    assert "cs.RO — Robotics" in _plain(html.unescape(page))
+    assert "<script" not in page  # the picker needs none
     assert '<option value="Europe/Paris">' in page  # the time zone suggestions
     assert 'href="https://papers.example.org/unsubscribe/' in page
     for label in (
@@ -69,6 +101,8 @@ def test_page_shows_current_settings(web: Web) -> None:
         "topics",
         "follow_organizations",
         "follow_authors",
+        "relevance_weight",
+        "arxiv_categories",
     ):
         assert f'id="{label}"' in page  # every control has an id its label/legend names
 
@@ -89,6 +123,8 @@ def test_saving_shows_what_changed_and_stores_it(web: Web) -> None:
         "Send hour: was 07:00 → now 08:00",
         "Organisations: was none → now Example Lab",
         "Authors: was none → now Ada Lovelace",
+        "arXiv categories: was none → now cs.LG, cs.RO",
+        "Trending vs. for me: was Balanced → now Mostly for me",
     ):
         assert line in _plain(shown)
     saved = web.subscriber("ada@example.org")
@@ -112,6 +148,10 @@ def test_saving_shows_what_changed_and_stores_it(web: Web) -> None:
         ["Example Lab"],
         ["Ada Lovelace"],
     )
+    assert (saved.relevance_weight, saved.arxiv_categories) == (0.75, ["cs.LG", "cs.RO"])
+    # And the page shows the new choices.
+    assert 'name="relevance_weight" value="mostly-for-me" checked' in response.text
+    assert 'name="arxiv_categories" value="cs.LG" checked>' in response.text
 
 
 def _plain(markup: str) -> str:
@@ -132,6 +172,7 @@ def test_saving_unchanged_settings_says_so(web: Web) -> None:
         "format": "html",
         "timezone": "UTC",
         "send_hour": "7",
+        "relevance_weight": "balanced",
     }
     response = web.client.post(path, data=data | {"csrf_token": csrf_in(page)})
     assert "Saved. Nothing changed." in response.text
@@ -160,10 +201,15 @@ def test_saving_unchanged_settings_says_so(web: Web) -> None:
         ("follow_authors", "Ada\nLovelace", "Line breaks"),
         ("follow_authors", "x" * 1001, "under 1000 characters"),
         ("topics", "bell\x07", "characters that aren't allowed"),
+        ("relevance_weight", "0.3", MESSAGES["relevance_weight"]),
+        ("relevance_weight", "", MESSAGES["relevance_weight"]),  # no step chosen
+        ("relevance_weight", "Balanced", MESSAGES["relevance_weight"]),
+        ("arxiv_categories", ["cs.RO", "cs.Robots"], "Unknown arXiv category (cs.Robots)"),
+        ("arxiv_categories", "cs.RO\r\ncs.LG", "Line breaks"),
     ],
 )
 def test_each_bad_field_is_refused_next_to_it_keeping_the_rest(
-    web: Web, field: str, value: str, message: str
+    web: Web, field: str, value: str | list[str], message: str
 ) -> None:
     ada = web.add("ada@example.org")
     path, page = _page(web, ada)
@@ -307,11 +353,9 @@ def test_the_next_digest_selection_follows_saved_preferences(web: Web) -> None:
         from papermail.models import Edition
 
         edition = session.query(Edition).one()
-        selection = ranking.select(
-            edition_candidates(session, edition), ranking.Interests.of(saved)
-        )
+        selection = reader_selection(session, edition=edition, subscriber_id=saved.id)
     assert len(selection) == 3
-    assert all("robotics" in reason for _, reason in selection)
+    assert any("your topic \u201crobotics\u201d" in reason for _, reason in selection)
 
 
 def test_leaving_revokes_preferences_links(web: Web) -> None:
@@ -347,3 +391,83 @@ def test_digests_link_to_preferences_with_the_current_token_version(web: Web) ->
     token = link.rsplit("/", 1)[1]
     assert web.runtime.links.signer.read(Purpose.PREFERENCES, token).token_version == 2
     assert web.client.get(f"/preferences/{token}").status_code == 200
+
+
+# --- trending vs. for me, arXiv categories --------------------------------------------------
+
+
+def test_ticking_too_many_categories_gets_the_limit_not_a_broken_form(web: Web) -> None:
+    ada = web.add("ada@example.org", arxiv_categories=["cs.RO"])
+    path, page = _page(web, ada)
+    every = list(CATEGORIES)  # every box on the page: more fields than any other form
+    response = web.client.post(
+        path, data=GOOD | {"arxiv_categories": every, "csrf_token": csrf_in(page)}
+    )
+    assert response.status_code == 400
+    assert '<p class="error" id="arxiv_categories-error">' in response.text
+    assert TOO_MANY_CATEGORIES in html.unescape(response.text)
+    # What was ticked stays ticked, and nothing was saved.
+    assert response.text.count('name="arxiv_categories" value=') == len(CATEGORIES)
+    assert response.text.count('checked><label for="arxiv_categories-') == len(CATEGORIES)
+    assert web.subscriber("ada@example.org").arxiv_categories == ["cs.RO"]  # type: ignore[union-attr]
+
+
+def test_a_posted_code_is_escaped_in_the_error_and_never_offered(web: Web) -> None:
+    ada = web.add("ada@example.org")
+    path, page = _page(web, ada)
+    response = web.client.post(
+        path, data=GOOD | {"arxiv_categories": [HOSTILE, "cs.RO"], "csrf_token": csrf_in(page)}
+    )
+    assert response.status_code == 400
+    assert "<script>" not in response.text and "<img" not in response.text
+    assert "Unknown arXiv categories (&#34;&gt;&lt;img, src=x, onerror=alert(1)&gt;&lt;scrip…)" in (
+        response.text
+    )
+    assert response.text.count('name="arxiv_categories" value=') == len(CATEGORIES)
+    assert 'name="arxiv_categories" value="cs.RO" checked>' in response.text
+
+
+def test_clearing_every_category_saves_none(web: Web) -> None:
+    # No box ticked posts no field at all: that is an empty choice, not a missing one.
+    ada = web.add("ada@example.org", arxiv_categories=["cs.RO", "stat.ML"])
+    path, page = _page(web, ada)
+    data = {k: v for k, v in GOOD.items() if k != "arxiv_categories"}
+    response = web.client.post(path, data=data | {"csrf_token": csrf_in(page)})
+    assert response.status_code == 200
+    assert "arXiv categories: was cs.RO, stat.ML → now none" in _plain(html.unescape(response.text))
+    assert web.subscriber("ada@example.org").arxiv_categories == []  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("value", "weight"),
+    [
+        ("trending", 0.0),
+        ("mostly-trending", 0.25),
+        ("balanced", 0.5),
+        ("mostly-for-me", 0.75),
+        ("for-me", 1.0),
+    ],
+)
+def test_each_blend_step_saves_its_weight(web: Web, value: str, weight: float) -> None:
+    ada = web.add("ada@example.org")
+    path, page = _page(web, ada)
+    response = web.client.post(
+        path, data=GOOD | {"relevance_weight": value, "csrf_token": csrf_in(page)}
+    )
+    assert response.status_code == 200
+    assert web.subscriber("ada@example.org").relevance_weight == weight  # type: ignore[union-attr]
+    assert f'name="relevance_weight" value="{value}" checked' in response.text
+
+
+def test_a_weight_set_by_hand_opens_at_the_nearest_step_and_saving_says_so(web: Web) -> None:
+    ada = web.add("ada@example.org")
+    with session_scope(web.runtime.sessions) as session:
+        session.query(Subscriber).update({"relevance_weight": 0.3})
+    path, page = _page(web, ada)
+    assert 'name="relevance_weight" value="mostly-trending" checked' in page
+    response = web.client.post(
+        path, data=GOOD | {"relevance_weight": "mostly-trending", "csrf_token": csrf_in(page)}
+    )
+    assert "Trending vs. for me: was 0.3 → now Mostly trending" in _plain(
+        html.unescape(response.text)
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 
 import pytest
 from itsdangerous import TimestampSigner
@@ -11,6 +12,8 @@ from itsdangerous import TimestampSigner
 from papermail.config import Settings
 from papermail.db import session_scope
 from papermail.models import SubscriberStatus
+from papermail.pipeline.relevance import DEFAULT_WEIGHT
+from papermail.sources.arxiv_taxonomy import CATEGORIES
 from papermail.subscribers.preferences import Preferences
 from papermail.subscribers.signup_limits import Budget, SignupLimits
 from papermail.subscribers.tokens import Purpose
@@ -46,6 +49,19 @@ def test_landing_shows_form_and_a_sample_of_the_latest_edition(web: Web) -> None
 def test_get_on_the_form_address_leads_to_the_form(web: Web) -> None:
     response = web.client.get("/subscribe", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/#subscribe"
+
+
+def test_landing_offers_arxiv_categories_by_name_without_javascript(web: Web) -> None:
+    page = web.client.get("/").text
+    shown = " ".join(html.unescape(re.sub(r"<[^>]+>", "", page)).split())
+    assert '<fieldset id="arxiv_categories"' in page
+    assert page.count('type="checkbox"') == len(CATEGORIES)
+    assert 'name="arxiv_categories" value="cs.RO">' in page  # none ticked yet
+    assert "cs.RO — Robotics" in shown and "stat.ML — Machine Learning (Statistics)" in shown
+    # One closed <details> per archive: a phone sees five lines, not fifty boxes.
+    assert page.count('<details class="archive">') == 5
+    assert "<summary>Computer Science</summary>" in page
+    assert "<script" not in page
 
 
 def test_landing_without_any_edition_still_works(web: Web) -> None:
@@ -166,10 +182,12 @@ def test_pending_signup_resubmitted_takes_the_latest_choices(web: Web) -> None:
         ({"topics": "x" * 81}, "topics", "under 80 characters"),
         ({"topics": "a\nb"}, "topics", "Line breaks"),
         ({"topics": "y" * 1200}, "topics", "under 1000 characters"),
+        ({"arxiv_categories": ["cs.RO", "cs.Cv"]}, "arxiv_categories", "(cs.Cv)"),
+        ({"arxiv_categories": list(CATEGORIES)[:21]}, "arxiv_categories", "at most 20"),
     ],
 )
 def test_bad_subscribe_input_is_shown_next_to_the_field(
-    web: Web, fields: dict[str, str], field: str, message: str
+    web: Web, fields: dict[str, str | list[str]], field: str, message: str
 ) -> None:
     data = {"email": "ada@example.org", "topics": "diffusion", "frequency": "daily"} | fields
     response = web.client.post("/subscribe", data=data | {"csrf_token": web.csrf()})
@@ -181,6 +199,35 @@ def test_bad_subscribe_input_is_shown_next_to_the_field(
     assert f'aria-describedby="{field}' in page or f"{field}-hint {field}-error" in page
     assert web.outbox == []
     assert web.subscriber("ada@example.org") is None
+
+
+def test_subscribe_stores_the_ticked_categories_and_the_default_blend(web: Web) -> None:
+    response = web.subscribe("ada@example.org", arxiv_categories=["cs.RO", "stat.ML", "cs.RO"])
+    assert response.status_code == 200
+    ada = web.subscriber("ada@example.org")
+    assert ada is not None
+    assert ada.arxiv_categories == ["cs.RO", "stat.ML"]
+    assert ada.relevance_weight == DEFAULT_WEIGHT  # the landing form does not ask
+    assert len(web.outbox) == 1
+
+
+def test_a_refused_signup_keeps_the_ticked_categories(web: Web) -> None:
+    response = web.subscribe("ada(at)example.org", arxiv_categories=["cs.RO", "eess.IV"])
+    assert response.status_code == 400
+    page = response.text
+    assert 'name="arxiv_categories" value="cs.RO" checked>' in page
+    assert 'name="arxiv_categories" value="eess.IV" checked>' in page
+    assert page.count('checked><label for="arxiv_categories-') == 2
+    # The groups holding a choice say so, closed: the error is about the address.
+    assert page.count('<details class="archive">') == 5
+    assert '<summary>Computer Science <span class="count">· 1 chosen: cs.RO</span>' in page
+
+
+def test_a_refused_category_opens_the_groups_holding_the_choices(web: Web) -> None:
+    response = web.subscribe("ada@example.org", arxiv_categories=["cs.RO", "cs.Robots"])
+    assert response.status_code == 400
+    assert response.text.count('<details class="archive" open>') == 1  # Computer Science
+    assert web.subscriber("ada@example.org") is None and web.outbox == []
 
 
 def test_bad_input_keeps_what_was_typed(web: Web) -> None:

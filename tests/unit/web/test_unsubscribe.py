@@ -251,6 +251,22 @@ def test_resubscribing_from_the_page_is_double_opt_in_again(web: Web) -> None:
     assert _status(web, "ada@example.org") is SubscriberStatus.ACTIVE
 
 
+def test_resubscribing_from_the_page_keeps_the_arxiv_categories(web: Web) -> None:
+    ada = web.add("ada@example.org", arxiv_categories=["cs.RO", "stat.ML"])
+    path = _path(web, ada)
+    done = web.client.post(path, data={"csrf_token": csrf_in(web.client.get(path).text)})
+    assert 'name="arxiv_categories" value="cs.RO, stat.ML"' in done.text
+    form = {
+        "csrf_token": csrf_in(done.text),
+        "email": "ada@example.org",
+        "topics": "",
+        "arxiv_categories": "cs.RO, stat.ML",
+        "frequency": "daily",
+    }
+    assert "Check your inbox" in web.client.post("/subscribe", data=form).text
+    assert web.subscriber("ada@example.org").arxiv_categories == ["cs.RO", "stat.ML"]  # type: ignore[union-attr]
+
+
 def test_suppressed_reader_gets_no_resubscribe_button(web: Web) -> None:
     ada = web.add("ada@example.org")
     with session_scope(web.runtime.sessions) as session:

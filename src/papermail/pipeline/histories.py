@@ -1,0 +1,169 @@
+"""What planning reads besides the subscriber rows: the edition's pool, each reader's
+feedback, and the papers other editions already sent them.
+
+Read a chunk of subscribers (an id range) at a time, in one or two queries per chunk,
+so planning a million readers stays a few hundred queries. Caches are per planning run
+and bounded: a paper's text is read once however many readers rated it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+from papermail.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionItem,
+    Feedback,
+    FeedbackDirection,
+    Paper,
+    Variant,
+)
+from papermail.pipeline import relevance
+from papermail.pipeline.picking import PoolPaper
+
+MAX_MARKS = 50  # a reader's most recent marks that shape their model; older ones age out
+CACHE_LIMIT = 50_000  # entries a run keeps per cache before starting over
+NOT_RECEIVED = (DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
+
+Rated = tuple[tuple[relevance.Paper, ...], tuple[relevance.Paper, ...]]  # (liked, disliked)
+
+
+@dataclass(frozen=True, slots=True)
+class Histories:
+    """For one chunk of readers, by subscriber id; absent means none."""
+
+    feedback: dict[int, Rated] = field(default_factory=dict)
+    seen: dict[int, frozenset[str]] = field(default_factory=dict)
+
+
+def as_relevance_paper(paper: Paper) -> relevance.Paper:
+    return relevance.Paper(
+        paper_id=paper.id,
+        title=paper.title,
+        abstract=paper.summary or "",
+        keywords=tuple(paper.ai_keywords or ()),
+        authors=tuple(paper.authors or ()),
+        organization=paper.organization,
+    )
+
+
+def pool_papers(session: Session, edition: Edition) -> list[PoolPaper]:
+    """Every paper of the edition, in trending order: the pool readers' picks come from."""
+    rows = session.execute(
+        select(EditionItem.score, Paper)
+        .join(Paper, Paper.id == EditionItem.paper_id)
+        .where(EditionItem.edition_id == edition.id)
+        .order_by(EditionItem.rank)
+    )
+    return [
+        PoolPaper(
+            paper=as_relevance_paper(paper),
+            trending=float(score),
+            upvotes=paper.upvotes or 0,
+            categories=tuple(paper.categories or ()),
+            # Came from arXiv and Hugging Face has not featured it (yet).
+            arxiv_only=paper.source == "arxiv" and paper.submitted_on_daily_at is None,
+        )
+        for score, paper in rows
+    ]
+
+
+def overlapping_editions(session: Session, edition: Edition) -> tuple[int, ...]:
+    """Other editions that share a paper with this one (a weekly and its days' dailies).
+
+    Only their deliveries can have sent a reader one of this edition's papers; daily
+    editions never share papers with each other, so for most plans this is empty and
+    no reader's history needs reading at all.
+    """
+    other = aliased(EditionItem)
+    mine = select(EditionItem.paper_id).where(EditionItem.edition_id == edition.id)
+    found = session.scalars(
+        select(other.edition_id)
+        .where(other.paper_id.in_(mine), other.edition_id != edition.id)
+        .distinct()
+    )
+    return tuple(sorted(found))
+
+
+def papers_sent(
+    session: Session,
+    first_id: int,
+    last_id: int,
+    *,
+    editions: tuple[int, ...],
+    memo: dict[str, frozenset[str]],
+) -> dict[int, frozenset[str]]:
+    """{subscriber: papers the given editions sent or will send them} for an id range."""
+    if not editions:
+        return {}
+    rows = session.execute(
+        select(Delivery.subscriber_id, Delivery.variant_key).where(
+            Delivery.subscriber_id.between(first_id, last_id),
+            Delivery.edition_id.in_(editions),
+            Delivery.status.not_in(NOT_RECEIVED),
+        )
+    ).all()
+    _load_selections(session, {key for _sid, key in rows} - memo.keys(), memo)
+    seen: dict[int, frozenset[str]] = {}
+    for subscriber_id, key in rows:
+        seen[subscriber_id] = seen.get(subscriber_id, frozenset()) | memo.get(key, frozenset())
+    return seen
+
+
+def _load_selections(session: Session, keys: set[str], memo: dict[str, frozenset[str]]) -> None:
+    if len(memo) + len(keys) > CACHE_LIMIT:
+        memo.clear()
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 1000):
+        rows = session.execute(
+            select(Variant.key, Variant.selection).where(
+                Variant.key.in_(ordered[start : start + 1000])
+            )
+        )
+        for key, selection in cast(Iterable[tuple[str, list[Any] | None]], rows):
+            memo[key] = frozenset(str(pair[0]) for pair in selection or ())
+
+
+def reader_feedback(
+    session: Session, first_id: int, last_id: int, *, papers: dict[str, relevance.Paper]
+) -> dict[int, Rated]:
+    """{subscriber: (liked, disliked)}, oldest first, for readers in an id range."""
+    rows = session.execute(
+        select(Feedback.subscriber_id, Feedback.paper_id, Feedback.direction)
+        .where(Feedback.subscriber_id.between(first_id, last_id))
+        .order_by(Feedback.subscriber_id, Feedback.created_at, Feedback.id)
+    ).all()
+    marks: dict[int, list[tuple[str, FeedbackDirection]]] = {}
+    for subscriber_id, paper_id, direction in rows:
+        marks.setdefault(subscriber_id, []).append((paper_id, FeedbackDirection(direction)))
+    recent = {sid: found[-MAX_MARKS:] for sid, found in marks.items()}
+    _load_papers(session, {pid for found in recent.values() for pid, _ in found}, papers)
+    out: dict[int, Rated] = {}
+    for subscriber_id, found in recent.items():
+        liked = tuple(
+            papers[pid] for pid, d in found if d is FeedbackDirection.MORE and pid in papers
+        )
+        disliked = tuple(
+            papers[pid] for pid, d in found if d is FeedbackDirection.LESS and pid in papers
+        )
+        out[subscriber_id] = (liked, disliked)
+    return out
+
+
+def _load_papers(session: Session, ids: Iterable[str], cache: dict[str, relevance.Paper]) -> None:
+    missing = sorted(set(ids) - cache.keys())
+    if len(cache) + len(missing) > CACHE_LIMIT:
+        cache.clear()
+        missing = sorted(set(ids))
+    for start in range(0, len(missing), 1000):
+        for paper in session.scalars(
+            select(Paper).where(Paper.id.in_(missing[start : start + 1000]))
+        ):
+            cache[paper.id] = as_relevance_paper(paper)
