@@ -65,7 +65,12 @@ def test_pages_use_no_inline_scripts_styles_or_third_parties(web: Web) -> None:
         external = re.findall(r'(?:src|href)="(https?://[^"]+)"', page)
         assert all(
             url.startswith(
-                ("https://papers.example.org", "https://huggingface.co", "https://github.com")
+                (
+                    "https://papers.example.org",
+                    "https://huggingface.co",
+                    "https://github.com",
+                    "https://arxiv.org",
+                )
             )
             for url in external
         ), (path, external)
