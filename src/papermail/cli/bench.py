@@ -36,6 +36,16 @@ from papermail.cli.common import Fail, console
     is_flag=True,
     help="Run with PAPERMAIL_LEDGER_ASYNC_COMMIT (see README, 'Exactly once').",
 )
+@click.option(
+    "--feedback-histories",
+    is_flag=True,
+    help="Give every reader 3-12 feedback marks and a blend weight: selections of their own.",
+)
+@click.option(
+    "--plan-only",
+    is_flag=True,
+    help="Seed, then plan in this process (no workers, no SMTP): planning time, CPU and RSS.",
+)
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the figures as JSON.")
 def bench(
     subscribers: int,
@@ -45,11 +55,18 @@ def bench(
     pg_admin_url: str,
     redis_url: str,
     async_commit: bool,
+    feedback_histories: bool,
+    plan_only: bool,
     json_out: Path | None,
 ) -> None:
-    """Deliver one edition to N synthetic subscribers on PostgreSQL, Redis, Celery and SMTP."""
+    """Deliver one edition to N synthetic subscribers on PostgreSQL, Redis, Celery and SMTP.
+
+    With --plan-only, plan it for them in this process and report planning alone.
+    """
+    if plan_only and async_commit:
+        raise click.UsageError("--async-commit is about sending; --plan-only sends nothing")
     try:
-        from papermail_dev.bench import BenchConfig, report_lines, run_bench
+        from papermail_dev.bench import BenchConfig, report_lines, run_bench, run_plan_only
     except ImportError as exc:
         raise Fail(
             "papermail bench needs the developer tools, which a production install leaves out: "
@@ -64,13 +81,30 @@ def bench(
         pg_admin_url=pg_admin_url,
         redis_url=redis_url,
         ledger_async_commit=async_commit,
+        feedback_histories=feedback_histories,
+        plan_only=plan_only,
     )
-    mode = "async ledger commit" if async_commit else "durable ledger commit"
+    if plan_only:
+        mode = "planning only"
+    else:
+        mode = "async ledger commit" if async_commit else "durable ledger commit"
+    if feedback_histories:
+        mode += ", feedback histories"
     console.rule(f"papermail bench: {subscribers:,} subscribers, {mode}")
+    if plan_only:
+        planned = run_plan_only(config, log=console.print)
+        _report(report_lines(planned), planned.as_json(), json_out)
+        if planned.planned != subscribers:
+            raise click.ClickException("planning did not plan one row per subscriber")
+        return
     result = run_bench(config, log=console.print)
-    console.print(report_lines(result), highlight=False)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(json.loads(result.as_json()), indent=2))
+    _report(report_lines(result), result.as_json(), json_out)
     if result.delivered != subscribers or result.duplicates:
         raise click.ClickException("not every subscriber got exactly one message")
+
+
+def _report(lines: str, figures: str, json_out: Path | None) -> None:
+    console.print(lines, highlight=False)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(json.loads(figures), indent=2))

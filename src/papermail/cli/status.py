@@ -1,9 +1,12 @@
-"""``papermail status``: queues, workers, beat, stage runs, deliveries, subscribers."""
+"""``papermail status``: queues, workers, beat, stage runs, sources, deliveries, subscribers."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import click
 from rich import box
@@ -14,12 +17,16 @@ from rich.table import Table
 from rich.text import Text
 
 from papermail import stages
-from papermail.cli.common import celery_app, console, cut, wiring
+from papermail.cli.common import celery_app, console, cut, plain, wiring
 from papermail.clock import utcnow
 from papermail.ops.monitoring import FUNNEL, Snapshot, StageRun
 from papermail.ops.phrasing import ago, describe_pause, describe_run
+from papermail.ops.sources import SourceHealth, read_source_health, span
 
 WIDTH = 100  # the status view fits a 100-column terminal
+
+# The snapshot and each source's health (None: the database did not answer).
+View = tuple[Snapshot, Sequence[SourceHealth] | None]
 
 
 @click.command()
@@ -33,12 +40,15 @@ WIDTH = 100  # the status view fits a 100-column terminal
     help="Seconds between refreshes.",
 )
 def status(watch: bool, as_json: bool, interval: float) -> None:
-    """Queues, workers, beat, stage runs, today's deliveries and subscribers."""
+    """Queues, workers, beat, stage runs, sources, today's deliveries and subscribers."""
     w = wiring()
     app = celery_app(w)
 
-    def take() -> Snapshot:
-        return stages.snapshot(w, celery=app, now=utcnow())
+    def take() -> View:
+        snap = stages.snapshot(w, celery=app, now=utcnow())
+        # While the snapshot could not read the database, don't wait on it a second time.
+        up = snap.source_up("database")
+        return snap, read_source_health(w.sessions, now=snap.taken_at) if up else None
 
     if not watch:
         _print_once(take(), as_json=as_json)
@@ -48,31 +58,38 @@ def status(watch: bool, as_json: bool, interval: float) -> None:
             while True:
                 _print_once(take(), as_json=True, indent=None)
                 time.sleep(interval)
-        with Live(status_view(take()), console=console, auto_refresh=False) as live:
+        with Live(status_view(*take()), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
-                live.update(status_view(take()), refresh=True)
+                live.update(status_view(*take()), refresh=True)
     except KeyboardInterrupt:
         pass
 
 
-def _print_once(snap: Snapshot, *, as_json: bool, indent: int | None = 2) -> None:
+def _print_once(view: View, *, as_json: bool, indent: int | None = 2) -> None:
+    snap, sources = view
     if as_json:
-        click.echo(json.dumps(snap.as_dict(), indent=indent))
+        data: dict[str, Any] = snap.as_dict()
+        data["sources"] = None if sources is None else [s.as_dict() for s in sources]
+        click.echo(json.dumps(data, indent=indent))
     else:
-        console.print(status_view(snap), width=min(console.width, WIDTH))
+        console.print(status_view(snap, sources), width=min(console.width, WIDTH))
 
 
-def status_view(snap: Snapshot) -> RenderableType:
+def status_view(snap: Snapshot, sources: Sequence[SourceHealth] | None = ()) -> RenderableType:
+    """The whole view; ``sources`` None says the database gave no figures, empty leaves
+    the section out."""
     parts: list[RenderableType] = [_headline(snap)]
     parts.extend(Text(f"! {cut(e, WIDTH - 2)}", style="bold red") for e in snap.errors)
     for section in (
         _side_by_side(_queues_table(snap), _fleet_table(snap)),
         _stages_table(snap),
+        _sources_section(sources, now=snap.taken_at) if sources is None or sources else None,
         _funnel_table(snap),
         _side_by_side(_rates_table(snap), _subscribers_table(snap)),
     ):
-        parts.extend((Text(""), section))
+        if section is not None:
+            parts.extend((Text(""), section))
     return Group(*parts)
 
 
@@ -154,6 +171,46 @@ def _stages_table(snap: Snapshot) -> Table:
             ago(run.last_success_at, snap.taken_at),
         )
     return table
+
+
+def _sources_section(sources: Sequence[SourceHealth] | None, *, now: dt.datetime) -> Group:
+    """A row per source, then each alert in red and each last error as typed (upstream
+    text: never read as markup)."""
+    numeric = ("accepted", "rejected", "lag")
+    table = _table("Sources", "source", "last fetch", "result", *numeric, numeric=numeric)
+    notes: list[RenderableType] = []
+    if sources is None:
+        table.add_row(Text("no figures (database)", style="red"), "-", "-", "-", "-", "-")
+    for s in sources or ():
+        when = s.last_attempt_at
+        table.add_row(
+            plain(s.source),
+            f"{ago(when, now)} ({when:%Y-%m-%d %H:%M} UTC)" if when else "never fetched",
+            _source_result(s),
+            _figure(s.accepted),
+            Text(_figure(s.rejected), style="yellow" if s.rejected else ""),
+            Text(span(s.lag), style="red" if s.alert else ""),
+        )
+        if s.alert:
+            notes.append(Text(cut(f"! {s.source}: {s.alert}", WIDTH), style="bold red"))
+        if s.last_error:
+            error = cut(f"{s.source} last error: {s.last_error}", WIDTH - 2)
+            notes.append(Text(f"  {error}", style="red" if s.alert else "yellow"))
+    return Group(table, *notes)
+
+
+def _source_result(s: SourceHealth) -> Text:
+    """The last attempt's outcome; red while the source is alerted on."""
+    if s.last_attempt_at is None:
+        return Text("-", style="dim")
+    word, style = {None: ("running", "yellow"), True: ("ok", "green")}.get(
+        s.last_attempt_ok, ("failed", "yellow")
+    )
+    return Text(word, style="bold red" if s.alert else style)
+
+
+def _figure(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
 
 
 def _funnel_table(snap: Snapshot) -> Table:

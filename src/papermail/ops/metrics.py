@@ -3,7 +3,8 @@ for what is true now, and rates left to PromQL (``rate(papermail_sends_total[5m]
 
 - Current state (queue depth, backlog, subscribers by status, the last stage runs, ...)
   is a gauge computed at scrape time from ``monitoring.take_snapshot`` by a custom
-  collector, so /metrics, the CLI and /ops can never disagree.
+  collector, so /metrics, the CLI and /ops can never disagree. Each paper source's last
+  success and alert come from ``ops.sources``, read at the same scrape.
 - ``papermail_sends_total{outcome}`` and the ``papermail_smtp_send_seconds`` histogram
   count what the senders did (see below; in embedded mode, the ledger).
 - ``papermail_build_info{version}``, the process's own CPU, memory and file descriptors
@@ -30,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -55,6 +56,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from papermail import __version__
 from papermail.models import Delivery, DeliveryStatus
 from papermail.ops.monitoring import BOUNCE_PREFIX, Snapshot
+from papermail.ops.sources import SourceHealth
 
 log = logging.getLogger(__name__)
 
@@ -195,13 +197,16 @@ def ledger_send_totals(sessions: sessionmaker[Session]) -> SendTotals:
 # --- exposition -----------------------------------------------------------------------------
 
 SendSource = Literal["redis", "database"]
+# Each paper source's health as of a snapshot; None when it could not be read.
+SourcesReader = Callable[[Snapshot], Sequence[SourceHealth] | None]
 
 
 class PapermailCollector(Collector):
     """Reads a fresh snapshot (and the send totals) at every scrape.
 
     ``send_source`` is what ``send_totals`` reads: while the snapshot says that source is
-    down, the send metrics are left out rather than waited for a second time.
+    down, the send metrics are left out rather than waited for a second time. ``sources``
+    reads the paper sources' health for the snapshot (``ops.sources``).
     """
 
     def __init__(
@@ -210,10 +215,12 @@ class PapermailCollector(Collector):
         snapshot: Callable[[], Snapshot],
         send_totals: Callable[[], SendTotals] | None = None,
         send_source: SendSource = "redis",
+        sources: SourcesReader | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._send_totals = send_totals
         self._send_source = send_source
+        self._sources = sources
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
@@ -222,6 +229,13 @@ class PapermailCollector(Collector):
         yield from _broker_metrics(snap)
         yield from _delivery_metrics(snap)
         yield from _stage_metrics(snap)
+        if self._sources is not None and snap.source_up("database"):
+            try:
+                health = self._sources(snap)
+            except Exception as exc:  # one missing family must not fail the whole scrape
+                log.warning("metrics: could not read the sources: %s", type(exc).__name__)
+            else:
+                yield from _paper_source_metrics(health or ())
         if self._send_totals is not None and snap.source_up(self._send_source):
             try:
                 totals = self._send_totals()
@@ -319,6 +333,26 @@ def _stage_metrics(snap: Snapshot) -> Iterator[Metric]:
     yield from (last_run, success, ok, took, ingest)
 
 
+def _paper_source_metrics(health: Sequence[SourceHealth]) -> Iterator[Metric]:
+    if not health:
+        return
+    success = _gauge(
+        "source_last_success_timestamp_seconds",
+        "When a paper source's last ingest finished OK (within the last 14 days).",
+        ("source",),
+    )
+    alert = _gauge(
+        "source_alert",
+        "1 while a paper source is failing: no success in a day, or none at all.",
+        ("source",),
+    )
+    for h in health:
+        if h.last_success_at is not None:
+            success.add_metric([h.source], h.last_success_at.timestamp())
+        alert.add_metric([h.source], 1.0 if h.alert else 0.0)
+    yield from (success, alert)
+
+
 def _send_metrics(totals: SendTotals) -> Iterator[Metric]:
     if totals.from_ledger:
         sends = CounterMetricFamily(
@@ -354,11 +388,14 @@ def make_registry(
     snapshot: Callable[[], Snapshot],
     send_totals: Callable[[], SendTotals] | None = None,
     send_source: SendSource = "redis",
+    sources: SourcesReader | None = None,
 ) -> CollectorRegistry:
     """papermail's collector plus this process's own metrics (process_*, python_info)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
-        PapermailCollector(snapshot=snapshot, send_totals=send_totals, send_source=send_source)
+        PapermailCollector(
+            snapshot=snapshot, send_totals=send_totals, send_source=send_source, sources=sources
+        )
     )
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)

@@ -12,13 +12,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from papermail.pipeline import relevance
 from papermail.pipeline.pieces import Pick
 from papermail.pipeline.relevance import Pool, ReaderProfile, Scorer
 from papermail.pipeline.text import counted
-from papermail.pipeline.tfidf import TfidfScorer
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +35,17 @@ class EditionPicker:
     def __init__(self, papers: Sequence[PoolPaper], *, scorer: Scorer | None = None) -> None:
         self.papers = tuple(papers)
         self.pool = Pool([p.paper for p in self.papers])
-        # The closed-form profile: as precise as the per-reader SVM on our evaluation
-        # (docs/relevance.md) and ~5x cheaper, which a planner of 10^5 readers needs.
-        self.scorer = scorer or TfidfScorer(method="profile")
+        if scorer is None:
+            # Imported here: scikit-learn and scipy cost a sending worker ~100 MB it never
+            # needs; only planning fits a pool.
+            from papermail.pipeline.tfidf import TfidfScorer
+
+            # The closed-form profile: as precise as the per-reader SVM on our evaluation
+            # (docs/relevance.md) and ~5x cheaper, which a planner of 10^5 readers needs.
+            scorer = TfidfScorer(method="profile")
+        self.scorer = scorer
         self.scorer.fit(self.pool.papers)
-        self.trending = np.array([p.trending for p in self.papers], dtype=np.float64)
+        self.trending = relevance.Trending.of([p.trending for p in self.papers])
         self._arxiv_only = [i for i, p in enumerate(self.papers) if p.arxiv_only]
 
     def pick(

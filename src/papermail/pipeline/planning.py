@@ -355,6 +355,15 @@ _PG_INSERT_DELIVERIES = text(
 )
 
 
+_PG_INSERT_VARIANTS = text(
+    "INSERT INTO variants (key, edition_id, format, selection, created_at)"
+    " SELECT k, :edition_id, f, CAST(s AS json), :now"
+    " FROM unnest(CAST(:keys AS varchar[]), CAST(:formats AS text[]), CAST(:selections AS text[]))"
+    " AS t(k, f, s)"
+    " ON CONFLICT (key) DO NOTHING"
+)
+
+
 def _insert_rows(
     session: Session,
     planner: _Planner,
@@ -367,9 +376,23 @@ def _insert_rows(
     postgres = session.get_bind().dialect.name == "postgresql"
     insert = postgresql.insert if postgres else sqlite.insert
     if planner.new_variants:
-        session.execute(
-            insert(Variant).on_conflict_do_nothing(index_elements=["key"]), planner.new_variants
-        )
+        if postgres:  # one statement over arrays, as for deliveries below
+            new = planner.new_variants
+            session.execute(
+                _PG_INSERT_VARIANTS,
+                {
+                    "keys": [v["key"] for v in new],
+                    "formats": [v["format"] for v in new],
+                    "selections": [json.dumps(v["selection"]) for v in new],
+                    "edition_id": edition_id,
+                    "now": now,
+                },
+            )
+        else:
+            session.execute(
+                insert(Variant).on_conflict_do_nothing(index_elements=["key"]),
+                planner.new_variants,
+            )
         planner.inserted()
     if not values:
         return []

@@ -186,6 +186,7 @@ class Pool:
     def __init__(self, papers: Sequence[Paper]) -> None:
         self.papers = tuple(papers)
         self.ids = tuple(p.paper_id for p in self.papers)
+        self.texts = tuple(p.text for p in self.papers)
         self._rows = {pid: i for i, pid in enumerate(self.ids)}
         self._by_author: dict[str, list[tuple[int, str]]] = {}
         self._by_org: dict[str, list[int]] = {}
@@ -246,6 +247,24 @@ class Pool:
 
 
 @dataclass(frozen=True, slots=True)
+class Trending:
+    """A pool's trending scores, with what every reader's ``choose`` reads of them: made
+    once per edition instead of once per reader."""
+
+    values: Vector  # higher = more trending, in pool order
+    unit: Vector  # scaled(values)
+    ranks: NDArray[np.int64]  # 1-based position in trending order, ties by pool order
+
+    @classmethod
+    def of(cls, values: Vector | Sequence[float]) -> Trending:
+        values = np.asarray(values, dtype=np.float64)
+        order = np.lexsort((np.arange(values.size), -values))
+        ranks = np.empty(values.size, dtype=np.int64)
+        ranks[order] = np.arange(1, values.size + 1)
+        return cls(values=values, unit=scaled(values), ranks=ranks)
+
+
+@dataclass(frozen=True, slots=True)
 class Pick:
     paper_id: str
     score: float
@@ -256,7 +275,7 @@ class Pick:
 def choose(
     pool: Pool,
     relevance: Relevance,
-    trending: Vector,
+    trending: Vector | Trending,
     reader: ReaderProfile,
     *,
     k: int = 10,
@@ -270,15 +289,15 @@ def choose(
     more trending).
     """
     n = len(pool)
-    trending = np.asarray(trending, dtype=np.float64)
-    if len(relevance.scores) != n or len(trending) != n:
+    trend = trending if isinstance(trending, Trending) else Trending.of(trending)
+    if len(relevance.scores) != n or len(trend.values) != n:
         raise ValueError("relevance, trending and the pool must be in the same order")
     if n == 0 or k <= 0:
         return []
     weight = reader.weight
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be within [0, 1], not {weight}")
-    trend_unit = scaled(trending)
+    trend_unit = trend.unit
     rel_unit = top_scaled(relevance.scores, k)
     mixed = (1.0 - weight) * trend_unit + weight * rel_unit  # blend(), parts kept for _why
 
@@ -300,18 +319,24 @@ def choose(
         mixed[list(blocked)] = -np.inf
 
     # Ties (the reader's best k all score 1 at weight 1): the side the reader leans to.
-    first, second = (relevance.scores, trending) if weight >= 0.5 else (trending, relevance.scores)
+    scores = relevance.scores
+    first, second = (scores, trend.values) if weight >= 0.5 else (trend.values, scores)
     rows = _top(mixed, first, second, k)
+    # Each pick's best liked paper and best topic, for all picks in one call each.
+    liked = _best(relevance.liked_sims, rows)
+    topic = _best(relevance.topic_sims, rows)
     picks = []
-    for row in rows:
+    for i, row in enumerate(rows):
         evidence, reason = _why(
             row,
-            text=pool.papers[row].text,
+            text=pool.texts[row],
             relevance=relevance,
-            trending=trending,
+            trending=trend,
             followed=followed,
             rel_part=weight * rel_unit[row],
             trend_part=(1.0 - weight) * trend_unit[row],
+            best_liked=(liked[0][i], liked[1][i]) if liked else (0.0, None),
+            best_topic=(topic[0][i], topic[1][i]) if topic else (0.0, None),
         )
         picks.append(Pick(pool.ids[row], float(mixed[row]), evidence, reason))
     return picks
@@ -338,17 +363,19 @@ def _why(
     *,
     text: str,
     relevance: Relevance,
-    trending: Vector,
+    trending: Trending,
     followed: dict[int, str],
     rel_part: float,
     trend_part: float,
+    best_liked: tuple[float, int | None],
+    best_topic: tuple[float, int | None],
 ) -> tuple[Literal["followed", "liked", "topic", "trending"], str]:
-    """The strongest piece of evidence for one pick, in the words the email shows."""
+    """The strongest piece of evidence for one pick, in the words the email shows;
+    ``best_*``: the most similar liked paper and topic (similarity, index)."""
     if row in followed:
         return "followed", followed[row]
     if rel_part >= trend_part:
-        liked_sim, liked_at = _best(relevance.liked_sims, row)
-        topic_sim, topic_at = _best(relevance.topic_sims, row)
+        (liked_sim, liked_at), (topic_sim, topic_at) = best_liked, best_topic
         if liked_at is not None and liked_sim > 0 and liked_sim >= topic_sim:
             title = relevance.liked[liked_at].title
             return "liked", f"Similar to \u201c{title}\u201d, which you liked"
@@ -360,16 +387,13 @@ def _why(
             verb = "Matches your topic" if literal else "Related to your topic"
             return "topic", f"{verb} \u201c{topic}\u201d"
     # 1-based position in the trending order (ties by pool order, as _top breaks them).
-    value = trending[row]
-    rank = (
-        1 + int(np.count_nonzero(trending > value)) + int(np.count_nonzero(trending[:row] == value))
-    )
-    return "trending", f"#{rank} trending"
+    return "trending", f"#{int(trending.ranks[row])} trending"
 
 
-def _best(sims: Vector | None, row: int) -> tuple[float, int | None]:
-    if sims is None or sims.shape[0] == 0:
-        return 0.0, None
-    column = sims[:, row]
-    at = int(np.argmax(column))
-    return float(column[at]), at
+def _best(sims: Vector | None, rows: list[int]) -> tuple[list[float], list[int]] | None:
+    """For each row, the largest similarity in its column and which line holds it."""
+    if sims is None or sims.shape[0] == 0 or not rows:
+        return None
+    block = sims[:, rows]
+    at = np.argmax(block, axis=0)
+    return block[at, np.arange(len(rows))].tolist(), at.tolist()

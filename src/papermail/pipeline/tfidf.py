@@ -28,6 +28,8 @@ from papermail.pipeline.relevance import (
     Vector,
 )
 
+GRAM_LIMIT = 3_000  # pools up to this size keep their pairwise similarities dense
+
 
 @dataclass(frozen=True, slots=True)
 class _Topic:
@@ -62,6 +64,7 @@ class TfidfScorer:
         self._negative_rows: NDArray[np.intp] = np.empty(0, dtype=np.intp)
         self._topics: dict[str, _Topic] = {}
         self._papers: dict[str, tuple[sparse.csr_matrix, Vector]] = {}
+        self._gram: Vector | None = None  # the pool's pairwise similarities, when small
 
     def fit(self, papers: Sequence[Paper]) -> None:
         self._vectorizer = TfidfVectorizer(
@@ -83,6 +86,12 @@ class TfidfScorer:
         self._negative_rows = np.sort(rng.permutation(n)[: min(self.negatives, n)])
         self._topics = {}
         self._papers = {}
+        # Dense pool-by-pool cosines (at most GRAM_LIMIT² floats: 72 MB at 3,000): a pool
+        # paper's similarity column is a row of it, and a centroid's length a block sum,
+        # so a reader with feedback costs no sparse matrix work at all.
+        self._gram = None
+        if self._matrix is not None and n <= GRAM_LIMIT:
+            self._gram = np.asarray((self._matrix @ self._matrix.T).toarray())
 
     @property
     def features(self) -> int:
@@ -131,7 +140,8 @@ class TfidfScorer:
             assert self._matrix is not None
             row = self._rows.get(paper.paper_id)
             vector = self._matrix[row] if row is not None else self._transform(paper.text)
-            cached = (vector, self._sims(vector))
+            sims = self._gram[row] if row is not None and self._gram is not None else None
+            cached = (vector, sims if sims is not None else self._sims(vector))
             self._papers[paper.paper_id] = cached
         return cached
 
@@ -186,10 +196,28 @@ class TfidfScorer:
 
     def _centroid_sims(self, papers: Sequence[Paper]) -> Vector:
         cached = [self._paper(p) for p in papers]
-        stacked = sparse.vstack([v for v, _s in cached]).tocsr()
-        length = float(np.sqrt(max((stacked @ stacked.T).sum(), 0.0)))  # |sum of vectors|
-        total: Vector = np.sum([s for _v, s in cached], axis=0)
-        return total / length if length > 0 else total
+        total: Vector = np.add.reduce([s for _v, s in cached])
+        return total / length if (length := self._length(papers, cached)) > 0 else total
+
+    def _length(
+        self, papers: Sequence[Paper], cached: Sequence[tuple[sparse.csr_matrix, Vector]]
+    ) -> float:
+        """|sum of the papers' vectors|, from cached dot products where there are some."""
+        rows = [self._rows.get(p.paper_id) for p in papers]
+        inside = [r for r in rows if r is not None]
+        outside = [c for r, c in zip(rows, cached, strict=True) if r is None]
+        if self._gram is None:
+            stacked = sparse.vstack([v for v, _s in cached]).tocsr()
+            return float(np.sqrt(max((stacked @ stacked.T).sum(), 0.0)))
+        # |a + b|² = a·a + 2 a·b + b·b: pool papers from the Gram matrix, a pool paper with
+        # an outside one from the outside one's cached similarity column.
+        square = float(self._gram[inside][:, inside].sum()) if inside else 0.0
+        for _vector, sims in outside:
+            square += 2.0 * float(sims[inside].sum()) if inside else 0.0
+        if outside:
+            stacked = sparse.vstack([v for v, _s in outside]).tocsr()
+            square += float((stacked @ stacked.T).sum())
+        return float(np.sqrt(max(square, 0.0)))
 
     def _svm(
         self,

@@ -25,10 +25,14 @@ from papermail.models import (
 from papermail.ops import actions as operations
 from papermail.ops.actions import OperationRefused
 from papermail.ops.control import sending_paused
+from papermail.ops.jobs import recorded
 from papermail.ops.monitoring import BeatStatus, QueueDepth, Snapshot, StageRun
+from papermail.ops.sources import SourceHealth
 from papermail.pipeline.planning import redispatch_due
 from tests.conftest import FIXED_NOW
 from tests.support.ledger import seed_delivery, seed_edition, seed_funnel, seed_subscriber
+
+HOSTILE = "[red]x[/red]<script>alert(1)</script>"
 
 
 class Published(list[list[int]]):
@@ -292,9 +296,29 @@ def _busy_snapshot() -> Snapshot:
     )
 
 
+def _busy_sources() -> tuple[SourceHealth, ...]:
+    hour = dt.timedelta(hours=1)
+    return (
+        SourceHealth(
+            source="hf",
+            last_attempt_at=FIXED_NOW - hour,
+            last_attempt_ok=False,
+            last_error=f"HTTPStatusError: {HOSTILE} " + "z" * 150,
+            last_success_at=FIXED_NOW - 30 * hour,
+            accepted=1_234_567,
+            rejected=89,
+            lag=30 * hour,
+            failures=60,
+            alert="failing for over a day: last success 1d ago (2026-11-25 06:00 UTC), "
+            "60 failed attempts since",
+        ),
+        SourceHealth("arxiv", None, None, None, None, None, None, None, 0, None),
+    )
+
+
 def test_status_view_fits_a_100_column_terminal_even_when_busy() -> None:
     console = Console(width=100, record=True, color_system=None)
-    console.print(cli_status.status_view(_busy_snapshot()))
+    console.print(cli_status.status_view(_busy_snapshot(), _busy_sources()))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 100
     for figure in (
@@ -305,8 +329,29 @@ def test_status_view_fits_a_100_column_terminal_even_when_busy() -> None:
         "12 online",
         "ticked 12s ago",
         "1234 fetched, 56 new, 7 rejected",
+        "1h ago (2026-11-26 11:00 UTC)",
+        "1d 6h",
+        "! hf: failing for over a day",
+        f"hf last error: HTTPStatusError: {HOSTILE}",  # as typed, not read as markup
+        "never fetched",
     ):
         assert figure in text, figure
+
+
+def test_a_source_alert_is_red_and_upstream_markup_is_not_read() -> None:
+    console = Console(width=100, record=True, color_system="truecolor", force_terminal=True)
+    console.print(cli_status.status_view(_busy_snapshot(), _busy_sources()))
+    styled = console.export_text(styles=True, clear=False)
+    plain_text = console.export_text()
+    alert = next(line for line in styled.splitlines() if "! hf: failing" in line)
+    assert "\x1b[1;31m" in alert  # bold red
+    assert HOSTILE in plain_text and "\x1b[31mx" not in styled  # "[red]x" stayed text
+
+
+def test_status_view_says_when_the_sources_could_not_be_read() -> None:
+    console = Console(width=100, record=True, color_system=None)
+    console.print(cli_status.status_view(_busy_snapshot(), None))
+    assert "no figures (database)" in console.export_text()
 
 
 @pytest.fixture
@@ -330,15 +375,39 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_status_command_prints_the_table_and_json(cli_env: Path) -> None:
     from papermail.cli.main import main
+    from papermail.db import make_engine, make_session_factory
+
+    engine = make_engine(f"sqlite:///{cli_env / 'var' / 'papermail.db'}")
+    sessions = make_session_factory(engine)
+    then = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    with recorded(sessions, stage="ingest", clock=lambda: then) as detail:
+        detail.update(source="hf", fetched=48, inserted=6, updated=42, rejected=2)
+    with (
+        pytest.raises(RuntimeError),
+        recorded(sessions, stage="ingest", clock=lambda: then) as detail,
+    ):
+        detail["source"] = "arxiv"
+        raise RuntimeError(HOSTILE)
+    engine.dispose()
 
     runner = CliRunner()
-    table = runner.invoke(main, ["status"])
+    table = runner.invoke(main, ["status"], terminal_width=100)
     assert table.exit_code == 0, table.output
     assert "Queues" in table.output and "Today's deliveries" in table.output
+    assert "Sources" in table.output
+    hf = next(line for line in table.output.splitlines() if line.startswith("hf "))
+    assert hf.split()[-4:] == ["ok", "48", "2", "2h"]
+    assert "! arxiv: no successful fetch in the last 14 days (1 failed attempt)" in table.output
+    assert f"arxiv last error: RuntimeError: {HOSTILE}" in table.output  # shown as typed
     as_json = runner.invoke(main, ["status", "--json"])
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.output)
     assert data["embedded"] is True and data["queues"][1]["name"] == "papermail.send"
+    assert [(s["source"], s["state"]) for s in data["sources"]] == [
+        ("hf", "ok"),
+        ("arxiv", "alert"),
+    ]
+    assert data["sources"][1]["last_error"] == f"RuntimeError: {HOSTILE}"
     assert set(data["funnel"]) == {
         "pending",
         "sending",

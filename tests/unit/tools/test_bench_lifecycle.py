@@ -12,15 +12,18 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 
 from papermail.cli.common import Fail
+from papermail.pipeline.planning import PlanReport
 from papermail_dev.bench import lifecycle, run
 from papermail_dev.bench.celery_workers import group_members, stop_workers
 from papermail_dev.bench.lifecycle import RunResources, Terminated, signals_as_exceptions
 from papermail_dev.bench.run import BenchConfig, EarlierRunStillRunning, refuse_if_workers_answer
+from papermail_dev.bench.scratch import Prepared
 from papermail_dev.bench.sink_process import SinkProcess
 
 
@@ -286,3 +289,81 @@ def test_an_unreachable_broker_is_one_clear_line_not_a_traceback() -> None:
 
     with pytest.raises(Fail, match=r"cannot reach the bench's Redis at redis://127\.0\.0\.1"):
         refuse_if_workers_answer("redis://127.0.0.1:6390/9", answering=refused)
+
+
+class FakeWiring:
+    """Stands for papermail.wiring.Wiring in a plan-only run: what run_plan_only closes."""
+
+    def __init__(self, settings: object) -> None:
+        self.settings = settings
+        self.sessions = object()
+        self.closed: list[str] = []
+        self.engine = SimpleNamespace(dispose=lambda: self.closed.append("engine"))
+        self.redis = SimpleNamespace(close=lambda: self.closed.append("redis"))
+
+
+@pytest.mark.parametrize("ending", ["finishes", "RuntimeError", "KeyboardInterrupt"])
+def test_plan_only_plans_in_process_and_cleans_up_however_it_ends(
+    ending: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder(monkeypatch)
+    monkeypatch.setattr(run, "refuse_if_workers_answer", lambda url: None)
+    monkeypatch.setattr(run, "leftovers_note", lambda url, prefix: None)
+    monkeypatch.setattr(run, "flush_redis", lambda url: recorder.calls.append(("flush", url)))
+    monkeypatch.setattr(
+        run,
+        "prepare_run",
+        lambda settings, **kw: Prepared(edition_id=3, pool=40, feedback_marks=75),
+    )
+    wirings: list[FakeWiring] = []
+
+    def wiring(settings: object) -> FakeWiring:
+        wirings.append(FakeWiring(settings))
+        return wirings[-1]
+
+    monkeypatch.setattr(run, "Wiring", wiring)
+    monkeypatch.setattr(run, "planning_seconds", lambda sessions: 1.5)
+    monkeypatch.setattr(run, "distinct_selections", lambda sessions, edition_id: (10, 9))
+    raised = {
+        "RuntimeError": RuntimeError("planning failed"),
+        "KeyboardInterrupt": KeyboardInterrupt(),
+    }
+    planned_with: list[dict[str, object]] = []
+
+    def plan(
+        w: object, *, dispatcher: run.CountingDispatcher, **kwargs: object
+    ) -> list[PlanReport]:
+        planned_with.append(kwargs)
+        if ending in raised:
+            raise raised[ending]
+        dispatcher.send_batch(list(range(1, 11)))
+        return [PlanReport(edition_id=3, considered=10, planned=10, batches=1)]
+
+    monkeypatch.setattr(run.stages, "plan", plan)
+    logged: list[str] = []
+    config = BenchConfig(
+        subscribers=10, plan_only=True, feedback_histories=True, redis_url="redis://r/10"
+    )
+
+    if ending in raised:
+        with pytest.raises(type(raised[ending])):
+            run.run_plan_only(config, log=logged.append)
+    else:
+        result = run.run_plan_only(config, log=logged.append)
+        assert (result.planned, result.batches, result.batch_rows) == (10, 1, 10)
+        assert (result.deliveries, result.distinct_selections) == (10, 9)
+        assert result.distinct_share == pytest.approx(0.9)
+        assert result.planning_seconds == 1.5 and result.feedback_marks == 75
+        assert result.peak_rss_mb > 0 and result.notes == []
+
+    assert planned_with == [{"now": planned_with[0]["now"], "due_only": False, "edition_ids": [3]}]
+    assert wirings and wirings[0].closed == ["engine", "redis"]
+    names = [name for call, name in recorder.calls if call == "create"]
+    assert len(names) == 1 and names[0].startswith("papermail_bench_")
+    assert recorder.calls == [
+        ("flush", "redis://r/10"),  # before: a clean Redis for the run
+        ("create", names[0]),
+        ("drop", names[0]),
+        ("flush", "redis://r/10"),
+    ]
+    assert logged[0].startswith("warning: this run flushes Redis redis://r/10")

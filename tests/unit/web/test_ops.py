@@ -240,6 +240,49 @@ def test_untrusted_text_is_escaped(rt: Wiring, client: TestClient) -> None:
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
 
 
+def test_the_dashboard_shows_each_source_and_alerts_on_one_failing_for_a_day(
+    rt: Wiring, client: TestClient
+) -> None:
+    hostile = "[red]x[/red]<script>alert(1)</script>"
+    now = dt.datetime.now(dt.UTC)
+    with recorded(rt.sessions, stage="ingest", clock=lambda: now - dt.timedelta(hours=30)) as d:
+        d.update(source="hf", fetched=42, inserted=40, updated=2, rejected=3)
+    with (
+        pytest.raises(RuntimeError),
+        recorded(rt.sessions, stage="ingest", clock=lambda: now - dt.timedelta(hours=1)) as d,
+    ):
+        d["source"] = "hf"
+        raise RuntimeError(hostile)
+
+    page = client.get("/ops", auth=AUTH).text
+
+    assert re.search(r'class="notice error" role="alert">\s*<h2>A paper source is failing', page)
+    assert re.search(r'<tr class="bad">\s*<th scope="row">hf</th>', page)
+    assert "failing for over a day: last success 1d ago" in page
+    accepted_rejected = r'<td class="num">42</td>\s*<td class="num">3</td>'
+    assert re.search(accepted_rejected, page)
+    assert re.search(r'<th scope="row">arxiv</th>\s*<td>never fetched</td>', page)
+    assert "RuntimeError: [red]x[/red]&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert(1)" not in page
+    data = client.get("/ops/status.json", auth=AUTH).json()
+    hf, arxiv = data["sources"]
+    assert (hf["source"], hf["state"], hf["accepted"], arxiv["state"]) == (
+        "hf",
+        "alert",
+        42,
+        "never fetched",
+    )
+    assert hf["last_error"] == f"RuntimeError: {hostile}"  # data in JSON, as typed
+    families = {
+        f.name: f for f in text_string_to_metric_families(client.get("/metrics", auth=AUTH).text)
+    }
+    alerts = {s.labels["source"]: s.value for s in families["papermail_source_alert"].samples}
+    assert alerts == {"hf": 1, "arxiv": 0}
+    (success,) = families["papermail_source_last_success_timestamp_seconds"].samples
+    assert success.labels == {"source": "hf"}
+    assert success.value == pytest.approx((now - dt.timedelta(hours=30)).timestamp())
+
+
 def test_a_done_notice_only_ever_echoes_digits(client: TestClient) -> None:
     page = client.get("/ops?done=retried&n=<b>x</b>&edition=7", auth=AUTH).text
     assert "? failed deliveries of edition 7 set to retry." in page

@@ -9,9 +9,10 @@ A run flushes its Redis database and creates a scratch PostgreSQL database (it s
 first), refuses to start while workers of an earlier run still answer on its broker, and
 leaves nothing running or behind however it ends (SIGKILL aside).
 
-    run.py             BenchConfig, BenchResult, run_bench, report_lines
+    run.py             BenchConfig, BenchResult, run_bench, report_lines; --plan-only:
+                       PlanResult, run_plan_only (planning in-process, batches counted)
     lifecycle.py       what a run started and created, gone on every exit (SIGTERM too)
-    scratch.py         the scratch database, its edition and subscribers
+    scratch.py         the scratch database, its edition, subscribers and their feedback
     celery_workers.py  worker processes, started as in production
     sink_process.py    the SMTP sink in a process of its own
     sampling.py        CPU/RSS sampling and counts in the database
@@ -20,15 +21,30 @@ leaves nothing running or behind however it ends (SIGKILL aside).
 
 from __future__ import annotations
 
-from papermail_dev.bench.run import BenchConfig, BenchResult, report_lines, run_bench
-from papermail_dev.bench.scratch import prepare, scratch_database, seed_subscribers
+from papermail_dev.bench.run import (
+    BenchConfig,
+    BenchResult,
+    PlanResult,
+    report_lines,
+    run_bench,
+    run_plan_only,
+)
+from papermail_dev.bench.scratch import (
+    prepare,
+    scratch_database,
+    seed_feedback,
+    seed_subscribers,
+)
 
 __all__ = [
     "BenchConfig",
     "BenchResult",
+    "PlanResult",
     "prepare",
     "report_lines",
     "run_bench",
+    "run_plan_only",
     "scratch_database",
+    "seed_feedback",
     "seed_subscribers",
 ]

@@ -11,14 +11,18 @@ from pathlib import Path
 
 import psutil
 
+from papermail import stages
 from papermail.cli.common import Fail
+from papermail.clock import utcnow
 from papermail.db import make_engine, make_session_factory
+from papermail.wiring import Wiring
 from papermail_dev.bench.baseline import raw_baseline, sample_message
 from papermail_dev.bench.celery_workers import answering_workers, refusal, wait_workers
 from papermail_dev.bench.lifecycle import RunResources, redact, signals_as_exceptions
 from papermail_dev.bench.sampling import (
     ProcessSampler,
     cpu_seconds,
+    distinct_selections,
     planning_seconds,
     sent_count,
     sent_count_url,
@@ -28,10 +32,11 @@ from papermail_dev.bench.sampling import (
 )
 from papermail_dev.bench.scratch import (
     SCRATCH_PREFIX,
+    Prepared,
     bench_settings,
     existing_databases,
     flush_redis,
-    prepare,
+    prepare_run,
     scratch_name,
     settings_env,
 )
@@ -55,6 +60,11 @@ class BenchConfig:
     seed: int = 7
     send_rate_per_second: float = 0.0  # 0: as fast as the sink takes them
     scratch_prefix: str = SCRATCH_PREFIX
+    # Every reader with 3-12 feedback marks and a blend weight of their own (scratch.py),
+    # so nearly every reader gets a selection of their own.
+    feedback_histories: bool = False
+    # Prepare and seed, then plan in this process: no workers, no sink, no baseline.
+    plan_only: bool = False
 
 
 @dataclass
@@ -76,28 +86,103 @@ class BenchResult:
     redis_cpu_ms_per_email: float = 0.0
     sink_cpu_ms_per_email: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # The edition's deliveries and how many distinct selections (variant keys) they carry.
+    deliveries: int = 0
+    distinct_selections: int = 0
+    distinct_share: float = 0.0
+    feedback_histories: bool = False
+    feedback_marks: int = 0  # feedback rows seeded
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
 
-def report_lines(result: BenchResult) -> str:
+@dataclass
+class PlanResult:
+    """--plan-only: planning alone, in the bench's own process."""
+
+    subscribers: int
+    pool_papers: int  # the edition's papers every reader's picks come from
+    planned: int  # delivery rows this run inserted
+    batches: int  # send batches planning published (counted, never sent)
+    batch_rows: int  # rows in them
+    deliveries: int
+    distinct_selections: int
+    distinct_share: float
+    planning_seconds: float  # the planning job run's start to finish
+    wall_seconds: float  # around stages.plan, in this process
+    cpu_seconds: float  # this (the planning) process's user + system CPU
+    postgres_cpu_seconds: float  # every postgres process on the machine, meanwhile
+    peak_rss_mb: float  # this process, sampled every 0.1 s while planning
+    feedback_histories: bool = False
+    feedback_marks: int = 0
+    seed_seconds: float = 0.0  # schema, papers, subscribers, feedback, edition
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+PLANNING_LABEL = "relevance scoring + planning"
+WIDTH = len(PLANNING_LABEL) + 2
+
+
+def _line(label: str, value: str) -> str:
+    return f"{label:<{WIDTH}}{value}\n"
+
+
+def share_text(distinct: int, deliveries: int) -> str:
+    share = distinct / deliveries if deliveries else 0.0
+    return f"{100 * share:.1f}% ({distinct:,} of {deliveries:,} deliveries)"
+
+
+def _feedback_text(marks: int, subscribers: int) -> str:
+    return f"{marks:,} marks ({marks / max(1, subscribers):.1f} a reader)"
+
+
+def report_lines(result: BenchResult | PlanResult) -> str:
+    if isinstance(result, PlanResult):
+        return plan_report_lines(result)
     out = io.StringIO()
     r = result
-    out.write(f"subscribers            {r.subscribers:,}\n")
-    out.write(f"delivered              {r.delivered:,} (duplicates: {r.duplicates})\n")
-    out.write(f"planning               {r.planning_seconds:.1f} s\n")
-    out.write(f"plan+deliver           {r.total_seconds:.1f} s\n")
-    out.write(f"emails/s               {r.emails_per_second:,.0f}\n")
-    out.write(f"pipeline CPU per email {r.cpu_ms_per_email:.2f} ms (worker processes)\n")
-    out.write(f"  PostgreSQL CPU/email {r.postgres_cpu_ms_per_email:.2f} ms\n")
-    out.write(f"  Redis CPU/email      {r.redis_cpu_ms_per_email:.2f} ms\n")
-    out.write(f"  SMTP sink CPU/email  {r.sink_cpu_ms_per_email:.2f} ms\n")
-    out.write(f"peak RSS per worker    {r.peak_rss_mb_per_worker:.0f} MB\n")
-    out.write(f"raw SMTP baseline      {r.baseline_emails_per_second:,.0f} emails/s\n")
-    out.write(f"ratio to baseline      {r.ratio_to_baseline:.2f}\n")
-    out.write(f"variants               {r.variants}\n")
-    out.write(f"avg message size       {r.message_bytes_avg:,.0f} bytes\n")
+    out.write(_line("subscribers", f"{r.subscribers:,}"))
+    if r.feedback_histories:
+        out.write(_line("feedback histories", _feedback_text(r.feedback_marks, r.subscribers)))
+    out.write(_line("delivered", f"{r.delivered:,} (duplicates: {r.duplicates})"))
+    out.write(_line(PLANNING_LABEL, f"{r.planning_seconds:.1f} s"))
+    out.write(_line("plan+deliver", f"{r.total_seconds:.1f} s"))
+    out.write(_line("emails/s", f"{r.emails_per_second:,.0f}"))
+    out.write(_line("pipeline CPU per email", f"{r.cpu_ms_per_email:.2f} ms (worker processes)"))
+    out.write(_line("  PostgreSQL CPU/email", f"{r.postgres_cpu_ms_per_email:.2f} ms"))
+    out.write(_line("  Redis CPU/email", f"{r.redis_cpu_ms_per_email:.2f} ms"))
+    out.write(_line("  SMTP sink CPU/email", f"{r.sink_cpu_ms_per_email:.2f} ms"))
+    out.write(_line("peak RSS per worker", f"{r.peak_rss_mb_per_worker:.0f} MB"))
+    out.write(_line("raw SMTP baseline", f"{r.baseline_emails_per_second:,.0f} emails/s"))
+    out.write(_line("ratio to baseline", f"{r.ratio_to_baseline:.2f}"))
+    out.write(_line("variants", f"{r.variants}"))
+    out.write(_line("distinct selections", share_text(r.distinct_selections, r.deliveries)))
+    out.write(_line("avg message size", f"{r.message_bytes_avg:,.0f} bytes"))
+    for note in r.notes:
+        out.write(f"note: {note}\n")
+    return out.getvalue()
+
+
+def plan_report_lines(r: PlanResult) -> str:
+    out = io.StringIO()
+    out.write(_line("subscribers", f"{r.subscribers:,}"))
+    if r.feedback_histories:
+        out.write(_line("feedback histories", _feedback_text(r.feedback_marks, r.subscribers)))
+    out.write(_line("edition pool", f"{r.pool_papers} papers"))
+    out.write(_line("seeding", f"{r.seed_seconds:.1f} s"))
+    out.write(_line(PLANNING_LABEL, f"{r.planning_seconds:.1f} s ({r.wall_seconds:.1f} s wall)"))
+    out.write(_line("rows planned", f"{r.planned:,} ({r.batches:,} batches published)"))
+    out.write(_line("planned/s", f"{r.planned / r.wall_seconds:,.0f}" if r.wall_seconds else "-"))
+    out.write(_line("distinct selections", share_text(r.distinct_selections, r.deliveries)))
+    out.write(_line("planning process CPU", f"{r.cpu_seconds:.1f} s"))
+    out.write(
+        _line("PostgreSQL CPU", f"{r.postgres_cpu_seconds:.1f} s (every postgres process here)")
+    )
+    out.write(_line("peak RSS (planner)", f"{r.peak_rss_mb:.0f} MB"))
     for note in r.notes:
         out.write(f"note: {note}\n")
     return out.getvalue()
@@ -170,8 +255,13 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
             }
         )
         started = time.perf_counter()
-        prepare(settings, subscribers=config.subscribers, seed=config.seed)
-        log(f"seeded {config.subscribers:,} subscribers in {time.perf_counter() - started:.1f} s")
+        prepared = prepare_run(
+            settings,
+            subscribers=config.subscribers,
+            seed=config.seed,
+            feedback_histories=config.feedback_histories,
+        )
+        log(seeded_line(config, prepared, time.perf_counter() - started))
         app = make_celery(settings)
         env = settings_env(settings)
         try:
@@ -213,6 +303,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         sessions = make_session_factory(engine)
         delivered, plan_s = sent_count(sessions), planning_seconds(sessions)
         variants = variant_count(sessions)
+        deliveries, distinct = distinct_selections(sessions, prepared.edition_id)
         engine.dispose()
         _total, recipients, duplicates = sink.stats()
         payload = sample_message(settings)
@@ -242,4 +333,115 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         postgres_cpu_ms_per_email=1000 * service_cpu["postgres"] / max(1, recipients),
         redis_cpu_ms_per_email=1000 * service_cpu["redis"] / max(1, recipients),
         sink_cpu_ms_per_email=1000 * service_cpu["sink"] / max(1, recipients),
+        deliveries=deliveries,
+        distinct_selections=distinct,
+        distinct_share=distinct / deliveries if deliveries else 0.0,
+        feedback_histories=config.feedback_histories,
+        feedback_marks=prepared.feedback_marks,
+    )
+
+
+def seeded_line(config: BenchConfig, prepared: Prepared, seconds: float) -> str:
+    marks = f" and {prepared.feedback_marks:,} feedback marks" if config.feedback_histories else ""
+    return f"seeded {config.subscribers:,} subscribers{marks} in {seconds:.1f} s"
+
+
+@dataclass
+class CountingDispatcher:
+    """Planning's dispatcher in --plan-only: counts the batches it would queue, sends none."""
+
+    queued: bool = True
+    batches: int = 0
+    rows: int = 0
+
+    def send_batch(self, delivery_ids: list[int]) -> None:
+        self.batches += 1
+        self.rows += len(delivery_ids)
+
+    def send_confirmation(self, subscriber_id: int) -> None:
+        raise RuntimeError("the plan-only bench sends no confirmations")
+
+    def ingest(self) -> str | None:
+        raise RuntimeError("the plan-only bench ingests nothing")
+
+
+def run_plan_only(config: BenchConfig, *, log: Callable[[str], None] = print) -> PlanResult:
+    """Prepare and seed, then run the real planning stage in this process, publishing to
+    a dispatcher that only counts: planning's time, CPU and memory, and nothing else."""
+    database = scratch_name(config.scratch_prefix)
+    log(warning_line(config, database))
+    refuse_if_workers_answer(config.redis_url)  # they would share (and see flushed) its Redis
+    note = leftovers_note(config.pg_admin_url, config.scratch_prefix)
+    if note:
+        log(note)
+    with (
+        signals_as_exceptions(),
+        RunResources(
+            redis_url=config.redis_url, pg_admin_url=config.pg_admin_url, log=log
+        ) as resources,
+    ):
+        flush_redis(config.redis_url)
+        db_url = resources.create_database(database)
+        settings = bench_settings(db_url, config.redis_url, None, config.batch_size)
+        started = time.perf_counter()
+        prepared = prepare_run(
+            settings,
+            subscribers=config.subscribers,
+            seed=config.seed,
+            feedback_histories=config.feedback_histories,
+        )
+        seed_seconds = time.perf_counter() - started
+        log(seeded_line(config, prepared, seed_seconds))
+        log("planning in this process...")
+        w = Wiring(settings)
+        try:
+            counter = CountingDispatcher()
+            me = psutil.Process()
+            postgres = service_processes(None)["postgres"]
+            with ProcessSampler([me], interval=0.1) as sampler:
+                cpu_before = sum(sampler.cpu.values())
+                postgres_before = cpu_seconds(postgres)
+                start = time.perf_counter()
+                reports = stages.plan(
+                    w,
+                    dispatcher=counter,
+                    now=utcnow(),
+                    due_only=False,
+                    edition_ids=[prepared.edition_id],
+                )
+                wall = time.perf_counter() - start
+            cpu = sum(sampler.cpu.values()) - cpu_before
+            postgres_cpu = sum(
+                v - postgres_before.get(pid, 0.0)
+                for pid, v in cpu_seconds(service_processes(None)["postgres"]).items()
+            )
+            plan_s = planning_seconds(w.sessions)
+            deliveries, distinct = distinct_selections(w.sessions, prepared.edition_id)
+        finally:
+            w.engine.dispose()
+            w.redis.close()
+    planned = sum(r.planned for r in reports)
+    notes = []
+    if planned != config.subscribers:
+        notes.append(f"planned {planned:,} rows for {config.subscribers:,} subscribers")
+    if counter.rows != planned:
+        notes.append(f"batches carried {counter.rows:,} rows, not the {planned:,} planned")
+    return PlanResult(
+        subscribers=config.subscribers,
+        pool_papers=prepared.pool,
+        planned=planned,
+        batches=counter.batches,
+        batch_rows=counter.rows,
+        deliveries=deliveries,
+        distinct_selections=distinct,
+        distinct_share=distinct / deliveries if deliveries else 0.0,
+        planning_seconds=plan_s,
+        wall_seconds=wall,
+        cpu_seconds=cpu,
+        postgres_cpu_seconds=postgres_cpu,
+        peak_rss_mb=max(sampler.peak_rss.values(), default=0) / 2**20,
+        feedback_histories=config.feedback_histories,
+        feedback_marks=prepared.feedback_marks,
+        seed_seconds=seed_seconds,
+        notes=notes,
     )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import psutil
 import psycopg
-from sqlalchemy import func, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from papermail.models import Delivery, DeliveryStatus, JobRun, Variant
@@ -26,8 +26,8 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float =
 # --- processes -------------------------------------------------------------------------------
 
 
-def service_processes(sink_pid: int) -> dict[str, list[psutil.Process]]:
-    """The other CPU consumers of a run: PostgreSQL, Redis and the SMTP sink."""
+def service_processes(sink_pid: int | None) -> dict[str, list[psutil.Process]]:
+    """The other CPU consumers of a run: PostgreSQL, Redis and the SMTP sink (if any)."""
     found: dict[str, list[psutil.Process]] = {"postgres": [], "redis": [], "sink": []}
     for proc in psutil.process_iter(["name"]):
         name = proc.info["name"] or ""
@@ -35,7 +35,8 @@ def service_processes(sink_pid: int) -> dict[str, list[psutil.Process]]:
             found["postgres"].append(proc)
         elif name.startswith("redis-server"):
             found["redis"].append(proc)
-    found["sink"].append(psutil.Process(sink_pid))
+    if sink_pid is not None:
+        found["sink"].append(psutil.Process(sink_pid))
     return found
 
 
@@ -51,10 +52,12 @@ def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
 
 
 class ProcessSampler:
-    """Samples CPU and RSS of worker process trees while the run goes on."""
+    """Samples CPU and RSS of process trees (the workers', or the planner's) while the run
+    goes on, every ``interval`` seconds."""
 
-    def __init__(self, roots: list[psutil.Process]) -> None:
+    def __init__(self, roots: list[psutil.Process], *, interval: float = 0.5) -> None:
         self.roots = roots
+        self.interval = interval
         self.peak_rss: dict[int, int] = {}
         self.cpu: dict[int, float] = {}
         self._stop = threading.Event()
@@ -80,7 +83,7 @@ class ProcessSampler:
             self.cpu[proc.pid] = times.user + times.system
 
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(self.interval):
             self.sample()
 
     def __enter__(self) -> ProcessSampler:
@@ -129,3 +132,14 @@ def planning_seconds(sessions: sessionmaker[Session]) -> float:
 def variant_count(sessions: sessionmaker[Session]) -> int:
     with sessions() as session:
         return session.scalar(select(func.count()).select_from(Variant)) or 0
+
+
+def distinct_selections(sessions: sessionmaker[Session], edition_id: int) -> tuple[int, int]:
+    """(deliveries, distinct selections) of the edition: count(*), count(DISTINCT key)."""
+    with sessions() as session:
+        row = session.execute(
+            select(func.count(), func.count(distinct(Delivery.variant_key))).where(
+                Delivery.edition_id == edition_id
+            )
+        ).one()
+    return int(row[0]), int(row[1])

@@ -30,6 +30,7 @@ from papermail.ops import history as ops_history
 from papermail.ops import metrics, monitoring, phrasing
 from papermail.ops.broker import CeleryLike
 from papermail.ops.http_metrics import HttpMetrics
+from papermail.ops.sources import SourceHealth, read_source_health, span
 from papermail.subscribers.subscriptions import InvalidEmail, find
 from papermail.web.ops import auth
 from papermail.web.ops.auth import Operator
@@ -59,6 +60,13 @@ class OpsContext:
         return stages.snapshot(
             self.wiring, celery=self.celery, now=utcnow(), worker_timeout=worker_timeout
         )
+
+    def sources(self, snap: monitoring.Snapshot) -> tuple[SourceHealth, ...] | None:
+        """Each paper source's health as of ``snap``; None when the database is down (the
+        snapshot says so already: don't wait on it a second time)."""
+        if not snap.source_up("database"):
+            return None
+        return read_source_health(self.wiring.sessions, now=snap.taken_at)
 
 
 def attach_ops(
@@ -138,6 +146,7 @@ def _context(request: Request, operator: Operator) -> dict[str, Any]:
             log.exception("ops page: could not read the 24-hour history")
     return {
         "snap": snap,
+        "sources": ops.sources(snap),
         "editions": editions,
         "charts": charts(history, queues=QUEUES) if history else None,
         "operator": operator,
@@ -145,6 +154,7 @@ def _context(request: Request, operator: Operator) -> dict[str, Any]:
         "refresh_seconds": REFRESH_SECONDS,
         "describe_run": phrasing.describe_run,
         "ago": phrasing.ago,
+        "span": span,
         "describe_pause": phrasing.describe_pause,
         "funnel_bar": funnel_bar(snap.funnel),
         "css_href": "/static/papermail.css",
@@ -180,8 +190,11 @@ def ops_json(request: Request) -> Response:
     operator = _gate(request)
     if isinstance(operator, Response):
         return operator
-    snap = get_ops(request).snapshot()
-    return JSONResponse(snap.as_dict(), headers={"Cache-Control": "no-store"})
+    ops = get_ops(request)
+    snap = ops.snapshot()
+    sources = ops.sources(snap)
+    data = snap.as_dict() | {"sources": None if sources is None else [s.as_dict() for s in sources]}
+    return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/ops/static/{name}", include_in_schema=False)
@@ -340,12 +353,14 @@ def _make_registry(ops: OpsContext) -> CollectorRegistry:
             snapshot=lambda: ops.snapshot(worker_timeout=0.5),
             send_totals=lambda: metrics.ledger_send_totals(w.sessions),
             send_source="database",
+            sources=ops.sources,
         )
     return metrics.make_registry(
         # A scrape must stay fast: a short worker ping (Prometheus times out at 10 s).
         snapshot=lambda: ops.snapshot(worker_timeout=0.5),
         send_totals=lambda: metrics.read_send_totals(w.redis),
         send_source="redis",
+        sources=ops.sources,
     )
 
 

@@ -1,0 +1,209 @@
+"""What `papermail bench` prints and writes: both modes, with and without feedback histories."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import papermail_dev.bench as bench_package
+from papermail.cli.main import main
+from papermail.config import get_settings
+from papermail_dev.bench.run import (
+    BenchConfig,
+    BenchResult,
+    CountingDispatcher,
+    PlanResult,
+    plan_report_lines,
+    report_lines,
+)
+
+
+def bench_result(**changes: object) -> BenchResult:
+    figures: dict[str, object] = {
+        "subscribers": 2000,
+        "delivered": 2000,
+        "duplicates": 0,
+        "planning_seconds": 2.14,
+        "total_seconds": 5.0,
+        "emails_per_second": 396.2,
+        "cpu_ms_per_email": 2.0,
+        "peak_rss_mb_per_worker": 204.4,
+        "baseline_emails_per_second": 1607.0,
+        "ratio_to_baseline": 0.25,
+        "variants": 1974,
+        "message_bytes_avg": 75049.0,
+        "deliveries": 2000,
+        "distinct_selections": 1974,
+        "distinct_share": 0.987,
+    }
+    figures.update(changes)
+    return BenchResult(**figures)  # type: ignore[arg-type]
+
+
+def plan_result(**changes: object) -> PlanResult:
+    figures: dict[str, object] = {
+        "subscribers": 5000,
+        "pool_papers": 40,
+        "planned": 5000,
+        "batches": 50,
+        "batch_rows": 5000,
+        "deliveries": 5000,
+        "distinct_selections": 4892,
+        "distinct_share": 0.9784,
+        "planning_seconds": 4.08,
+        "wall_seconds": 4.1,
+        "cpu_seconds": 3.71,
+        "postgres_cpu_seconds": 0.22,
+        "peak_rss_mb": 239.6,
+        "feedback_histories": True,
+        "feedback_marks": 37181,
+        "seed_seconds": 0.7,
+    }
+    figures.update(changes)
+    return PlanResult(**figures)  # type: ignore[arg-type]
+
+
+def line(report: str, label: str) -> str:
+    found = [text for text in report.splitlines() if text.startswith(label + " ")]
+    assert len(found) == 1, report
+    return found[0]
+
+
+def test_the_delivery_report_labels_planning_and_gives_the_distinct_share() -> None:
+    report = report_lines(bench_result())
+
+    assert line(report, "relevance scoring + planning").split() == [
+        *["relevance", "scoring", "+", "planning"],
+        "2.1",
+        "s",
+    ]
+    assert line(report, "distinct selections").endswith("98.7% (1,974 of 2,000 deliveries)")
+    assert line(report, "delivered").endswith("2,000 (duplicates: 0)")
+    assert "feedback histories" not in report  # off by default: no line for it
+    assert not any(text.startswith("planning ") for text in report.splitlines())
+    values = [text[len("relevance scoring + planning  ") :] for text in report.splitlines()]
+    assert all(value and not value[0].isspace() for value in values)  # one column
+
+
+def test_the_delivery_report_says_how_many_marks_readers_had() -> None:
+    report = report_lines(bench_result(feedback_histories=True, feedback_marks=14955))
+    assert line(report, "feedback histories").endswith("14,955 marks (7.5 a reader)")
+
+
+def test_the_figures_as_json_carry_the_distinct_selections() -> None:
+    figures = json.loads(bench_result().as_json())
+    assert figures["deliveries"] == 2000
+    assert figures["distinct_selections"] == 1974
+    assert figures["distinct_share"] == pytest.approx(0.987)
+    assert figures["planning_seconds"] == pytest.approx(2.14)
+
+
+def test_the_plan_only_report() -> None:
+    report = report_lines(plan_result())
+
+    assert report == plan_report_lines(plan_result())
+    assert line(report, "relevance scoring + planning").endswith("4.1 s (4.1 s wall)")
+    assert line(report, "rows planned").endswith("5,000 (50 batches published)")
+    assert line(report, "distinct selections").endswith("97.8% (4,892 of 5,000 deliveries)")
+    assert line(report, "peak RSS (planner)").endswith("240 MB")
+    assert line(report, "feedback histories").endswith("37,181 marks (7.4 a reader)")
+    assert "emails/s" not in report and "baseline" not in report
+    figures = json.loads(plan_result().as_json())
+    assert figures["distinct_share"] == pytest.approx(0.9784)
+    assert figures["peak_rss_mb"] == pytest.approx(239.6)
+
+
+def test_no_deliveries_is_a_zero_share_not_a_division_error() -> None:
+    report = report_lines(bench_result(deliveries=0, distinct_selections=0, distinct_share=0.0))
+    assert line(report, "distinct selections").endswith("0.0% (0 of 0 deliveries)")
+
+
+def test_the_plan_only_dispatcher_counts_batches_and_sends_nothing() -> None:
+    dispatcher = CountingDispatcher()
+    dispatcher.send_batch([1, 2, 3])
+    dispatcher.send_batch([4])
+    assert (dispatcher.batches, dispatcher.rows, dispatcher.queued) == (2, 4, True)
+    with pytest.raises(RuntimeError):
+        dispatcher.send_confirmation(1)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in ("PAPERMAIL_DATABASE_URL", "PAPERMAIL_REDIS_URL", "PAPERMAIL_ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PAPERMAIL_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("COLUMNS", "250")
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_plan_only_runs_the_planning_bench_and_writes_its_figures(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[BenchConfig] = []
+
+    def run_plan_only(config: BenchConfig, *, log: object) -> PlanResult:
+        seen.append(config)
+        return plan_result()
+
+    def run_bench(config: BenchConfig, *, log: object) -> BenchResult:
+        raise AssertionError("--plan-only starts no delivery run")
+
+    monkeypatch.setattr(bench_package, "run_plan_only", run_plan_only)
+    monkeypatch.setattr(bench_package, "run_bench", run_bench)
+    out = isolated / "figures.json"
+
+    result = CliRunner().invoke(
+        main,
+        ["bench", "-n", "5000", "--plan-only", "--feedback-histories", "--json-out", str(out)],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert seen and seen[0].plan_only and seen[0].feedback_histories
+    assert seen[0].subscribers == 5000
+    assert "planning only, feedback histories" in result.output
+    assert "97.8% (4,892 of 5,000 deliveries)" in result.output
+    assert json.loads(out.read_text())["distinct_selections"] == 4892
+
+
+def test_plan_only_fails_when_a_subscriber_went_unplanned(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        bench_package, "run_plan_only", lambda config, log: plan_result(planned=4999)
+    )
+    result = CliRunner().invoke(main, ["bench", "-n", "5000", "--plan-only"])
+    assert result.exit_code != 0
+    assert "did not plan one row per subscriber" in result.output
+
+
+def test_the_default_bench_keeps_its_mode_and_passes_the_flag(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[BenchConfig] = []
+
+    def run_bench(config: BenchConfig, *, log: object) -> BenchResult:
+        seen.append(config)
+        return bench_result()
+
+    monkeypatch.setattr(bench_package, "run_bench", run_bench)
+    result = CliRunner().invoke(main, ["bench", "-n", "2000"])
+    assert result.exit_code == 0, result.output
+    assert not seen[0].feedback_histories and not seen[0].plan_only
+    assert "2,000 subscribers, durable ledger commit" in result.output
+    assert "feedback histories" not in result.output
+
+
+def test_async_commit_means_nothing_without_sending(isolated: Path) -> None:
+    result = CliRunner().invoke(main, ["bench", "--plan-only", "--async-commit"])
+    assert result.exit_code == 2
+    assert "--plan-only sends nothing" in result.output
