@@ -355,11 +355,12 @@ _PG_INSERT_DELIVERIES = text(
 )
 
 
+# The rows as one JSON document: a text[] of JSON strings costs the driver an escaping
+# pass per element (measured: 2.2 s of a 20,000-reader plan).
 _PG_INSERT_VARIANTS = text(
     "INSERT INTO variants (key, edition_id, format, selection, created_at)"
-    " SELECT k, :edition_id, f, CAST(s AS json), :now"
-    " FROM unnest(CAST(:keys AS varchar[]), CAST(:formats AS text[]), CAST(:selections AS text[]))"
-    " AS t(k, f, s)"
+    " SELECT v->>0, :edition_id, v->>1, v->2, :now"
+    " FROM json_array_elements(CAST(:rows AS json)) AS v"
     " ON CONFLICT (key) DO NOTHING"
 )
 
@@ -377,16 +378,10 @@ def _insert_rows(
     insert = postgresql.insert if postgres else sqlite.insert
     if planner.new_variants:
         if postgres:  # one statement over arrays, as for deliveries below
-            new = planner.new_variants
+            new = [[v["key"], v["format"], v["selection"]] for v in planner.new_variants]
             session.execute(
                 _PG_INSERT_VARIANTS,
-                {
-                    "keys": [v["key"] for v in new],
-                    "formats": [v["format"] for v in new],
-                    "selections": [json.dumps(v["selection"]) for v in new],
-                    "edition_id": edition_id,
-                    "now": now,
-                },
+                {"rows": json.dumps(new), "edition_id": edition_id, "now": now},
             )
         else:
             session.execute(

@@ -139,9 +139,12 @@ def top_scaled(values: Vector, k: int) -> Vector:
     n = values.size
     if n == 0:
         return values
-    low = float(np.median(values))
+    # The median and the k-th best from one partial sort (np.median costs a second one).
     kth = n - min(max(k, 1), n)
-    high = float(np.partition(values, kth)[kth])
+    middle = sorted({(n - 1) // 2, n // 2, kth})
+    part = np.partition(values, middle)
+    low = float(part[(n - 1) // 2] + part[n // 2]) / 2.0
+    high = float(part[kth])
     if high <= low:  # fewer than k papers above the median (a sparse cold start)
         high = float(values.max())
     if high <= low:
