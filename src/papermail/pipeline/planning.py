@@ -70,7 +70,7 @@ Selection = tuple[Pick, ...]
 
 
 def variant_key(edition_id: int, fmt: str, selection: Selection) -> str:
-    payload = json.dumps([edition_id, fmt, selection], separators=(",", ":"))
+    payload = json.dumps([edition_id, fmt, selection], separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

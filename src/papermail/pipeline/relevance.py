@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -190,6 +190,7 @@ class Pool:
         self.papers = tuple(papers)
         self.ids = tuple(p.paper_id for p in self.papers)
         self.texts = tuple(p.text for p in self.papers)
+        self._says: dict[tuple[str, int], bool] = {}
         self._rows = {pid: i for i, pid in enumerate(self.ids)}
         self._by_author: dict[str, list[tuple[int, str]]] = {}
         self._by_org: dict[str, list[int]] = {}
@@ -204,6 +205,16 @@ class Pool:
 
     def __len__(self) -> int:
         return len(self.papers)
+
+    def says(self, term: str, row: int) -> bool:
+        """Whether paper ``row`` contains ``term``'s words as typed (whole words, any case);
+        remembered: many readers share a topic, and a pool's papers are few."""
+        key = (" ".join(term.casefold().split()), row)
+        if (found := self._says.get(key)) is None:
+            if len(self._says) >= 200_000:  # free-typed topics: bound what is remembered
+                self._says.clear()
+            found = self._says[key] = _whole_words(key[0]).search(self.texts[row]) is not None
+        return found
 
     def row(self, paper_id: str) -> int | None:
         return self._rows.get(paper_id)
@@ -332,7 +343,7 @@ def choose(
     for i, row in enumerate(rows):
         evidence, reason = _why(
             row,
-            text=pool.texts[row],
+            says=pool.says,
             relevance=relevance,
             trending=trend,
             followed=followed,
@@ -364,7 +375,7 @@ def _top(mixed: Vector, first: Vector, second: Vector, k: int) -> list[int]:
 def _why(
     row: int,
     *,
-    text: str,
+    says: Callable[[str, int], bool],
     relevance: Relevance,
     trending: Trending,
     followed: dict[int, str],
@@ -386,8 +397,7 @@ def _why(
             topic = relevance.topics[topic_at]
             # "Matches" only when the paper says the topic's words as the reader typed them
             # (ranking.select's rule); similar vocabulary alone is "related".
-            literal = _whole_words(" ".join(topic.casefold().split())).search(text)
-            verb = "Matches your topic" if literal else "Related to your topic"
+            verb = "Matches your topic" if says(topic, row) else "Related to your topic"
             return "topic", f"{verb} \u201c{topic}\u201d"
     # 1-based position in the trending order (ties by pool order, as _top breaks them).
     return "trending", f"#{int(trending.ranks[row])} trending"
