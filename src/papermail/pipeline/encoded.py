@@ -3,29 +3,32 @@
 ``EncodedEdition`` quoted-printable-encodes every literal of a rendered edition's pieces
 (pieces.py) once per sending process. Every encoded literal ends on a (soft) line break
 (messages.py), so pieces encoded apart join into valid quoted-printable in any order: a
-reader's template is the head, their cards and the foot, with the few per-selection
-values (intro, preview line, card numbers, why-lines) encoded as they are joined. The
-per-message values (address, signed links) are filled by ``MessageTemplate.render``.
+reader's message is the head, their cards and the foot, joined in one pass with the
+per-selection values (intro, preview line, card numbers, why-lines: encoded once and
+remembered, readers share most) and the per-message ones (address, signed links).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Mapping, Sequence
 
 from papermail.pipeline.messages import (
+    DateHeaders,
     Layout,
-    MessageTemplate,
-    Segment,
+    check_tokens,
     encode_segments,
     encode_value,
+    html_value,
+    personal_headers,
     subject_header,
 )
 from papermail.pipeline.pieces import (
     FEEDBACK_SLOTS,
+    MESSAGE_SLOTS,
     Pick,
     Pieces,
     RenderedEdition,
-    assemble,
     escaped,
     head_values,
 )
@@ -36,6 +39,100 @@ class NotInEdition(LookupError):
     """A selection names a paper the edition has no card for."""
 
 
+WHY_CACHE = 20_000  # encoded why-lines kept: most repeat ("#1 trending · 212 upvotes")
+
+
+class ReaderTemplate:
+    """One reader's digest, ready to render: which cards, in which order, with which
+    why-lines. Rendering is one pass over the edition's pre-encoded pieces, the reader's
+    values spliced in; nothing is assembled or encoded twice."""
+
+    __slots__ = (
+        "_edition",
+        "_cards",
+        "_reasons",
+        "_heads",
+        "subject",
+        "feedback_slots",
+        "feedback_payloads",
+    )
+
+    def __init__(
+        self,
+        edition: EncodedEdition,
+        cards: list[int],
+        reasons: list[str],
+        *,
+        subject: bytes,
+        feedback_slots: tuple[str, ...],
+        feedback_payloads: tuple[bytes, ...],
+    ) -> None:
+        self._edition, self._cards, self._reasons = edition, cards, reasons
+        self._heads = head_values(edition.rendered, cards)
+        self.subject = subject
+        self.feedback_slots, self.feedback_payloads = feedback_slots, feedback_payloads
+
+    def render(
+        self,
+        *,
+        to: str,
+        message_id: str,
+        date: dt.datetime,
+        dates: DateHeaders,
+        unsubscribe_url: str,
+        values: Mapping[str, str],
+    ) -> bytes:
+        """One reader's message, as ``MessageTemplate.render`` makes it."""
+        edition = self._edition
+        personal = personal_headers(
+            to=to, message_id=message_id, date=date, dates=dates, unsubscribe_url=unsubscribe_url
+        )
+        check_tokens(values, self.feedback_slots)
+        plain = {name: encode_value(values[name]) for name in MESSAGE_SLOTS}
+        plain.update({name: encode_value(values[name]) for name in self.feedback_slots})
+        out = [self.subject, edition.layout.head, personal, edition.before_text]
+        self._part(out, edition.text, plain, html=False)
+        if edition.html is not None:
+            marked = dict(plain)  # tokens read the same in HTML; addresses and URLs may not
+            for name in MESSAGE_SLOTS:
+                value = values[name]
+                if (escaped := html_value(value)) != value:
+                    marked[name] = encode_value(escaped)
+            out.append(edition.before_html)
+            self._part(out, edition.html, marked, html=True)
+        out.append(edition.after)
+        return b"".join(out)
+
+    def _part(
+        self, out: list[bytes], pieces: Pieces[bytes], values: dict[str, bytes], *, html: bool
+    ) -> None:
+        edition = self._edition
+        heads = {name: edition.value(text, html=html) for name, text in self._heads.items()}
+        _splice(out, pieces.head, heads)
+        for position, (card, why) in enumerate(zip(self._cards, self._reasons, strict=True), 1):
+            more, less = (
+                FEEDBACK_SLOTS[position - 1] if position <= len(FEEDBACK_SLOTS) else ("", "")
+            )
+            fills = {
+                "rank": edition.value(str(position), html=html),
+                "why": edition.value(why, html=html),
+            }
+            if more in values:
+                fills["more"], fills["less"] = values[more], values[less]
+            _splice(out, pieces.cards[card], fills)
+        _splice(out, pieces.foot, values)
+
+
+def _splice(
+    out: list[bytes], segments: tuple[bytes | str, ...], fills: Mapping[str, bytes]
+) -> None:
+    for i, segment in enumerate(segments):
+        if i % 2:
+            out.append(fills[segment])  # type: ignore[index]  # odd: a slot name
+        elif segment:
+            out.append(segment)  # type: ignore[arg-type]  # even: encoded bytes
+
+
 class EncodedEdition:
     """One edition in one format, encoded; ``template(picks)`` makes a reader's template."""
 
@@ -43,52 +140,59 @@ class EncodedEdition:
         self.rendered = rendered
         self.layout = layout
         self._at = rendered.index()
-        self._text = _encoded(rendered.text)
-        self._html = None if rendered.html is None else _encoded(rendered.html)
+        self.text = _encoded(rendered.text)
+        self.html = None if rendered.html is None else _encoded(rendered.html)
+        if (layout.boundary is None) != (self.html is None):
+            raise ValueError("an HTML part needs a multipart layout, and only it")
+        self.before_text, self.before_html, self.after = layout.frame()
         self._subjects: dict[int, bytes] = {}  # folded lazily: a reader's lead card only
+        self._values: dict[tuple[str, bool], bytes] = {}  # encoded why-lines, numbers...
         self._payloads = tuple(
             feedback_payloads([paper_id]) if has else ()
             for paper_id, has in zip(rendered.papers, rendered.feedback, strict=True)
         )
-        parts = [self._text] if self._html is None else [self._text, self._html]
+        parts = [self.text] if self.html is None else [self.text, self.html]
         self.size = sum(
             len(s) for part in parts for piece in _all(part) for s in piece if isinstance(s, bytes)
         )
 
-    def template(self, picks: Sequence[Pick]) -> MessageTemplate:
+    def template(self, picks: Sequence[Pick]) -> ReaderTemplate:
         try:
             cards = [self._at[paper_id] for paper_id, _why in picks]
         except KeyError as missing:
             raise NotInEdition(f"paper {missing} has no card in this edition") from None
-        heads = head_values(self.rendered, cards)
-        reasons = [why for _paper, why in picks]
-        text = assemble(self._text, cards, heads, reasons, value=encode_value, literal=bytes)
-        html = None
-        if self._html is not None:
-            html = assemble(self._html, cards, heads, reasons, value=_html_value, literal=bytes)
+        if len(cards) > len(FEEDBACK_SLOTS):
+            raise ValueError(f"at most {len(FEEDBACK_SLOTS)} cards in one digest")
         slots: list[str] = []
         payloads: list[bytes] = []
         for position, card in enumerate(cards, 1):
             if self._payloads[card]:
                 slots += FEEDBACK_SLOTS[position - 1]
                 payloads += self._payloads[card]
-        return self.layout.template(
+        return ReaderTemplate(
+            self,
+            cards,
+            [why for _paper, why in picks],
             subject=self._subject(cards[0] if cards else -1),
-            text_part=_segments(text),
-            html_part=None if html is None else _segments(html),
             feedback_slots=tuple(slots),
             feedback_payloads=tuple(payloads),
         )
+
+    def value(self, text: str, *, html: bool) -> bytes:
+        """A per-selection value (a why-line, a card number, the intro) encoded for one
+        part; remembered, since readers share most of them."""
+        key = (text, html)
+        if (found := self._values.get(key)) is None:
+            if len(self._values) >= WHY_CACHE:
+                self._values.clear()
+            found = self._values[key] = encode_value(escaped(text) if html else text)
+        return found
 
     def _subject(self, card: int) -> bytes:
         if (line := self._subjects.get(card)) is None:
             text = self.rendered.subjects[card] if card >= 0 else self.rendered.empty_subject
             line = self._subjects[card] = subject_header(text)
         return line
-
-
-def _html_value(text: str) -> bytes:
-    return encode_value(escaped(text))
 
 
 def _encoded(pieces: Pieces[str]) -> Pieces[bytes]:
@@ -113,7 +217,3 @@ def _alternating(segments: tuple[str, ...]) -> tuple[bytes | str, ...]:
 
 def _all(pieces: Pieces[bytes]) -> list[tuple[bytes | str, ...]]:
     return [pieces.head, *pieces.cards, pieces.foot]
-
-
-def _segments(parts: Sequence[bytes | str]) -> list[Segment]:
-    return list(parts)

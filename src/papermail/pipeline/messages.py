@@ -250,6 +250,24 @@ class Layout:
         head = "".join(_fold(name, value) for name, value in headers)
         return cls(head=head.encode("ascii"), boundary=boundary)
 
+    def frame(self) -> tuple[bytes, bytes, bytes]:
+        """What comes before the text part's body, between it and the HTML part's body
+        (b"" for a single part), and after the last part."""
+        text_head = (
+            f'Content-Type: text/plain; charset="utf-8"{CRLF}'
+            f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
+        ).encode("ascii")
+        if self.boundary is None:
+            # Single part: the part's own headers simply continue the message headers.
+            return text_head, b"", b""
+        delimiter = f"--{self.boundary}{CRLF}".encode("ascii")
+        html_head = text_head.replace(b"text/plain", b"text/html", 1)
+        return (
+            CRLF.encode() + delimiter + text_head,
+            CRLF.encode() + delimiter + html_head,
+            f"{CRLF}--{self.boundary}--{CRLF}".encode("ascii"),
+        )
+
     def template(
         self,
         *,
@@ -261,30 +279,17 @@ class Layout:
     ) -> MessageTemplate:
         """One digest's template from its encoded parts (``encode_segments``' form) and
         its Subject header (``subject_header``)."""
-        text_head = (
-            f'Content-Type: text/plain; charset="utf-8"{CRLF}'
-            f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
-        ).encode("ascii")
         if (self.boundary is None) != (html_part is None):
             raise ValueError("an HTML part needs a multipart layout, and only it")
-        if self.boundary is None:
-            # Single part: the part's own headers simply continue the message headers.
-            body: list[Segment] = [text_head, *text_part]
-        else:
-            delimiter = f"--{self.boundary}{CRLF}".encode("ascii")
-            html_head = text_head.replace(b"text/plain", b"text/html", 1)
-            body = [
-                CRLF.encode(),
-                delimiter,
-                text_head,
-                *text_part,
-                CRLF.encode(),
-                delimiter,
-                html_head,
-                # HTML slots are renamed so render() knows to HTML-escape their values.
-                *(s if isinstance(s, bytes) else HTML_SLOT + s for s in html_part or ()),
-                f"{CRLF}--{self.boundary}--{CRLF}".encode("ascii"),
+        before_text, before_html, after = self.frame()
+        body: list[Segment] = [before_text, *text_part]
+        if html_part is not None:
+            # HTML slots are renamed so render() knows to HTML-escape their values.
+            body += [
+                before_html,
+                *(s if isinstance(s, bytes) else HTML_SLOT + s for s in html_part),
             ]
+        body.append(after)
         return MessageTemplate(
             head=subject + self.head,
             body=tuple(body),
@@ -379,20 +384,14 @@ class MessageTemplate:
     ) -> bytes:
         """One subscriber's message; ``dates`` formats its Date header (keep one per
         batch: it formats once a second)."""
-        personal = (
-            f"To: {ascii_header_safe(to)}{CRLF}"
-            f"Date: {dates.format(date)}{CRLF}"
-            f"Message-ID: {ascii_header_safe(message_id)}{CRLF}"
-            f"List-Unsubscribe: <{ascii_header_safe(unsubscribe_url)}>{CRLF}"
-        ).encode("ascii")
-        if self.feedback_slots and not _TOKEN_TEXT(
-            "".join([values[n] for n in self.feedback_slots])
-        ):
-            raise ValueError("a feedback slot's value is not a token")
+        personal = personal_headers(
+            to=to, message_id=message_id, date=date, dates=dates, unsubscribe_url=unsubscribe_url
+        )
+        check_tokens(values, self.feedback_slots)
         encoded = {name: encode_value(values[name]) for name in self._plain}
         for name, value_name in self._html:
             value = values[value_name]
-            escaped = html.escape(value, quote=True)
+            escaped = html_value(value)
             # A URL (the usual value) escapes to itself: encode it once for both parts.
             same = escaped == value and value_name in encoded
             encoded[name] = encoded[value_name] if same else encode_value(escaped)
@@ -400,6 +399,30 @@ class MessageTemplate:
         for index, name in self._positions:
             parts[index] = encoded[name]
         return self.head + personal + b"".join(cast(list[bytes], parts))  # no slot name left
+
+
+def personal_headers(
+    *, to: str, message_id: str, date: dt.datetime, dates: DateHeaders, unsubscribe_url: str
+) -> bytes:
+    """The headers that differ per message, CRLF-terminated (each checked for CR/LF)."""
+    return (
+        f"To: {ascii_header_safe(to)}{CRLF}"
+        f"Date: {dates.format(date)}{CRLF}"
+        f"Message-ID: {ascii_header_safe(message_id)}{CRLF}"
+        f"List-Unsubscribe: <{ascii_header_safe(unsubscribe_url)}>{CRLF}"
+    ).encode("ascii")
+
+
+def check_tokens(values: Mapping[str, str], slots: Sequence[str]) -> None:
+    """Feedback slots hold signed tokens, which neither HTML nor QP alter: so their encoded
+    text serves both parts, unescaped. Refuse anything else."""
+    if slots and not _TOKEN_TEXT("".join([values[n] for n in slots])):
+        raise ValueError("a feedback slot's value is not a token")
+
+
+def html_value(value: str) -> str:
+    """A per-message value as the HTML part carries it."""
+    return html.escape(value, quote=True)
 
 
 class DateHeaders:

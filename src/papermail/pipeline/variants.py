@@ -22,8 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from papermail.models import Edition, EditionItem, MailFormat, Variant
-from papermail.pipeline.encoded import EncodedEdition
-from papermail.pipeline.messages import Layout, MessageTemplate, list_id
+from papermail.pipeline.encoded import EncodedEdition, ReaderTemplate
+from papermail.pipeline.messages import Layout, list_id
 from papermail.pipeline.pieces import Pick, RenderedEdition
 from papermail.pipeline.rendering import (
     DigestContent,
@@ -146,7 +146,7 @@ class TemplateSource:
             for key, edition_id, fmt, selection in typed:
                 self._hold(key, Selection(edition_id, MailFormat(fmt), _picks(selection)))
 
-    def get(self, session: Session, key: str, *, edition: Edition) -> MessageTemplate:
+    def get(self, session: Session, key: str, *, edition: Edition) -> ReaderTemplate:
         selection = self._selections.get(key)
         if selection is None:
             self.prefetch(session, [key])
