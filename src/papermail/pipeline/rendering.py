@@ -90,6 +90,9 @@ class PaperCard:
     @classmethod
     def from_paper(cls, paper: Paper, *, reason: str, url: str) -> PaperCard:
         arxiv_id = paper.id if ARXIV_ID.fullmatch(paper.id) else None
+        line = source_line(paper)
+        if arxiv_id and line.startswith("New on arXiv"):
+            url = f"https://arxiv.org/abs/{arxiv_id}"  # Hugging Face has no page for it yet
         return cls(
             paper_id=paper.id,
             title=squash(paper.title),
@@ -105,7 +108,7 @@ class PaperCard:
                 squash(paper.ai_summary or "") or paper.summary or "", limit=SUMMARY_MAX
             ),
             reason=squash(reason),
-            source_line=source_line(paper),
+            source_line=line,
             abstract_url=f"https://arxiv.org/abs/{arxiv_id}" if arxiv_id else None,
             pdf_url=f"https://arxiv.org/pdf/{arxiv_id}" if arxiv_id else None,
         )

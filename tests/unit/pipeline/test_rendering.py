@@ -196,6 +196,8 @@ def test_a_paper_new_on_arxiv_says_so_with_its_category(env: jinja2.Environment)
     assert "New on arXiv · cs.RO · Abstract · PDF" in _text_of(page)
     assert "    New on arXiv · cs.RO\n" in text and "upvote" not in text
     assert "Why: New on arXiv in cs.RO, which you follow" in text
+    # Hugging Face has no page for it: the title links arXiv's abstract.
+    assert _Tags(page).href(card.title) == "https://arxiv.org/abs/2611.00001"
 
 
 def test_weekly_digest_says_week_of(env: jinja2.Environment) -> None:
