@@ -100,6 +100,9 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+WORKER_MAX_MEMORY_KIB = 250_000  # Celery counts resident memory in KiB
+
+
 def celery_config(settings: Settings) -> dict[str, object]:
     return dict(
         broker_url=settings.redis_url or "memory://",
@@ -112,6 +115,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A pool process that planned holds the fitted pool and a chunk's working set;
+        # once a task leaves it above this, it is replaced, so sending processes stay small.
+        worker_max_memory_per_child=WORKER_MAX_MEMORY_KIB,
         # Explicit exchange + routing key per queue: left implicit, both queues bind the
         # default key and every task would be delivered to both.
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],

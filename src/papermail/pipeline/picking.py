@@ -9,6 +9,7 @@ their feedback from the database and hands them in.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -72,7 +73,8 @@ class EditionPicker:
         picks = relevance.choose(
             self.pool, self.scorer.score(reader), self.trending, reader, k=k, exclude=blocked
         )
-        return tuple((p.paper_id, self._reason(p, wanted)) for p in picks)
+        # Interned: a chunk's thousands of selections repeat the same few hundred lines.
+        return tuple((p.paper_id, sys.intern(self._reason(p, wanted))) for p in picks)
 
     def _reason(self, pick: relevance.Pick, categories: set[str]) -> str:
         row = self.pool.row(pick.paper_id)

@@ -205,7 +205,10 @@ def plan_edition(
     batch_size: int,
     publish: Publish,
     due_only: bool = True,
-    chunk_size: int = 20_000,
+    # Readers per chunk: the planner's memory is one chunk's working set (selections,
+    # feedback, the insert's parameters), ~2 KB a reader with feedback; 5,000 keeps it
+    # small and costs 200 round trips a million readers.
+    chunk_size: int = 5_000,
     only_subscribers: Sequence[int] | None = None,
     prepare: Callable[[], object] = lambda: None,
 ) -> PlanReport:
