@@ -298,9 +298,9 @@ def choose(
     """A reader's top ``k``: relevance blended with trending at their weight, with reasons.
 
     Followed organisations and authors come first (as in ranking.select), muted ones,
-    papers the reader disliked and the ids in ``exclude`` (say, papers already sent to
-    them) never appear. ``trending`` is any popularity score in pool order (higher =
-    more trending).
+    papers the reader marked (liked or disliked: they have seen them) and the ids in
+    ``exclude`` (say, papers already sent to them) never appear. ``trending`` is any
+    popularity score in pool order (higher = more trending).
     """
     n = len(pool)
     trend = trending if isinstance(trending, Trending) else Trending.of(trending)
@@ -327,7 +327,9 @@ def choose(
         mixed[list(followed)] += 1.0 + 1e-9
     blocked = set(pool.by_authors(reader.muted_authors))
     blocked |= pool.by_organization_names(reader.muted_organizations)
-    blocked |= {r for p in reader.disliked if (r := pool.row(p.paper_id)) is not None}
+    # A paper the reader marked, either way, has reached them already: never again.
+    marked = (*reader.disliked, *reader.liked)
+    blocked |= {r for p in marked if (r := pool.row(p.paper_id)) is not None}
     blocked |= {r for pid in exclude if (r := pool.row(pid)) is not None}
     if blocked:
         mixed[list(blocked)] = -np.inf

@@ -110,3 +110,9 @@ def test_new_arxiv_papers_come_only_in_a_followed_category() -> None:
 
 def test_an_empty_pool_picks_nothing() -> None:
     assert EditionPicker([]).pick(ReaderProfile(topics=("x",)), k=5) == ()
+
+
+def test_a_paper_the_reader_marked_is_never_picked_again(picker: EditionPicker) -> None:
+    liked = picker.papers[0].paper
+    picks = ids(picker.pick(ReaderProfile(liked=(liked,), weight=1.0), k=10))
+    assert liked.paper_id not in picks and len(picks) == 10
