@@ -28,7 +28,7 @@ VISIBILITY_TIMEOUT = 3600  # seconds; no countdown/ETA may exceed it (Redis woul
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
-    return {
+    schedule: dict[str, dict[str, object]] = {
         "ingest-papers": {
             "task": "papermail.ingest_papers",
             "schedule": dt.timedelta(minutes=settings.ingest_interval_minutes),
@@ -70,6 +70,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
             "schedule": dt.timedelta(minutes=1),
         },
     }
+    if settings.bounce_mailbox_configured:  # late bounces and complaints, from a mailbox
+        schedule["poll-bounces"] = {
+            "task": "papermail.poll_bounces",
+            "schedule": dt.timedelta(minutes=settings.bounce_poll_minutes),
+        }
+    return schedule
 
 
 def time_limits(settings: Settings) -> dict[str, tuple[float, float]]:
@@ -89,6 +95,7 @@ def time_limits(settings: Settings) -> dict[str, tuple[float, float]]:
         "papermail.send_confirmation": 4 * settings.smtp_timeout + 60,
         "papermail.expire_pending": 300.0,
         "papermail.sample_metrics": 50.0,  # it runs every minute
+        "papermail.poll_bounces": 600.0,  # 500 messages at most a poll
     }
     return {name: (soft, soft + 60) for name, soft in limits.items()}
 

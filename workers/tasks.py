@@ -163,6 +163,14 @@ def expire_pending() -> int:
         return expire_signups(session, now=utcnow())
 
 
+@app.task(name="papermail.poll_bounces")
+def poll_bounces() -> dict[str, int]:
+    """Read the bounce mailbox into the bounce processor (scheduled when one is configured)."""
+    with exclusive("poll-bounces", timeout=900) as mine:
+        report = stages.poll_bounces(wiring()) if mine else None
+    return report.as_dict() if report else {}
+
+
 @app.task(name="papermail.sample_metrics")
 def sample_metrics() -> bool:
     """One point a minute for the /ops charts: queue depths and the failed-row count."""

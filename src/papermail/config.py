@@ -9,13 +9,15 @@ outbox backend, so one process can demo the whole pipeline.
 from __future__ import annotations
 
 import math
+import re
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import (
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     computed_field,
@@ -25,6 +27,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from papermail.sources.arxiv_taxonomy import parse_categories
+
+if TYPE_CHECKING:
+    from papermail.delivery.dkim import PrivateKey
 
 DEFAULT_SECRET = "papermail-development-secret-change-me"  # noqa: S105 (refused in production)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +64,9 @@ def secret_weakness(secret: str) -> str | None:
             f"it needs {MIN_SECRET_DISTINCT}+ distinct characters and {MIN_SECRET_BITS}+ bits)"
         )
     return None
+
+
+_DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
 
 
 class InsecureConfiguration(RuntimeError):
@@ -117,6 +125,15 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_ssl: bool = False
     smtp_timeout: float = 30.0
+    # DKIM (delivery/dkim.py, docs/operations.md): off until a key is set
+    dkim_selector: str | None = Field(default=None, description="SELECTOR._domainkey.DOMAIN")
+    dkim_domain: str | None = Field(default=None, description="d=; default the mail domain")
+    dkim_private_key_path: Path | None = None
+    dkim_private_key: SecretStr | None = Field(default=None, description="the PEM, not a path")
+    dkim_algorithm: Literal["rsa", "ed25519"] | None = Field(
+        default=None, description="checked against the key's; default the key's"
+    )
+    _dkim_key: PrivateKey | None = PrivateAttr(default=None)  # loaded by _dkim_key_usable
 
     # Sources
     hf_api_base: str = "https://huggingface.co"
@@ -124,6 +141,12 @@ class Settings(BaseSettings):
     arxiv_categories: str = Field(
         default="cs.LG,cs.CV,cs.CL,cs.RO,cs.AI",
         description="arXiv categories fetched daily, comma-separated (sources/arxiv_taxonomy.py)",
+    )
+    arxiv_pause_seconds: float = Field(
+        default=3.0, ge=0, description="between two arXiv API requests (arXiv asks for 3 s)"
+    )
+    arxiv_page_size: int = Field(
+        default=100, ge=1, le=2000, description="entries per arXiv API request (at most 2,000)"
     )
     http_timeout: float = 20.0
     http_retries: int = 4
@@ -164,6 +187,37 @@ class Settings(BaseSettings):
     )
     variant_ttl_seconds: int = Field(default=3 * 24 * 3600, ge=60)
 
+    # Bounces and complaints (papermail/bounces/, docs/operations.md)
+    bounce_domain: str | None = Field(
+        default=None, description="VERP addresses bounces+<token>@ this; default the mail domain"
+    )
+    verp: bool | None = Field(
+        default=None, description="per-delivery envelope senders; default on when bounce_domain is"
+    )
+    bounce_score_threshold: float = Field(default=5.0, gt=0, description="soft score suppressing")
+    bounce_soft_weight: float = Field(default=1.0, ge=0, description="one soft bounce's score")
+    bounce_decay_days: float = Field(default=7.0, gt=0, description="a soft bounce's half-life")
+    bounce_max_bytes: int = Field(
+        default=1024 * 1024, ge=4096, description="the largest bounce message read"
+    )
+    bounce_listen_host: str = "127.0.0.1"  # `papermail bounces serve`
+    bounce_listen_port: int = Field(default=2525, ge=1, le=65535)
+    bounce_mailbox_protocol: Literal["imap", "pop3"] = "imap"  # `papermail bounces poll`
+    bounce_mailbox_host: str | None = None
+    bounce_mailbox_port: int | None = Field(default=None, ge=1, le=65535)
+    bounce_mailbox_user: str | None = None
+    bounce_mailbox_password: SecretStr | None = None
+    bounce_mailbox_folder: str = "INBOX"
+    bounce_mailbox_delete: bool = Field(
+        default=True, description="delete processed messages; false: IMAP flags them \\Seen"
+    )
+    bounce_poll_minutes: int = Field(default=5, ge=1)
+    ses_topic_arns: str | None = Field(
+        default=None, description="SNS topics whose notifications /webhooks/ses accepts"
+    )
+    postmark_webhook_username: str | None = None
+    postmark_webhook_password: SecretStr | None = None
+
     # Operations
     forwarded_allow_ips: str = Field(
         default="127.0.0.1",
@@ -186,6 +240,14 @@ class Settings(BaseSettings):
         if missing:
             raise ValueError(f"{value} has no {', '.join(missing)} templates")
         return value
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _is_domain(cls, value: str | None) -> str | None:
+        # It ends up in every MAIL FROM: a hostname and nothing else.
+        if value is not None and not _DOMAIN.fullmatch(value):
+            raise ValueError(f"must be a domain name like bounces.example.org, got {value!r}")
+        return None if value is None else value.lower()
 
     @field_validator("arxiv_categories")
     @classmethod
@@ -217,6 +279,59 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"PAPERMAIL_MAIL_FROM has no address with a domain: {self.mail_from!r}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _dkim_key_usable(self) -> Settings:
+        # The key is read and parsed here, once: a bad one stops every process at start.
+        key_path, inline = self.dkim_private_key_path, self.dkim_private_key
+        if key_path is None and inline is None:
+            stray = [n for n in ("selector", "domain", "algorithm") if getattr(self, f"dkim_{n}")]
+            if stray:
+                raise ValueError(
+                    f"PAPERMAIL_DKIM_{stray[0].upper()} is set but there is no DKIM key: set "
+                    "PAPERMAIL_DKIM_PRIVATE_KEY_PATH (make one with `papermail dkim keygen`)"
+                )
+            return self
+        from papermail.delivery.dkim import (
+            DkimKeyError,
+            algorithm_of,
+            check_dns_name,
+            load_private_key,
+        )
+
+        if key_path is not None and inline is not None:
+            raise ValueError(
+                "set PAPERMAIL_DKIM_PRIVATE_KEY_PATH or PAPERMAIL_DKIM_PRIVATE_KEY, not both"
+            )
+        if not self.dkim_selector:
+            raise ValueError(
+                "PAPERMAIL_DKIM_SELECTOR is not set: a DKIM key needs the selector its public "
+                "key is published under (SELECTOR._domainkey.DOMAIN)"
+            )
+        check_dns_name(self.dkim_selector, "PAPERMAIL_DKIM_SELECTOR")
+        check_dns_name(
+            self.effective_dkim_domain,
+            "PAPERMAIL_DKIM_DOMAIN" if self.dkim_domain else "the PAPERMAIL_MAIL_FROM domain",
+        )
+        where = "PAPERMAIL_DKIM_PRIVATE_KEY"
+        try:
+            if key_path is not None:
+                where = f"PAPERMAIL_DKIM_PRIVATE_KEY_PATH ({key_path})"
+                data = key_path.read_bytes()
+            else:  # an environment variable may carry the PEM's line breaks as "\n"
+                data = inline.get_secret_value().replace("\\n", "\n").encode()  # type: ignore[union-attr]
+            key = load_private_key(data)
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+        except (DkimKeyError, UnicodeError) as exc:
+            raise ValueError(f"{where} {exc}") from None
+        if self.dkim_algorithm and self.dkim_algorithm != algorithm_of(key):
+            raise ValueError(
+                f"PAPERMAIL_DKIM_ALGORITHM is {self.dkim_algorithm} but {where} is an "
+                f"{'RSA' if algorithm_of(key) == 'rsa' else 'Ed25519'} key"
+            )
+        self._dkim_key = key
         return self
 
     @model_validator(mode="after")
@@ -274,6 +389,33 @@ class Settings(BaseSettings):
     def mail_domain(self) -> str:
         """Domain for Message-IDs and List-Id: the sender's own."""
         return self.sender_address.rsplit("@", 1)[1].lower()
+
+    @property
+    def effective_dkim_domain(self) -> str:
+        """The signing domain (d=): PAPERMAIL_DKIM_DOMAIN, or the mail domain."""
+        return (self.dkim_domain or self.mail_domain).lower()
+
+    @property
+    def dkim_key(self) -> PrivateKey | None:
+        """The DKIM private key, read and checked at start; None: messages go unsigned."""
+        return self._dkim_key
+
+    @property
+    def effective_bounce_domain(self) -> str:
+        """Where bounces come back (VERP addresses, `papermail bounces serve`)."""
+        return (self.bounce_domain or self.mail_domain).strip().lower()
+
+    @property
+    def verp_enabled(self) -> bool:
+        return self.verp if self.verp is not None else self.bounce_domain is not None
+
+    @property
+    def ses_topics(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in (self.ses_topic_arns or "").split(",") if t.strip())
+
+    @property
+    def bounce_mailbox_configured(self) -> bool:
+        return bool(self.bounce_mailbox_host and self.bounce_mailbox_user)
 
     def check_production_ready(self) -> None:
         """Refuse to run production with development defaults."""

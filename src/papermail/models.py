@@ -96,6 +96,23 @@ class DeliveryStatus(enum.StrEnum):
     SKIPPED = "skipped"
 
 
+class BounceKind(enum.StrEnum):
+    HARD = "hard"  # a permanent failure (5.x.x)
+    SOFT = "soft"  # a temporary one (4.x.x): scored, decaying (subscribers/bounces.py)
+    COMPLAINT = "complaint"  # the reader marked a digest as spam (ARF, SES, Postmark)
+
+
+class BounceSource(enum.StrEnum):
+    """How a bounce event reached us (papermail/bounces/)."""
+
+    SMTP = "smtp"  # `papermail bounces serve`
+    IMAP = "imap"  # `papermail bounces poll`
+    POP3 = "pop3"
+    SES = "ses"  # POST /webhooks/ses
+    POSTMARK = "postmark"  # POST /webhooks/postmark
+    SESSION = "session"  # a 5xx while sending (pipeline/sending.py)
+
+
 class Paper(Base):
     __tablename__ = "papers"
 
@@ -227,6 +244,25 @@ class Feedback(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class AuditEntry(Base):
+    """One operator action on a subscriber (the subscriber desk, subscribers/desk.py):
+    who, when, what, and the reason they gave. Outlives the subscriber it names."""
+
+    __tablename__ = "audit_log"
+    # A subscriber's history reads their entries in time order.
+    __table_args__ = (Index("ix_audit_log_subscriber_at", "subscriber_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))  # the /ops operator, or cli:$USER
+    action: Mapped[str] = mapped_column(String(32))  # suppress | unsuppress | import | ...
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
 class Variant(Base):
     """What a group of subscribers receive: (edition, selected papers + reasons, format).
 
@@ -274,6 +310,34 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[dt.datetime | None]
+
+
+class BounceEvent(Base):
+    """One bounce or complaint, stored once (``dedup_key``) however often it arrives:
+    the history behind soft-bounce scores and the /ops bounce and complaint rates."""
+
+    __tablename__ = "bounce_events"
+    __table_args__ = (
+        # A subscriber's soft-bounce score reads their recent events.
+        Index("ix_bounce_events_subscriber_received", "subscriber_id", "received_at"),
+        # The rates per day read a window of events.
+        Index("ix_bounce_events_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    kind: Mapped[BounceKind] = mapped_column(_enum(BounceKind, "bounce_kind"))
+    source: Mapped[BounceSource] = mapped_column(_enum(BounceSource, "bounce_source"))
+    delivery_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("deliveries.id", ondelete="SET NULL"),
+    )
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    recipient: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str | None] = mapped_column(String(16))  # "5.1.1"; None when not given
+    diagnostic: Mapped[str | None] = mapped_column(String(500))  # trimmed
+    # sha256 of (message, recipient, kind): a replayed webhook or a re-read mailbox adds nothing.
+    dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
 
 
 class JobRun(Base):

@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fakeredis
 import httpx
@@ -20,6 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from papermail import __version__
+from papermail.bounces.verp import Verp
 from papermail.config import Settings
 from papermail.db import make_engine, make_session_factory
 from papermail.delivery.base import MailBackend
@@ -28,7 +30,11 @@ from papermail.pipeline.ratelimit import RateLimiter, make_limiter
 from papermail.pipeline.rendering import EditionStore, make_environment
 from papermail.pipeline.sending import SendPolicy
 from papermail.pipeline.variants import Identity, TemplateSource
+from papermail.subscribers.bounces import BouncePolicy
 from papermail.subscribers.tokens import Links, TokenSigner
+
+if TYPE_CHECKING:
+    from papermail.delivery.dkim import DkimSigner
 
 
 def templates_fingerprint(templates_dir: Path) -> str:
@@ -61,6 +67,17 @@ def make_backend(settings: Settings) -> MailBackend:
     from papermail.delivery.memory import MemoryBackend
 
     return MemoryBackend()
+
+
+def make_dkim_signer(settings: Settings) -> DkimSigner | None:
+    """The DKIM signer PAPERMAIL_DKIM_* describe, or None (no key: mail goes unsigned)."""
+    if settings.dkim_key is None or settings.dkim_selector is None:
+        return None
+    from papermail.delivery.dkim import DkimSigner  # dkimpy loads only when it signs
+
+    return DkimSigner(
+        settings.dkim_key, selector=settings.dkim_selector, domain=settings.effective_dkim_domain
+    )
 
 
 @dataclass
@@ -114,11 +131,33 @@ class Wiring:
             domain=s.mail_domain,
             list_name=s.list_name,
             reply_to=s.reply_to,
+            verp=self.verp if s.verp_enabled else None,
+        )
+
+    @cached_property
+    def verp(self) -> Verp:
+        """Reads (and, when PAPERMAIL_VERP is on, makes) the bounce addresses."""
+        s = self.settings
+        return Verp(s.secret_key.get_secret_value(), domain=s.effective_bounce_domain)
+
+    @cached_property
+    def bounce_policy(self) -> BouncePolicy:
+        s = self.settings
+        return BouncePolicy(
+            threshold=s.bounce_threshold,
+            score_threshold=s.bounce_score_threshold,
+            soft_weight=s.bounce_soft_weight,
+            decay_days=s.bounce_decay_days,
         )
 
     @cached_property
     def backend(self) -> MailBackend:
         return make_backend(self.settings)
+
+    @cached_property
+    def dkim(self) -> DkimSigner | None:
+        """Signs every outgoing message (a callable: bytes -> bytes); None when unset."""
+        return make_dkim_signer(self.settings)
 
     @cached_property
     def limiter(self) -> RateLimiter:

@@ -81,6 +81,7 @@ def test_every_service_a_deployment_needs_is_there(config: dict) -> None:  # typ
         "beat",
         "flower",
         "mailpit",
+        "bounces",
     }
     for name in LONG_RUNNING:
         assert services[name]["restart"] == "unless-stopped", name
@@ -89,6 +90,9 @@ def test_every_service_a_deployment_needs_is_there(config: dict) -> None:  # typ
     assert services["migrate"]["restart"] == "no"
     assert services["web"]["command"][:2] == ["papermail", "web"]
     assert services["mailpit"]["profiles"] == ["preview"]
+    # Opt-in (the SMTP intake for late bounces): it takes only signed bounce addresses.
+    assert services["bounces"]["profiles"] == ["bounces"]
+    assert services["bounces"]["command"][:3] == ["papermail", "bounces", "serve"]
     assert set(config["volumes"]) == {"pgdata", "redisdata"}
 
 
@@ -112,10 +116,11 @@ def test_workers_scale_and_run_in_production_mode(config: dict) -> None:  # type
 
 
 def test_only_the_web_app_is_published_beyond_loopback(config: dict) -> None:  # type: ignore[type-arg]
+    # ...and the opt-in bounce receiver: the MX of the bounce domain must take mail.
     for name, service in config["services"].items():
         for port in service.get("ports", []):
             published = port if isinstance(port, str) else f"{port.get('host_ip', '')}"
-            if name != "web":
+            if name not in ("web", "bounces"):
                 assert "127.0.0.1" in str(published), f"{name} publishes {port}"
 
 

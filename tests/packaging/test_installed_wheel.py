@@ -95,5 +95,5 @@ def test_an_installed_papermail_runs_the_demo_and_sends_every_email(
     result = _run(installed, tmp_path, "demo", "--offline")
     assert result.returncode == 0, result.stdout + result.stderr
     outbox = tmp_path / "var" / "demo" / "outbox"
-    assert len(list(outbox.glob("*.eml"))) == 4, result.stdout
+    assert len(list(outbox.glob("*.eml"))) == 5, result.stdout
     assert "retry" not in result.stdout

@@ -1,11 +1,12 @@
 """Real services for integration tests: a PostgreSQL database, a Redis db, a Celery worker,
-and a local stand-in for the Hugging Face API. Everything listens on 127.0.0.1."""
+and local stand-ins for the Hugging Face and arXiv APIs. Everything listens on 127.0.0.1."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -109,6 +111,125 @@ class FakeHuggingFace:
         return Handler
 
     def __enter__(self) -> FakeHuggingFace:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+ARXIV_FIXTURES = ROOT / "tests" / "fixtures" / "arxiv"
+ARXIV_RECORDED_DAY = dt.date(2026, 11, 26)
+ARXIV_RECORDED_PAGES = ("day_2026-11-26_p0.xml", "day_2026-11-26_p1.xml")
+_ATOM_DATE = re.compile(rb"<(published|updated)>(\d{4}-\d{2}-\d{2})T")
+_START_INDEX = re.compile(rb"<opensearch:startIndex>(\d+)</opensearch:startIndex>")
+_TOTAL = re.compile(rb"<opensearch:totalResults>\d+</opensearch:totalResults>")
+
+
+def arxiv_pages_for(
+    day: dt.date, names: tuple[str, ...] = ARXIV_RECORDED_PAGES
+) -> tuple[dict[int, bytes], bytes]:
+    """The recorded answers for ARXIV_RECORDED_DAY, every date moved by the same number of
+    days so that day becomes ``day``: the pages by their first result's index, and the
+    answer past the last one (no entries).
+
+    The recording says 37 results but holds the first 10; the pages here say 10, so a
+    fetch ends where the recording does instead of asking for pages nobody recorded."""
+    shift = day - ARXIV_RECORDED_DAY
+
+    def moved(match: re.Match[bytes]) -> bytes:
+        stamp = dt.date.fromisoformat(match[2].decode()) + shift
+        return b"<%s>%sT" % (match[1], stamp.isoformat().encode())
+
+    raw = [_ATOM_DATE.sub(moved, (ARXIV_FIXTURES / name).read_bytes()) for name in names]
+    total = sum(page.count(b"<entry>") for page in raw)
+    tag = b"<opensearch:totalResults>%d</opensearch:totalResults>" % total
+    pages: dict[int, bytes] = {}
+    for page in raw:
+        found = _START_INDEX.search(page)
+        assert found is not None, "a recorded page without opensearch:startIndex"
+        pages[int(found[1])] = _TOTAL.sub(tag, page)
+    first = raw[0]
+    past_end = first[: first.index(b"<entry>")] + b"</feed>\n"
+    return pages, _TOTAL.sub(tag, past_end)
+
+
+@dataclass(frozen=True)
+class ArxivRequest:
+    start: int
+    max_results: int
+    search_query: str
+    user_agent: str
+    began: float  # time.monotonic()
+    ended: float
+    overlapped: bool  # another request was being answered when this one arrived
+
+
+class FakeArxiv:
+    """Serves /api/query: the recorded day, re-dated so that ``day_with_papers()`` is the
+    recorded day, paged by ``start``. Remembers every request, and whether any two were
+    in flight at once (arXiv's rule: one at a time)."""
+
+    def __init__(self, day_with_papers: Callable[[], dt.date]) -> None:
+        self.day_with_papers = day_with_papers
+        self.requests: list[ArxivRequest] = []
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _answer(self, start: int) -> bytes:
+        pages, past_end = arxiv_pages_for(self.day_with_papers())
+        return pages.get(start, past_end)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                url = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if url.path != "/api/query":
+                    self.send_error(404)
+                    return
+                began = time.monotonic()
+                with fake._lock:
+                    overlapped = fake._in_flight > 0
+                    fake._in_flight += 1
+                try:
+                    body = fake._answer(int(query.get("start", "0")))
+                    time.sleep(0.05)  # long enough for a second request to overlap, if sent
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/atom+xml; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                finally:
+                    with fake._lock:
+                        fake._in_flight -= 1
+                        fake.requests.append(
+                            ArxivRequest(
+                                start=int(query.get("start", "0")),
+                                max_results=int(query.get("max_results", "0")),
+                                search_query=query.get("search_query", ""),
+                                user_agent=self.headers.get("User-Agent", ""),
+                                began=began,
+                                ended=time.monotonic(),
+                                overlapped=overlapped,
+                            )
+                        )
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        return Handler
+
+    def __enter__(self) -> FakeArxiv:
         self.thread.start()
         return self
 

@@ -159,3 +159,12 @@ def test_arxiv_settings_default_and_validate() -> None:
         Settings(_env_file=None, arxiv_categories="cs.RO,cs.Robots")
     with pytest.raises(ValidationError, match="absolute http"):
         Settings(_env_file=None, arxiv_api_base="export.arxiv.org")
+
+
+def test_arxiv_pacing_defaults_to_arxivs_rule_and_refuses_nonsense() -> None:
+    settings = Settings(_env_file=None)
+    assert (settings.arxiv_pause_seconds, settings.arxiv_page_size) == (3.0, 100)
+    assert Settings(_env_file=None, arxiv_pause_seconds=0).arxiv_pause_seconds == 0
+    for bad in ({"arxiv_pause_seconds": -1}, {"arxiv_page_size": 0}, {"arxiv_page_size": 2001}):
+        with pytest.raises(ValidationError):
+            Settings(_env_file=None, **bad)

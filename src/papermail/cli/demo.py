@@ -37,11 +37,26 @@ def demo(offline: bool) -> None:
         )
     console.print(escape(papers.note))
     now = utcnow()
-    report, edition_id = demo_mod.prepare(w, papers=papers, now=now)
+    prepared = demo_mod.prepare(w, papers=papers, now=now)
+    report, edition_id = prepared.hf, prepared.edition_id
     console.print(
-        f"ingested  {report.fetched} papers ({report.inserted} new, "
+        f"ingested  {report.fetched} papers from Hugging Face ({report.inserted} new, "
         f"{len(report.rejected)} rejected)"
     )
+    console.print(f"ingested  {escape(prepared.arxiv_note)}", highlight=False)
+    followers = ", ".join(f"{e} ({', '.join(c)})" for e, c in demo_mod.arxiv_followers())
+    if papers.live:
+        console.print(
+            "          (outside today's live edition: `papermail demo --offline` sends them "
+            f"to {followers})",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"          papers only arXiv announced go only to readers who follow one of "
+            f"their categories: {followers}",
+            highlight=False,
+        )
     if edition_id is None:
         raise Fail("no papers to build an edition from")
     with w.sessions() as session:
@@ -80,6 +95,7 @@ def _print_deliveries(w: Wiring, edition_id: int) -> None:
                 Subscriber.email,
                 Subscriber.format,
                 Subscriber.topics,
+                Subscriber.arxiv_categories,
                 Delivery.status,
                 Delivery.variant_key,
             )
@@ -87,9 +103,14 @@ def _print_deliveries(w: Wiring, edition_id: int) -> None:
             .where(Delivery.edition_id == edition_id)
             .order_by(Subscriber.id)
         ).all()
-    table = Table("to", "format", "topics", "status", "variant", title="emails written")
-    for email, fmt, topics, status, key in rows:
+    table = Table("to", "format", "topics", "arXiv", "status", "variant", title="emails written")
+    for email, fmt, topics, categories, status, key in rows:
         table.add_row(
-            plain(email), fmt.value, plain(", ".join(topics or []) or "-"), status.value, key[:10]
+            plain(email),
+            fmt.value,
+            plain(", ".join(topics or []) or "-"),
+            plain(", ".join(categories or []) or "-"),
+            status.value,
+            key[:10],
         )
     console.print(table)

@@ -8,7 +8,7 @@ import click
 from pydantic import ValidationError
 
 from papermail import __version__
-from papermail.cli import bench, db, demo, ops, pipeline, status, subscribers, web
+from papermail.cli import bench, bounces, db, demo, dkim, ops, pipeline, status, subscribers, web
 from papermail.cli.common import Fail
 from papermail.config import describe_errors, get_settings
 from papermail.logging_setup import configure_logging
@@ -48,6 +48,8 @@ for command in (
     ops.retry_failed,
     ops.resend,
     ops.reingest,
+    bounces.bounces,
+    dkim.dkim,
     bench.bench,
 ):
     main.add_command(command)

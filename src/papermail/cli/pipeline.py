@@ -34,15 +34,18 @@ from papermail.wiring import Wiring
     metavar="CODE",
     help="arXiv category (repeatable, e.g. cs.RO); default PAPERMAIL_ARXIV_CATEGORIES.",
 )
-@click.option("--sample", is_flag=True, help="Load the bundled sample instead of the API.")
+@click.option(
+    "--sample", is_flag=True, help="Load the bundled sample (of each source) instead of the API."
+)
 def ingest(day: str | None, source: str, categories: tuple[str, ...], sample: bool) -> None:
     """Fetch papers (Hugging Face Daily Papers, arXiv) and store them."""
+    from papermail.sources.arxiv import load_arxiv_sample
     from papermail.sources.arxiv_taxonomy import unknown_categories
     from papermail.sources.base import SourceError
     from papermail.sources.hf import load_sample
 
-    if sample and source != "hf":
-        raise Fail("--sample is the bundled Hugging Face day; use it with --source hf")
+    if sample and (day or categories):
+        raise Fail("--sample is a fixed day of fixed categories; drop --date and --category")
     if categories and source == "hf":
         raise Fail("--category chooses arXiv categories; use it with --source arxiv or all")
     unknown = unknown_categories(categories)
@@ -69,7 +72,15 @@ def ingest(day: str | None, source: str, categories: tuple[str, ...], sample: bo
         runs.append(
             (
                 "arXiv",
-                lambda: stages.ingest_arxiv(w, days=arxiv_days, categories=categories or None),
+                (
+                    lambda: stages.store_papers(
+                        w, result=load_arxiv_sample(), source="bundled arXiv sample"
+                    )
+                )
+                if sample
+                else (
+                    lambda: stages.ingest_arxiv(w, days=arxiv_days, categories=categories or None)
+                ),
             )
         )
     stored: list[str] = []

@@ -19,6 +19,7 @@ from rich.text import Text
 from papermail import stages
 from papermail.cli.common import celery_app, console, cut, plain, wiring
 from papermail.clock import utcnow
+from papermail.ops.bounce_rates import LIMIT, BounceWindow, percent
 from papermail.ops.monitoring import FUNNEL, Snapshot, StageRun
 from papermail.ops.phrasing import ago, describe_pause, describe_run
 from papermail.ops.sources import SourceHealth, read_source_health, span
@@ -90,6 +91,8 @@ def status_view(snap: Snapshot, sources: Sequence[SourceHealth] | None = ()) -> 
     ):
         if section is not None:
             parts.extend((Text(""), section))
+    if snap.bounces_24h is not None:
+        parts.append(_bounces_line(snap.bounces_24h))
     return Group(*parts)
 
 
@@ -253,3 +256,9 @@ def _result(run: StageRun) -> Text:
     if run.ok is None:
         return Text("running" if run.started_at else "-", style="yellow")
     return Text(cut(describe_run(run), 40), style="" if run.ok else "red")
+
+
+def _bounces_line(window: BounceWindow) -> Text:
+    """Bounces and complaints over the last 24 hours, red at or over the 0.3% line."""
+    line = f"Bounces, last 24 h: {window.describe()} (line: {percent(LIMIT)})"
+    return Text(line, style="bold red" if window.over_limit else "")

@@ -1,4 +1,4 @@
-"""``papermail subscribers``: add, list and remove subscribers."""
+"""``papermail subscribers``: add, list and remove subscribers; the desk (cli/desk.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import func, select
 
+from papermail.cli import desk
 from papermail.cli.common import Fail, console, cut, dispatcher, plain, wiring
 from papermail.clock import utcnow
 from papermail.db import session_scope
@@ -244,3 +245,8 @@ def subscribers_remove(email: str, erase: bool) -> None:
     except subscriptions.InvalidEmail as exc:
         raise Fail(f"invalid email address {email!r}: {exc}") from exc
     console.print(f"{'erased' if erase else 'unsubscribed'} {escape(email)}")
+
+
+# The subscriber desk's commands (search, show, suppress, ...) live in cli/desk.py.
+for _command in desk.COMMANDS:
+    subscribers.add_command(_command)

@@ -31,6 +31,7 @@ from papermail.models import (
     Subscriber,
     SubscriberStatus,
 )
+from papermail.ops.bounce_rates import BounceWindow, last_24h
 from papermail.ops.broker import (
     REDBEAT_LOCK_TIMEOUT,
     REDBEAT_PREFIX,
@@ -91,6 +92,7 @@ class Snapshot:
     send_rate_60m: float = 0.0
     bounces_today: int = 0
     subscribers: dict[str, int] = field(default_factory=dict)
+    bounces_24h: BounceWindow | None = None  # late and in-session bounces, complaints
     errors: tuple[str, ...] = ()  # "redis: ConnectionError ..." for each source that failed
 
     def source_up(self, source: str) -> bool:
@@ -101,6 +103,12 @@ class Snapshot:
         data = asdict(self)
         data["queues"] = [dict(asdict(q), total=q.total) for q in self.queues]
         data["runs"] = [dict(asdict(r), duration_seconds=r.duration_seconds) for r in self.runs]
+        if self.bounces_24h is not None:
+            window = self.bounces_24h
+            data["bounces_24h"] |= {
+                "bounce_rate": window.bounce_rate,
+                "complaint_rate": window.complaint_rate,
+            }
         return _jsonable(data)
 
 
@@ -289,4 +297,5 @@ def _database_parts(session: Session, *, now: dt.datetime) -> dict[str, Any]:
         "send_rate_60m": send_rate(session, now=now, window=dt.timedelta(minutes=60)),
         "bounces_today": bounces(session, day=now.date()),
         "subscribers": subscribers_by_status(session),
+        "bounces_24h": last_24h(session, now=now),
     }

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, TextClause, and_, bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from papermail.bounces.events import store_session_bounce
 from papermail.clock import Clock
 from papermail.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, UTCDateTime
 from papermail.pipeline.ledger import PipelinedSentMarks
@@ -232,6 +233,14 @@ class RowOutcomes:
         if failed.rowcount:
             # Only rows of active subscribers are sent (the others are skipped).
             self.bounces.record(self.connection, row.subscriber_id, sent_as=SubscriberStatus.ACTIVE)
+            store_session_bounce(
+                self.connection,
+                subscriber_id=row.subscriber_id,
+                delivery_id=row.id,
+                recipient=row.email,
+                error=error,
+                now=self.clock(),
+            )
 
     def release(self, ids: list[int], *, not_before: dt.datetime | None = None) -> None:
         """Hand claimed-but-unsent rows back, as if never claimed (no attempt spent)."""

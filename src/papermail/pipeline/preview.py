@@ -38,7 +38,11 @@ def render_preview(
     links: Links,
     list_name: str,
     default_max_papers: int,
+    personal_links: bool = True,
 ) -> PreviewResult:
+    """``personal_links=False`` signs the preferences, unsubscribe and feedback links for
+    nobody (subscriber 0), as the default preview does: for a copy that leaves the reader's
+    mailbox (a test send), where their links would let anyone change their subscription."""
     subscriber = _subscriber(session, email)
     edition = _edition(session, edition_id, subscriber)
     # Planning's choice; without a subscriber, a new reader's: the default length,
@@ -68,7 +72,9 @@ def render_preview(
             list_name=list_name,
         ),
     )
-    sid, version = (subscriber.id, subscriber.token_version) if subscriber else (0, 0)
+    sid, version = (
+        (subscriber.id, subscriber.token_version) if subscriber and personal_links else (0, 0)
+    )
     values = {
         "email": subscriber.email if subscriber else "you@example.org",
         "preferences_url": links.preferences(sid, version),

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from papermail.clock import Clock
+from papermail.bounces.events import store_session_bounce
+from papermail.clock import Clock, utcnow
 from papermail.delivery.base import (
     BackendUnavailable,
     DeliveryError,
@@ -86,6 +87,7 @@ def send_one(
     backend: MailBackend,
     subscriber: Subscriber,
     bounces: BouncePolicy,
+    clock: Clock = utcnow,
 ) -> Outcome:
     """Send one message to ``subscriber`` on a connection of its own.
 
@@ -101,9 +103,18 @@ def send_one(
             if classify(error) is not Outcome.BOUNCED:
                 raise
             log.warning("message to subscriber %s bounced: %s", subscriber.id, error)
+            refusal = error
         else:
             return Outcome.SENT
     bounces.record(session, subscriber.id, sent_as=sent_as)
+    store_session_bounce(
+        session,
+        subscriber_id=subscriber.id,
+        delivery_id=None,
+        recipient=message.recipient,
+        error=refusal,
+        now=clock(),
+    )
     return Outcome.BOUNCED
 
 
@@ -157,6 +168,7 @@ class BatchReport:
 
 
 Observe = Callable[[str, float | None], None]  # (outcome, SMTP seconds) -> None
+Sign = Callable[[bytes], bytes]  # a whole message -> the same message, signed (DKIM)
 
 
 def _ignore(_outcome: str, _seconds: float | None) -> None:
@@ -176,11 +188,13 @@ def send_batch(
     clock: Clock,
     paused: Callable[[], bool] = lambda: False,
     observe: Observe = _ignore,
+    sign: Sign | None = None,
 ) -> BatchReport:
     """Claim the rows among ``delivery_ids`` that are due, send each, record each.
 
     ``observe`` hears every message's outcome (sent, retry, failed, bounced, skipped)
-    and its SMTP time, for metrics.
+    and its SMTP time, for metrics. ``sign`` (DKIM, delivery/dkim.py) takes each
+    message's bytes and returns them signed.
     """
     report = BatchReport()
     if paused():
@@ -223,6 +237,7 @@ def send_batch(
             links=links,
             identity=identity,
             observe=observe,
+            sign=sign,
         )
         try:
             _send_rows(rows, batch, limiter, paused, deadline)
@@ -281,6 +296,7 @@ class _Batch:
     observe: Observe
     left: dict[int, SubscriberStatus] = field(default_factory=dict)  # status changed mid-batch
     dates: DateHeaders = field(default_factory=DateHeaders)  # the Date header, once a second
+    sign: Sign | None = None  # DKIM: each rendered message goes through it
 
     def stop(self, remaining: Sequence[Row]) -> None:
         """Hand every unsent row back without spending an attempt on it.
@@ -316,7 +332,7 @@ class _Batch:
             started = time.perf_counter()
             self.connection.send(
                 OutgoingMessage(
-                    sender=self.identity.envelope_from,
+                    sender=self.identity.envelope_for(delivery_id=row.id),
                     recipient=row.email,
                     data=data,
                     message_id=message_id,
@@ -371,7 +387,7 @@ class _Batch:
                 row.subscriber_id, payload_suffixes=template.feedback_payloads
             )
             values.update(zip(template.feedback_slots, tokens, strict=True))
-        return template.render(
+        data = template.render(
             to=row.email,
             message_id=message_id,
             date=self.clock(),
@@ -379,6 +395,8 @@ class _Batch:
             unsubscribe_url=unsubscribe_url,
             values=values,
         )
+        # A DKIM-Signature's lines start with its name or a space: still dot-safe.
+        return data if self.sign is None else self.sign(data)
 
     def _retry_or_fail(self, row: Row, error: Exception, took: float | None) -> None:
         if row.attempts >= self.policy.max_attempts:

@@ -21,6 +21,7 @@ import jinja2
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from papermail.bounces.verp import Verp
 from papermail.models import Edition, EditionItem, MailFormat, Variant
 from papermail.pipeline.encoded import EncodedEdition, ReaderTemplate
 from papermail.pipeline.messages import Layout, list_id
@@ -45,6 +46,15 @@ class Identity:
     domain: str  # for Message-IDs and List-Id
     list_name: str
     reply_to: str | None = None
+    verp: Verp | None = None  # per-message envelope senders (papermail/bounces/verp.py)
+
+    def envelope_for(
+        self, *, delivery_id: int | None = None, subscriber_id: int | None = None
+    ) -> str:
+        """MAIL FROM for one message: its VERP address when VERP is on, else the sender's."""
+        if self.verp is None:
+            return self.envelope_from
+        return self.verp.address(delivery_id=delivery_id, subscriber_id=subscriber_id)
 
 
 def edition_cards(session: Session, edition: Edition, links: Links) -> tuple[PaperCard, ...]:

@@ -15,6 +15,9 @@ One paper is one row: ids are stored without their version (2506.01234v2 -> 2506
 a paper listed twice (cross-listed, or shifted between pages) is kept once, at its
 highest version. A day is a UTC calendar day of the first version's submission
 (``published``); no submissions (weekends) is an empty result, not an error.
+
+``load_arxiv_sample`` reads the bundled answer (``papermail/data/sample_arxiv_new.xml``)
+through the same page reader, for the demo and ``papermail ingest --source arxiv --sample``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import feedparser
@@ -46,6 +50,7 @@ from papermail.sources.base import (
     SourceUnreachable,
     rejection_reason,
 )
+from papermail.sources.hf import SAMPLE_DAY
 from papermail.sources.http import (
     Budget,
     DeadlineExceeded,
@@ -63,6 +68,9 @@ PAUSE_SECONDS = 3.0  # arXiv asks for no more than one request every three secon
 PAGE_SIZE = 100
 MAX_PAGES = 50  # 5,000 entries: several days of the busiest categories
 RATE_EXCEEDED = "Rate exceeded."
+SAMPLE_RESOURCE = "sample_arxiv_new.xml"
+# What a scheduled ingest on SAMPLE_DAY asks for: that day and the three before it.
+SAMPLE_DAYS = tuple(SAMPLE_DAY - dt.timedelta(days=n) for n in range(4))
 
 
 def pause(seconds: float) -> None:
@@ -133,9 +141,8 @@ def fetch_new(
         raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
     query = search_query(categories)
     pacer = _Pacer(pause=pause_seconds, sleep=sleep, budget=budget)
-    papers: dict[str, tuple[int, PaperIn]] = {}
-    rejected: list[RejectedItem] = []
-    seen = pages = outside = 0
+    collected = _Collected(window)
+    seen = pages = 0
     for _ in range(max_pages):
         params: dict[str, str | int] = {
             "search_query": query,
@@ -155,25 +162,7 @@ def fetch_new(
         )
         pages += 1
         entries = feed.entries
-        oldest: dt.datetime | None = None
-        for offset, entry in enumerate(entries):
-            index = seen + offset
-            try:
-                submitted = published_at(entry)
-                oldest = submitted if oldest is None else min(oldest, submitted)
-                if not window.start <= submitted < window.end:
-                    outside += 1
-                    continue
-                paper, version = paper_of(entry)
-            except (ValidationError, ValueError) as exc:
-                paper_id = raw_id(entry)
-                why = rejection_reason(exc)
-                log.warning("skipping entry %d (paper %s): %s", index, paper_id, why)
-                rejected.append(RejectedItem(index=index, paper_id=paper_id, reason=why))
-                continue
-            kept = papers.get(paper.id)
-            if kept is None or version > kept[0]:
-                papers[paper.id] = (version, paper)
+        oldest = collected.add(entries, start=seen)
         seen += len(entries)
         total = total_results(feed)
         if (
@@ -189,16 +178,81 @@ def fetch_new(
             window.start.date(),
             window.end.date(),
         )
-    result = [paper for _, paper in papers.values()]
+    result = collected.result(pages=pages)
     log.info(
         "fetched %d arXiv papers (%d rejected, %d outside the window) in %d pages, %d requests",
-        len(result),
-        len(rejected),
-        outside,
+        len(result.papers),
+        len(result.rejected),
+        collected.outside,
         pages,
         pacer.requests,
     )
-    return FetchResult(papers=result, rejected=rejected, pages=pages)
+    return result
+
+
+def load_arxiv_sample() -> FetchResult:
+    """The bundled arXiv answer (new in cs.RO, cs.CR and cs.CV on SAMPLE_DAY, and two
+    papers of the Hugging Face sample), read exactly as a live page is: the same Atom
+    checks, the same entries into PaperIn, the same window (the four days a scheduled
+    ingest covers, ending on SAMPLE_DAY). No network."""
+    content = resources.files("papermail.data").joinpath(SAMPLE_RESOURCE).read_bytes()
+    feed = read_feed(content, what=SAMPLE_RESOURCE)
+    if not is_atom(feed):
+        raise SourceError(f"{SAMPLE_RESOURCE} is not an Atom feed")
+    collected = _Collected(Window.of(SAMPLE_DAYS))
+    collected.add(feed.entries, start=0)
+    return collected.result(pages=1)
+
+
+class _Collected:
+    """The window's papers so far, one per id at its highest version, and the rejections."""
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.papers: dict[str, tuple[int, PaperIn]] = {}
+        self.rejected: list[RejectedItem] = []
+        self.outside = 0
+
+    def add(self, entries: Sequence[Any], *, start: int) -> dt.datetime | None:
+        """One page's entries (the first is result number ``start``); the oldest
+        submission among them, which tells the caller whether to page on."""
+        oldest: dt.datetime | None = None
+        for offset, entry in enumerate(entries):
+            index = start + offset
+            try:
+                submitted = published_at(entry)
+                oldest = submitted if oldest is None else min(oldest, submitted)
+                if not self.window.start <= submitted < self.window.end:
+                    self.outside += 1
+                    continue
+                paper, version = paper_of(entry)
+            except (ValidationError, ValueError) as exc:
+                paper_id = raw_id(entry)
+                why = rejection_reason(exc)
+                log.warning("skipping entry %d (paper %s): %s", index, paper_id, why)
+                self.rejected.append(RejectedItem(index=index, paper_id=paper_id, reason=why))
+                continue
+            kept = self.papers.get(paper.id)
+            if kept is None or version > kept[0]:
+                self.papers[paper.id] = (version, paper)
+        return oldest
+
+    def result(self, *, pages: int) -> FetchResult:
+        papers = [paper for _, paper in self.papers.values()]
+        return FetchResult(papers=papers, rejected=list(self.rejected), pages=pages)
+
+
+def read_feed(content: bytes, *, what: str) -> Any:
+    """An answer's body read by feedparser; SourceError when it is arXiv's "Error" entry."""
+    feed = feedparser.parse(content)
+    error = error_entry(feed)
+    if error is not None:
+        raise SourceError(f"{what}: arXiv answered with an error: {error!r}")
+    return feed
+
+
+def is_atom(feed: Any) -> bool:
+    return str(feed.get("version", "")).startswith("atom")
 
 
 # HTTP
@@ -296,14 +350,11 @@ def _attempt(
             throttled=response.status_code in (429, 503),
             retry_after=retry_after(response),
         )
-    feed = feedparser.parse(response.content)
-    error = error_entry(feed)
-    if error is not None:
-        raise SourceError(f"GET {shown}: arXiv answered with an error: {error!r}")
+    feed = read_feed(response.content, what=f"GET {shown}")
     if not response.is_success:
         # 400 is a malformed query, other 4xx a wrong URL: more attempts will not fix either.
         raise SourceError(f"GET {shown} answered {status}: {excerpt(response)}")
-    if not str(feed.get("version", "")).startswith("atom"):
+    if not is_atom(feed):
         kind = response.headers.get("Content-Type", "no content type")
         raise SourceError(
             f"GET {shown} returned a body that is not an Atom feed ({kind}): {excerpt(response)}"

@@ -42,7 +42,7 @@ from papermail.delivery.base import MailBackend, OutgoingMessage
 from papermail.models import Subscriber, SubscriberStatus
 from papermail.pipeline.messages import build_message, random_message_id
 from papermail.pipeline.rendering import render_confirmation
-from papermail.pipeline.sending import Outcome, send_one
+from papermail.pipeline.sending import Outcome, Sign, send_one
 from papermail.pipeline.variants import Identity
 from papermail.subscribers.bounces import BouncePolicy
 from papermail.subscribers.preferences import Preferences
@@ -102,11 +102,13 @@ def send_confirmation(
     backend: MailBackend,
     now: dt.datetime,
     bounce_threshold: int = 3,
+    sign: Sign | None = None,
 ) -> bool:
     """Mail the confirmation link; True if a message left. TransientError propagates.
 
     A bounce counts like a digest's (one policy: papermail.subscribers.bounces): at
     ``bounce_threshold`` the address is suppressed and gets no confirmation again.
+    ``sign`` (DKIM) signs the message as sending's does a digest.
     """
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or subscriber.status is SubscriberStatus.SUPPRESSED:
@@ -130,8 +132,13 @@ def send_confirmation(
         date=now,
         reply_to=identity.reply_to,
     )
+    if sign is not None:
+        data = sign(data)
     message = OutgoingMessage(
-        sender=identity.envelope_from, recipient=subscriber.email, data=data, message_id=message_id
+        sender=identity.envelope_for(subscriber_id=subscriber.id),
+        recipient=subscriber.email,
+        data=data,
+        message_id=message_id,
     )
     outcome = send_one(
         session,
@@ -139,6 +146,7 @@ def send_confirmation(
         backend=backend,
         subscriber=subscriber,
         bounces=BouncePolicy(threshold=bounce_threshold),
+        clock=lambda: now,
     )
     return outcome is Outcome.SENT
 

@@ -32,13 +32,24 @@ from papermail.subscribers.tokens import InvalidToken
 from papermail.web import archive, feedback, manage, signup
 from papermail.web.context import Clock, Pages, SendConfirmation, WebContext
 from papermail.web.csrf import CsrfGuard
+from papermail.web.ops import desk
 from papermail.web.ops.routes import attach_ops
+from papermail.web.webhooks import attach_webhooks
 from papermail.wiring import Wiring
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("papermail.web.access")
 
 MAX_BODY = 64 * 1024  # our forms are a few hundred bytes
+# The one upload: the subscriber desk's CSV import (behind /ops sign-in and its CSRF).
+# Routes that take more than MAX_BODY: a CSV import, and providers' webhooks (an SNS
+# message may be 256 KB; Postmark's can carry the bounced message's content).
+WEBHOOK_MAX_BODY = 512 * 1024
+LARGE_BODIES = {
+    desk.IMPORT_PATH: desk.IMPORT_MAX_BODY,
+    "/webhooks/ses": WEBHOOK_MAX_BODY,
+    "/webhooks/postmark": WEBHOOK_MAX_BODY,
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
@@ -78,12 +89,13 @@ class EdgeMiddleware:
         started, status, seen = time.perf_counter(), 0, 0
         method = scope["method"]
         declared = dict(scope["headers"]).get(b"content-length", b"0")
+        max_body = LARGE_BODIES.get(scope["path"], self.max_body)
 
         async def capped_receive() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_body:  # a chunked body that never declared its length
+            if seen > max_body:  # a chunked body that never declared its length
                 raise StarletteHTTPException(413)
             return message
 
@@ -98,7 +110,7 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            if not declared.isdigit() or int(declared) > self.max_body:
+            if not declared.isdigit() or int(declared) > max_body:
                 await _too_large(secured_send)
             else:
                 await self.app(scope, capped_receive, secured_send)
@@ -201,6 +213,7 @@ def create_app(
     app.state.web = web
     for module in (signup, manage, feedback, archive):
         app.include_router(module.router)
+    attach_webhooks(app, wiring=wiring, clock=clock)  # bounces and complaints (SES, Postmark)
     http_metrics = attach_ops(app, wiring=wiring, dispatcher=dispatcher, celery=celery)
     app.add_middleware(HeadAsGet)  # inside EdgeMiddleware: logs and metrics say HEAD
     app.add_middleware(EdgeMiddleware, http_metrics=http_metrics)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import email
+import email.message
 import email.policy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from papermail.cli.main import main
 from papermail.config import get_settings
-from papermail.models import Subscriber, SubscriberStatus
+from papermail.models import JobRun, Subscriber, SubscriberStatus
 from papermail.subscribers.preferences import MESSAGES
 from papermail.web.forms import parse_preferences
 
@@ -44,13 +46,38 @@ def subscribers_in(var: Path) -> list[Subscriber]:
 # --- demo ---------------------------------------------------------------------------------
 
 
-def test_demo_offline_writes_an_outbox_of_four_parseable_emails(var_dir: Path) -> None:
+DEMO_READERS = {
+    "ada@example.org",
+    "grace@example.org",
+    "alan@example.org",
+    "katherine@example.org",
+    "margaret@example.org",
+}
+
+
+def demo_outbox(var: Path) -> dict[str, email.message.EmailMessage]:
+    messages = {}
+    for path in (var / "demo" / "outbox").glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, email.message.EmailMessage)
+        messages[str(message["To"])] = message
+    return messages
+
+
+def text_cards(message: email.message.EmailMessage) -> list[str]:
+    """Each paper of a digest's text part: "1. Title" up to the next number."""
+    body = message.get_body(("plain",))
+    assert body is not None
+    return re.split(r"\n(?=\d+\. )", body.get_content())[1:]
+
+
+def test_demo_offline_writes_an_outbox_of_five_parseable_emails(var_dir: Path) -> None:
     result = ok("demo", "--offline")
     outbox = var_dir / "demo" / "outbox"
     assert "bundled sample" in result.output
     assert (outbox / "index.html").is_file()
     emls = sorted(outbox.glob("*.eml"))
-    assert len(emls) == 4
+    assert len(emls) == 5
     recipients = set()
     for path in emls:
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
@@ -59,20 +86,62 @@ def test_demo_offline_writes_an_outbox_of_four_parseable_emails(var_dir: Path) -
         assert message["List-Unsubscribe"].startswith("<https://papers.example.org/unsubscribe/")
         assert message.get_body(("plain",)) is not None
         recipients.add(str(message["To"]))
-    assert recipients == {
-        "ada@example.org",
-        "grace@example.org",
-        "alan@example.org",
-        "katherine@example.org",
-    }
+    assert recipients == DEMO_READERS
     index = (outbox / "index.html").read_text(encoding="utf-8")
     assert all(address in index for address in recipients)
+
+
+def test_demo_stores_both_sources_and_says_so(var_dir: Path) -> None:
+    output = ok("demo", "--offline").output
+    assert "ingested  40 papers from Hugging Face (40 new, 0 rejected)" in output
+    assert (
+        "ingested  16 papers from the bundled arXiv sample of 2026-11-26 "
+        "(14 new, 2 merged with their Hugging Face rows, 0 rejected)"
+    ) in output
+    assert "margaret@example.org (cs.CR, cs.RO)" in output
+    engine = create_engine(f"sqlite:///{var_dir / 'demo' / 'papermail.db'}")
+    try:
+        with Session(engine) as session:
+            runs = session.scalars(select(JobRun).where(JobRun.stage == "ingest"))
+            sources = [r.detail["source"] for r in runs if r.ok]
+    finally:
+        engine.dispose()
+    assert {"bundled sample", "bundled arXiv sample"} <= set(sources)
+
+
+def test_demo_sends_arxiv_only_papers_to_the_reader_who_follows_their_category(
+    var_dir: Path,
+) -> None:
+    ok("demo", "--offline")
+    outbox = demo_outbox(var_dir)
+    margaret = outbox["margaret@example.org"]
+    cards = text_cards(margaret)
+    arxiv_only = [c for c in cards if "New on arXiv" in c]
+    trending = [c for c in cards if "Trending on Hugging Face" in c]
+    assert arxiv_only and trending  # new on arXiv, beside trending papers
+    [tactile] = [c for c in arxiv_only if "Tactile-Conditioned Diffusion Policies" in c]
+    assert "New on arXiv · cs.RO" in tactile
+    assert "Why: Matches your topic “robot manipulation”" in tactile
+    assert "Abstract: https://arxiv.org/abs/2611.24501 · PDF: https://arxiv.org/pdf/2611.24501" in (
+        tactile
+    )
+    robotics = [c for c in arxiv_only if "New on arXiv · cs.RO" in c]
+    assert len(robotics) >= 3
+    html = margaret.get_body(("html",))
+    assert html is not None and "New on arXiv · cs.RO" in html.get_content()
+    # The paper on both sources is trending, not "new on arXiv".
+    [both] = [c for c in cards if "Data Scaling Laws in Imitation Learning" in c]
+    assert "Trending on Hugging Face" in both
+
+    for address, message in outbox.items():
+        if address != "margaret@example.org":
+            assert not [c for c in text_cards(message) if "New on arXiv" in c], address
 
 
 def test_demo_twice_starts_afresh(var_dir: Path) -> None:
     ok("demo", "--offline")
     ok("demo", "--offline")
-    assert len(list((var_dir / "demo" / "outbox").glob("*.eml"))) == 4
+    assert len(list((var_dir / "demo" / "outbox").glob("*.eml"))) == 5
 
 
 # --- subscribers --------------------------------------------------------------------------

@@ -44,7 +44,8 @@ class Upstream:
 def upstream(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Upstream]:
     sleeps: list[float] = []
     monkeypatch.setattr(arxiv, "pause", sleeps.append)  # arXiv's 3 s pause, not waited
-    monkeypatch.setattr(arxiv, "PAGE_SIZE", 5)
+    monkeypatch.setenv("PAPERMAIL_ARXIV_PAGE_SIZE", "5")  # the recorded pages' size
+    get_settings.cache_clear()
 
     def replaying(*arxiv_files: str, hf: list[str] | None = None) -> Upstream:
         replay = Upstream(list(arxiv_files), hf)
@@ -143,11 +144,53 @@ def test_ingest_all_merges_a_paper_on_both_sources(
     assert merged.journal_ref == "Proc. AgentsWS 2026, pp. 1-14"
 
 
+def test_ingest_arxiv_waits_the_configured_pause_between_requests(
+    var_dir: Path, upstream: Callable[..., Upstream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(arxiv, "pause", sleeps.append)
+    monkeypatch.setenv("PAPERMAIL_ARXIV_PAUSE_SECONDS", "1.5")
+    get_settings.cache_clear()
+    replay = upstream("day_2026-11-26_p0.xml", "day_2026-11-26_p1.xml")
+    assert run("ingest", "--source", "arxiv", "--date", "2026-11-26").exit_code == 0
+    assert len(replay.requests) == 2 and sleeps == [1.5]
+
+
+def test_ingest_arxiv_sample_stores_the_bundled_answer_offline(
+    var_dir: Path, upstream: Callable[..., Upstream]
+) -> None:
+    replay = upstream()  # any request would fail the test
+    result = run("ingest", "--source", "arxiv", "--sample")
+    assert result.exit_code == 0, result.output
+    assert "Ingest (arXiv)" in result.output
+    assert "│ 16      │ 16  │ 0       │ 0        │" in result.output
+    assert replay.requests == []
+    stored = papers(var_dir)
+    robotics = [p for p in stored.values() if p.categories and p.categories[0] == "cs.RO"]
+    assert len(robotics) >= 5 and all(p.source == "arxiv" for p in stored.values())
+    [run_row] = journal(var_dir)
+    assert run_row.detail["source"] == "bundled arXiv sample" and run_row.ok
+
+
+def test_ingest_all_samples_merges_the_papers_on_both_sources(
+    var_dir: Path, upstream: Callable[..., Upstream]
+) -> None:
+    upstream()
+    result = run("ingest", "--source", "all", "--sample")
+    assert result.exit_code == 0, result.output
+    stored = papers(var_dir)
+    both = [p for p in stored.values() if p.source == "hf" and p.categories]
+    assert sorted(p.id for p in both) == ["2611.14797", "2611.19975"]
+    assert both[0].upvotes > 0 and both[0].submitted_on_daily_at is not None
+    assert "│ 16      │ 14  │ 2       │ 0        │" in result.output  # the arXiv table
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
         (("--source", "arxiv", "--category", "cs.XX"), "unknown arXiv category: cs.XX"),
-        (("--source", "arxiv", "--sample"), "--sample is the bundled Hugging Face day"),
+        (("--source", "arxiv", "--sample", "--category", "cs.RO"), "--sample is a fixed day"),
+        (("--sample", "--date", "2026-11-26"), "drop --date and --category"),
         (("--category", "cs.RO"), "--category chooses arXiv categories"),
         (("--source", "medrxiv"), "Invalid value for '--source'"),
     ],

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -12,9 +15,12 @@ import pytest
 
 from papermail.sources.arxiv import (
     PAUSE_SECONDS,
+    SAMPLE_DAYS,
+    SAMPLE_RESOURCE,
     Throttled,
     Window,
     fetch_new,
+    load_arxiv_sample,
     search_query,
 )
 from papermail.sources.arxiv_entries import ArxivPaperIn
@@ -26,6 +32,7 @@ from papermail.sources.arxiv_taxonomy import (
     parse_categories,
 )
 from papermail.sources.base import FetchResult, SourceError, SourceUnreachable
+from papermail.sources.hf import SAMPLE_DAY, load_sample
 from papermail.sources.http import Budget, DeadlineExceeded, ResponseTooLarge
 from tests.support.replay import Replay as RecordedReplay
 
@@ -33,6 +40,7 @@ FIXTURES = Path(__file__).parents[2] / "fixtures" / "arxiv"
 DAY = dt.date(2026, 11, 26)
 BASE = "http://export.arxiv.test"
 FIVE = ["cs.LG", "cs.CV", "cs.CL", "cs.RO", "cs.AI"]
+MARKUP = re.compile(r"<[a-zA-Z/!]|&[a-zA-Z#][a-zA-Z0-9]*;")  # a tag or an entity
 
 
 def body(name: str) -> bytes:
@@ -399,3 +407,34 @@ def test_the_forms_group_every_code_once_under_its_archives_name() -> None:
     assert [code for _, codes in groups for code, _ in codes] == list(CATEGORIES)
     assert ("cs.RO", "Robotics") in dict(groups)["Computer Science"]
     assert dict(groups)["Quantitative Biology"] == [("q-bio.NC", "Neurons and Cognition")]
+
+
+# The bundled sample
+
+
+def test_the_sample_is_read_exactly_like_a_live_answer() -> None:
+    content = resources.files("papermail.data").joinpath(SAMPLE_RESOURCE).read_bytes()
+    replay = Replay(httpx.Response(200, content=content))
+    live = fetch(replay, days=list(SAMPLE_DAYS), page_size=100)
+    assert load_arxiv_sample() == live
+    assert len(replay.requests) == 1
+
+
+def test_the_sample_is_new_robotics_security_and_vision_with_two_hf_papers() -> None:
+    result = load_arxiv_sample()
+    assert result.rejected == [] and len(result.papers) == 16
+    papers = {p.id: p for p in result.papers}
+    assert all(isinstance(p, ArxivPaperIn) for p in result.papers)
+    primary = Counter(p.categories[0] for p in result.papers if isinstance(p, ArxivPaperIn))
+    assert primary["cs.RO"] >= 5 and primary["cs.CR"] == 3 and primary["cs.CV"] >= 3
+    hf = {p.id: p for p in load_sample().papers}
+    both = sorted(set(papers) & set(hf))
+    assert both == ["2611.14797", "2611.19975"]  # version 2 on arXiv, featured on HF
+    assert all(papers[i].title == hf[i].title for i in both)
+    new = [p for i, p in papers.items() if i not in hf]
+    assert all(p.published_at and p.published_at.date() == SAMPLE_DAY for p in new)
+    cross_listed = [p for p in new if isinstance(p, ArxivPaperIn) and len(p.categories) > 1]
+    assert len(cross_listed) >= 2
+    notes = [p for p in new if isinstance(p, ArxivPaperIn) and (p.arxiv_comment or p.journal_ref)]
+    assert any(isinstance(p, ArxivPaperIn) and p.journal_ref for p in notes)
+    assert [p.id for p in result.papers if MARKUP.search(f"{p.title} {p.summary}")] == []

@@ -227,7 +227,7 @@ def test_the_dashboard_shows_queues_workers_funnel_and_runs(rt: Wiring, client: 
     assert re.search(r"papermail\.send</th><td class=\"num\">3</td>", page)
     assert "48 fetched, 6 new, 1 rejected" in page
     assert "Retry 2 failed" in page
-    assert page.count("<svg") == 4  # three charts and the funnel bar
+    assert page.count("<svg") == 5  # three charts, bounce and complaint rates, the funnel bar
 
 
 def test_untrusted_text_is_escaped(rt: Wiring, client: TestClient) -> None:

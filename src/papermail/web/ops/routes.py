@@ -26,14 +26,15 @@ from papermail import stages
 from papermail.clock import utcnow
 from papermail.dispatch import QUEUES, Dispatcher
 from papermail.ops import actions as operations
+from papermail.ops import bounce_rates, metrics, monitoring, phrasing
 from papermail.ops import history as ops_history
-from papermail.ops import metrics, monitoring, phrasing
 from papermail.ops.broker import CeleryLike
 from papermail.ops.http_metrics import HttpMetrics
 from papermail.ops.sources import SourceHealth, read_source_health, span
 from papermail.subscribers.subscriptions import InvalidEmail, find
 from papermail.web.ops import auth
 from papermail.web.ops.auth import Operator
+from papermail.web.ops.bounce_chart import BounceChart, bounce_chart
 from papermail.web.ops.charts import charts, funnel_bar
 from papermail.wiring import Wiring
 
@@ -78,6 +79,11 @@ def attach_ops(
     app.state.ops = ops
     app.state.ops_metrics = _make_registry(ops)
     app.include_router(router)
+    # The subscriber desk (/ops/subscribers) builds on this module: imported here, not at
+    # the top, so the two never import each other at load time.
+    from papermail.web.ops.desk import router as desk_router
+
+    app.include_router(desk_router)
     return HttpMetrics(app.state.ops_metrics)
 
 
@@ -132,10 +138,15 @@ def _context(request: Request, operator: Operator) -> dict[str, Any]:
     snap = ops.snapshot()
     editions: tuple[monitoring.EditionRow, ...] = ()
     history = None
+    bounces: BounceChart | None = None
     if snap.source_up("database"):
         try:
             with w.sessions() as session:
                 editions = monitoring.recent_editions(session)
+                bounces = bounce_chart(
+                    bounce_rates.daily(session, today=now.date()),
+                    recent=bounce_rates.recent(session),
+                )
                 # The charts need Redis too; while it is down, don't wait on it twice more.
                 if snap.source_up("redis"):
                     ops_history.sample_now(
@@ -149,6 +160,7 @@ def _context(request: Request, operator: Operator) -> dict[str, Any]:
         "sources": ops.sources(snap),
         "editions": editions,
         "charts": charts(history, queues=QUEUES) if history else None,
+        "bounces": bounces,
         "operator": operator,
         "csrf_token": auth.csrf_token(w.settings, operator),
         "refresh_seconds": REFRESH_SECONDS,

@@ -1,0 +1,96 @@
+"""The late half of the bounce policy: which hard bounces suppress at once, and the soft
+score that decays (a clock passed in: ``now``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy.orm import Session
+
+from papermail.bounces.events import store
+from papermail.models import BounceKind, BounceSource, Subscriber, SubscriberStatus
+from papermail.subscribers.bounces import BouncePolicy, address_gone
+
+DAY = dt.timedelta(days=1)
+T0 = dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
+ACTIVE = (SubscriberStatus.ACTIVE,)
+
+
+@pytest.mark.parametrize(
+    ("status", "gone"),
+    [
+        ("5.1.1", True),  # no such mailbox
+        ("5.1.10", True),  # null MX / recipient not found (Exchange)
+        ("5.1.2", True),  # no such domain
+        ("5.2.1", True),  # mailbox disabled
+        (None, True),  # a hard bounce that says nothing more
+        ("5.7.1", False),  # refused as spam: the message, not the address
+        ("5.2.2", False),  # mailbox full, reported as permanent
+        ("5.4.4", False),  # routing
+        ("5.0.0", False),
+    ],
+)
+def test_which_late_hard_bounces_say_the_address_is_gone(status: str | None, gone: bool) -> None:
+    assert address_gone(status) is gone
+
+
+def test_a_soft_bounces_weight_halves_every_decay_period() -> None:
+    policy = BouncePolicy(soft_weight=2.0, decay_days=7.0)
+
+    assert policy.soft_score([dt.timedelta(0)]) == 2.0
+    assert policy.soft_score([7 * DAY]) == pytest.approx(1.0)
+    assert policy.soft_score([14 * DAY]) == pytest.approx(0.5)
+    assert policy.soft_score([dt.timedelta(0), 7 * DAY, 14 * DAY]) == pytest.approx(3.5)
+    assert policy.soft_score([-DAY]) == 2.0  # a clock running behind never adds weight
+
+
+def _soft(session: Session, policy: BouncePolicy, subscriber: Subscriber, at: dt.datetime):  # type: ignore[no-untyped-def]
+    store(
+        session,
+        kind=BounceKind.SOFT,
+        source=BounceSource.IMAP,
+        subscriber_id=subscriber.id,
+        delivery_id=None,
+        recipient=subscriber.email,
+        status="4.2.2",
+        diagnostic="mailbox full",
+        message=f"m-{at.isoformat()}",
+        now=at,
+    )
+    return policy.record_soft(session, subscriber.id, sent_as=ACTIVE, now=at)
+
+
+def test_the_score_read_at_a_later_now_has_decayed(session: Session) -> None:
+    policy = BouncePolicy(score_threshold=3.0, soft_weight=1.0, decay_days=1.0)
+    subscriber = Subscriber(email="ada@example.org", status=SubscriberStatus.ACTIVE)
+    session.add(subscriber)
+    session.flush()
+
+    assert _soft(session, policy, subscriber, T0) == (1.0, False)
+    score, suppressed = _soft(session, policy, subscriber, T0 + DAY)
+    assert score == pytest.approx(1.5) and not suppressed
+    score, suppressed = _soft(session, policy, subscriber, T0 + 30 * DAY)  # a month of quiet
+    assert score == pytest.approx(1.0, abs=1e-6) and not suppressed
+    for hours in (1, 2, 3):
+        score, suppressed = _soft(
+            session, policy, subscriber, T0 + 30 * DAY + hours * dt.timedelta(hours=1)
+        )
+    assert score >= 3.0 and suppressed
+    session.refresh(subscriber)
+    assert subscriber.status is SubscriberStatus.SUPPRESSED and subscriber.bounce_count == 0
+
+
+def test_the_soft_score_suppresses_only_the_status_the_mail_went_out_under(
+    session: Session,
+) -> None:
+    policy = BouncePolicy(score_threshold=1.0)
+    subscriber = Subscriber(email="ada@example.org", status=SubscriberStatus.UNSUBSCRIBED)
+    session.add(subscriber)
+    session.flush()
+
+    score, suppressed = _soft(session, policy, subscriber, T0)
+
+    assert score == 1.0 and not suppressed
+    session.refresh(subscriber)
+    assert subscriber.status is SubscriberStatus.UNSUBSCRIBED
