@@ -28,7 +28,8 @@ from papermail.ops.jobs import recorded
 from papermail.ops.monitoring import REDBEAT_LOCK_TIMEOUT, CeleryLike, Snapshot, take_snapshot
 from papermail.pipeline import editions
 from papermail.pipeline.ingest import IngestReport, categories_to_fetch, ingest_papers
-from papermail.pipeline.planning import PlanReport, plan_edition, redispatch_due
+from papermail.pipeline.planning import PlanReport, plan_edition
+from papermail.pipeline.redispatch import redispatch_due
 from papermail.pipeline.sending import BatchReport, Observe
 from papermail.pipeline.sending import send_batch as send_rows
 from papermail.pipeline.variants import render_once

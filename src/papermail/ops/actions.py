@@ -31,7 +31,8 @@ from papermail.models import (
 )
 from papermail.ops import control
 from papermail.pipeline.messages import resend_message_id
-from papermail.pipeline.planning import Publish, plan_edition, redispatch_due
+from papermail.pipeline.planning import Publish, plan_edition
+from papermail.pipeline.redispatch import redispatch_due
 
 log = logging.getLogger(__name__)
 

@@ -13,25 +13,21 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from typing import cast as type_cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Row, Text, and_, cast, distinct, exists, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Row, Text, cast, distinct, exists, func, select
 from sqlalchemy.orm import Session
 
 from papermail.models import (
     Delivery,
-    DeliveryStatus,
     Edition,
     Frequency,
     MailFormat,
     Subscriber,
     SubscriberStatus,
-    Variant,
 )
 from papermail.pipeline import relevance
 from papermail.pipeline.histories import (
@@ -43,6 +39,7 @@ from papermail.pipeline.histories import (
 )
 from papermail.pipeline.picking import EditionPicker
 from papermail.pipeline.pieces import Pick
+from papermail.pipeline.plan_rows import batches_by_variant, insert_rows, refresh_statistics
 from papermail.pipeline.relevance import DEFAULT_WEIGHT, ReaderProfile
 
 log = logging.getLogger(__name__)
@@ -222,7 +219,9 @@ def plan_edition(
     report = PlanReport(edition_id=edition.id)
     last_id = 0
     prepared = False
-    analyze_at = 1  # rows planned in this run; then every doubling (see _refresh_statistics)
+    analyze_at = (
+        1  # rows planned in this run; then every doubling (see plan_rows.refresh_statistics)
+    )
     while rows := _due_chunk(
         session, edition, after_id=last_id, limit=chunk_size, only=only_subscribers
     ):
@@ -235,13 +234,14 @@ def plan_edition(
                 report.not_due += 1
                 continue
             values.append((row.id, planner.key_for_row(row, history)))
-        created = _insert_rows(session, planner, values, edition_id=edition.id, now=now)
+        created = insert_rows(session, planner.new_variants, values, edition_id=edition.id, now=now)
+        planner.inserted()
         session.commit()
         report.planned += len(created)
         if created and report.planned >= analyze_at:
-            _refresh_statistics(session)
+            refresh_statistics(session)
             analyze_at = 2 * report.planned
-        for batch in _batches_by_variant(created, batch_size):
+        for batch in batches_by_variant(created, batch_size):
             if not prepared:
                 prepare()
                 prepared = True
@@ -321,151 +321,3 @@ def _due_chunk(
     if only is not None:
         query = query.where(Subscriber.id.in_(list(only)))
     return session.execute(query).all()
-
-
-def _refresh_statistics(session: Session) -> None:
-    """ANALYZE after a bulk insert, before any batch can claim from it.
-
-    With the statistics of an hour ago PostgreSQL believes no row is pending, plans
-    each claim through the status index and reads every pending row of the edition
-    to claim a hundred (measured: 8.7 ms a claim at 20,000 rows, linear in the size).
-    Once statistics show pending rows, the primary key wins for any larger count, so a
-    run re-analyzes only when its rows have doubled: 6 times for a million rows, not 50
-    (each ANALYZE samples 30,000 rows).
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("ANALYZE deliveries"))
-        session.commit()
-
-
-def _batches_by_variant(created: Sequence[tuple[int, str]], size: int) -> list[list[int]]:
-    """Batches that each touch as few variants as possible.
-
-    A send batch encodes every variant it meets once; ordering rows by variant
-    keeps that to one or two per batch instead of dozens.
-    """
-    ordered = [row_id for row_id, _key in sorted(created, key=lambda rk: (rk[1], rk[0]))]
-    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
-
-
-_PG_INSERT_DELIVERIES = text(
-    "INSERT INTO deliveries (subscriber_id, edition_id, variant_key, status, attempts,"
-    " created_at, dispatched_at)"
-    " SELECT s, :edition_id, k, 'pending', 0, :now, :now"
-    " FROM unnest(CAST(:sids AS integer[]), CAST(:keys AS varchar[])) AS t(s, k)"
-    " ON CONFLICT (subscriber_id, edition_id) DO NOTHING"
-    " RETURNING id, variant_key"
-)
-
-
-# The rows as one JSON document: a text[] of JSON strings costs the driver an escaping
-# pass per element (measured: 2.2 s of a 20,000-reader plan).
-_PG_INSERT_VARIANTS = text(
-    "INSERT INTO variants (key, edition_id, format, selection, created_at)"
-    " SELECT v->>0, :edition_id, v->>1, v->2, :now"
-    " FROM json_array_elements(CAST(:rows AS json)) AS v"
-    " ON CONFLICT (key) DO NOTHING"
-)
-
-
-def _insert_rows(
-    session: Session,
-    planner: _Planner,
-    values: list[tuple[int, str]],
-    *,
-    edition_id: int,
-    now: dt.datetime,
-) -> list[tuple[int, str]]:
-    """Insert (subscriber, variant) rows; returns (delivery id, variant key) of new ones."""
-    postgres = session.get_bind().dialect.name == "postgresql"
-    insert = postgresql.insert if postgres else sqlite.insert
-    if planner.new_variants:
-        if postgres:  # one statement over arrays, as for deliveries below
-            new = [[v["key"], v["format"], v["selection"]] for v in planner.new_variants]
-            session.execute(
-                _PG_INSERT_VARIANTS,
-                {"rows": json.dumps(new), "edition_id": edition_id, "now": now},
-            )
-        else:
-            session.execute(
-                insert(Variant).on_conflict_do_nothing(index_elements=["key"]),
-                planner.new_variants,
-            )
-        planner.inserted()
-    if not values:
-        return []
-    if postgres:
-        # One statement over two arrays: ~20x faster than an executemany at a million rows.
-        rows = session.execute(
-            _PG_INSERT_DELIVERIES,
-            {
-                "edition_id": edition_id,
-                "now": now,
-                "sids": [sid for sid, _ in values],
-                "keys": [key for _, key in values],
-            },
-        )
-        return [(row_id, key) for row_id, key in type_cast(Iterable[tuple[int, str]], rows)]
-    # executemany form: SQLAlchemy's insertmanyvalues splits it under SQLite's
-    # bind-parameter limit and still returns the new ids.
-    stmt = (
-        insert(Delivery)
-        .on_conflict_do_nothing(index_elements=["subscriber_id", "edition_id"])
-        .returning(Delivery.id, Delivery.variant_key)
-    )
-    params = [
-        {
-            "subscriber_id": sid,
-            "edition_id": edition_id,
-            "variant_key": key,
-            "status": DeliveryStatus.PENDING.value,
-            "attempts": 0,
-            "created_at": now,
-            "dispatched_at": now,
-        }
-        for sid, key in values
-    ]
-    return [(row_id, key) for row_id, key in session.execute(stmt, params)]
-
-
-def redispatch_due(
-    session: Session,
-    *,
-    now: dt.datetime,
-    batch_size: int,
-    publish: Publish,
-    stale_after: dt.timedelta = dt.timedelta(minutes=15),
-    limit: int = 50_000,
-) -> int:
-    """Publish rows that need a (new) send task: retries now due, expired leases, lost tasks.
-
-    ``dispatched_at`` marks rows already handed to a queued task, so a sweep
-    does not queue them twice; a task lost with its broker is re-queued once the
-    mark goes stale. Claims still guard against any double send.
-    """
-    retryable = and_(
-        Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.RETRY]),
-        or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-        or_(Delivery.dispatched_at.is_(None), Delivery.dispatched_at < now - stale_after),
-    )
-    abandoned = and_(
-        Delivery.status == DeliveryStatus.SENDING,
-        Delivery.lease_until < now,
-        or_(Delivery.dispatched_at.is_(None), Delivery.dispatched_at < now - stale_after),
-    )
-    ids = sorted(
-        session.scalars(
-            select(Delivery.id).where(or_(retryable, abandoned)).order_by(Delivery.id).limit(limit)
-        )
-    )
-    for start in range(0, len(ids), 1000):
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(ids[start : start + 1000]))
-            .values(dispatched_at=now)
-            .execution_options(synchronize_session=False)
-        )
-    session.commit()
-    for start in range(0, len(ids), batch_size):
-        publish(ids[start : start + batch_size])
-    return len(ids)

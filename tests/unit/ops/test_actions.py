@@ -28,7 +28,7 @@ from papermail.ops.control import sending_paused
 from papermail.ops.jobs import recorded
 from papermail.ops.monitoring import BeatStatus, QueueDepth, Snapshot, StageRun
 from papermail.ops.sources import SourceHealth
-from papermail.pipeline.planning import redispatch_due
+from papermail.pipeline.redispatch import redispatch_due
 from tests.conftest import FIXED_NOW
 from tests.support.ledger import seed_delivery, seed_edition, seed_funnel, seed_subscriber
 

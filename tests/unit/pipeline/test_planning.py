@@ -28,8 +28,8 @@ from papermail.pipeline.planning import (
     last_send_slot,
     plan_edition,
     reader_selection,
-    redispatch_due,
 )
+from papermail.pipeline.redispatch import redispatch_due
 from papermail.sources.hf import load_sample
 from tests.conftest import FIXED_NOW
 

@@ -94,3 +94,25 @@ def test_readers_rows_come_in_subscriber_order() -> None:
 def test_too_few_papers_to_rate_is_an_error_not_a_short_history() -> None:
     with pytest.raises(ValueError, match="fewer than 12 marks"):
         list(feedback_rows(READERS, papers=PAPERS[:5], seed=7, until=UNTIL))
+
+
+def test_marked_papers_are_earlier_ones_outside_the_editions_window() -> None:
+    # A marked paper is never picked again, so marks on the edition's own papers would
+    # shrink every reader's pool; readers mark what earlier emails sent them.
+    from papermail.models import EditionKind
+    from papermail.pipeline.editions import WINDOW
+    from papermail.sources.hf import SAMPLE_DAY, load_sample
+    from papermail_dev.bench.scratch import earlier_papers
+
+    sample = load_sample()
+    earlier = earlier_papers(sample)
+    assert len(earlier.papers) == len(sample.papers)
+    assert not {p.id for p in earlier.papers} & {p.id for p in sample.papers}
+    assert [p.title for p in earlier.papers] == [p.title for p in sample.papers]
+    window_starts = (
+        dt.datetime.combine(SAMPLE_DAY, dt.time(), tzinfo=dt.UTC) - WINDOW[EditionKind.DAILY]
+    )
+    assert all(
+        p.submitted_on_daily_at is not None and p.submitted_on_daily_at < window_starts
+        for p in earlier.papers
+    )

@@ -20,6 +20,7 @@ from papermail import stages
 from papermail.config import Settings
 from papermail.dbadmin import upgrade
 from papermail.models import EditionKind
+from papermail.sources.base import FetchResult
 from papermail.sources.hf import SAMPLE_DAY, load_sample
 from papermail.wiring import Wiring
 from papermail_dev.bench.sink_process import SinkProcess
@@ -297,6 +298,26 @@ def prepare(
     ).edition_id
 
 
+EARLIER = dt.timedelta(days=14)
+SAMPLE_MIDNIGHT = dt.datetime.combine(SAMPLE_DAY, dt.time(), tzinfo=dt.UTC)
+
+
+def earlier_papers(sample: FetchResult) -> FetchResult:
+    """The sample's papers as if featured two weeks earlier, under ids of their own
+    (2610.xxxxx): what readers marked in earlier emails, outside today's pool."""
+    papers = [
+        paper.model_copy(
+            update={
+                "id": f"2610.{n:05d}",
+                "submitted_on_daily_at": (paper.submitted_on_daily_at or SAMPLE_MIDNIGHT) - EARLIER,
+                "published_at": None,
+            }
+        )
+        for n, paper in enumerate(sample.papers, 1)
+    ]
+    return FetchResult(papers=papers, rejected=[], pages=1)
+
+
 def prepare_run(
     settings: Settings, *, subscribers: int, seed: int, feedback_histories: bool = False
 ) -> Prepared:
@@ -311,10 +332,15 @@ def prepare_run(
         now = dt.datetime.now(dt.UTC)
         marks = 0
         if feedback_histories:
+            # Readers mark papers earlier emails sent them: never the edition's own (a
+            # marked paper is never picked again). So the marks are on earlier papers,
+            # the sample's texts under other ids, two weeks before the edition's window.
+            earlier = earlier_papers(sample)
+            stages.store_papers(w, result=earlier, source="bench: earlier papers")
             # Readers who joined before the history that follows.
             joined = now - dt.timedelta(days=HISTORY_DAYS + 1)
             seed_subscribers(url, count=subscribers, seed=seed, weights=True, now=joined)
-            papers = [paper.id for paper in sample.papers]
+            papers = [paper.id for paper in earlier.papers]
             marks = seed_feedback(url, papers=papers, seed=seed, until=now)
         else:
             seed_subscribers(url, count=subscribers, seed=seed)
