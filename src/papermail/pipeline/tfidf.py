@@ -29,6 +29,7 @@ from papermail.pipeline.relevance import (
 )
 
 GRAM_LIMIT = 3_000  # pools up to this size keep their pairwise similarities dense
+OUTSIDE_LIMIT = 3_000  # rated papers from outside the pool whose dots are kept (72 MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class TfidfScorer:
         self._topics: dict[str, _Topic] = {}
         self._papers: dict[str, tuple[sparse.csr_matrix, Vector]] = {}
         self._gram: Vector | None = None  # the pool's pairwise similarities, when small
+        self._outside = _OutsideGram()
 
     def fit(self, papers: Sequence[Paper]) -> None:
         self._vectorizer = TfidfVectorizer(
@@ -86,6 +88,7 @@ class TfidfScorer:
         self._negative_rows = np.sort(rng.permutation(n)[: min(self.negatives, n)])
         self._topics = {}
         self._papers = {}
+        self._outside = _OutsideGram()
         # Dense pool-by-pool cosines (at most GRAM_LIMIT² floats: 72 MB at 3,000): a pool
         # paper's similarity column is a row of it, and a centroid's length a block sum,
         # so a reader with feedback costs no sparse matrix work at all.
@@ -205,18 +208,23 @@ class TfidfScorer:
         """|sum of the papers' vectors|, from cached dot products where there are some."""
         rows = [self._rows.get(p.paper_id) for p in papers]
         inside = [r for r in rows if r is not None]
-        outside = [c for r, c in zip(rows, cached, strict=True) if r is None]
+        outside = [(p, c) for p, r, c in zip(papers, rows, cached, strict=True) if r is None]
         if self._gram is None:
             stacked = sparse.vstack([v for v, _s in cached]).tocsr()
             return float(np.sqrt(max((stacked @ stacked.T).sum(), 0.0)))
         # |a + b|² = a·a + 2 a·b + b·b: pool papers from the Gram matrix, a pool paper with
-        # an outside one from the outside one's cached similarity column.
+        # an outside one from the outside one's cached similarity column, two outside
+        # ones (papers of earlier editions, what readers usually marked) from their own.
         square = float(self._gram[inside][:, inside].sum()) if inside else 0.0
-        for _vector, sims in outside:
+        for _paper, (_vector, sims) in outside:
             square += 2.0 * float(sims[inside].sum()) if inside else 0.0
         if outside:
-            stacked = sparse.vstack([v for v, _s in outside]).tocsr()
-            square += float((stacked @ stacked.T).sum())
+            at = self._outside.rows([(p.paper_id, v) for p, (v, _s) in outside])
+            if at is not None:
+                square += float(self._outside.gram[at][:, at].sum())
+            else:
+                stacked = sparse.vstack([v for _p, (v, _s) in outside]).tocsr()
+                square += float((stacked @ stacked.T).sum())
         return float(np.sqrt(max(square, 0.0)))
 
     def _svm(
@@ -262,6 +270,46 @@ class TfidfScorer:
         model.fit(rows, labels, sample_weight=weights)
         coef: Vector = np.asarray(model.coef_, dtype=np.float64).ravel()
         return np.asarray(self._matrix @ coef).ravel() + float(model.intercept_[0])
+
+
+class _OutsideGram:
+    """Pairwise dot products of rated papers from outside the pool, each pair computed once.
+
+    Readers mostly mark papers of earlier editions, so their profiles' lengths need the
+    dots among those; this grows as readers bring new ones (capacity doubling), up to
+    ``limit`` papers (then callers fall back to sparse products).
+    """
+
+    def __init__(self, limit: int = OUTSIDE_LIMIT) -> None:
+        self.limit = limit
+        self.index: dict[str, int] = {}
+        self.matrix: sparse.csr_matrix | None = None
+        self.gram: Vector = np.zeros((0, 0))
+
+    def rows(self, papers: Sequence[tuple[str, sparse.csr_matrix]]) -> list[int] | None:
+        found = []
+        for paper_id, vector in papers:
+            at = self.index.get(paper_id)
+            if at is None:
+                if len(self.index) >= self.limit:
+                    return None
+                at = self._add(paper_id, vector)
+            found.append(at)
+        return found
+
+    def _add(self, paper_id: str, vector: sparse.csr_matrix) -> int:
+        n = len(self.index)
+        if n == self.gram.shape[0]:
+            grown = np.zeros((max(16, 2 * n), max(16, 2 * n)))
+            grown[:n, :n] = self.gram[:n, :n]
+            self.gram = grown
+        stacked = vector if self.matrix is None else sparse.vstack([self.matrix, vector]).tocsr()
+        dots = np.asarray((stacked @ vector.T).toarray()).ravel()  # with every one, itself last
+        self.gram[n, : n + 1] = dots
+        self.gram[: n + 1, n] = dots
+        self.matrix = stacked
+        self.index[paper_id] = n
+        return n
 
 
 def _normalised(vector: sparse.csr_matrix) -> sparse.csr_matrix:

@@ -354,3 +354,21 @@ def test_a_topic_the_pool_never_mentions_changes_nothing() -> None:
     pool, scorer = fitted(make_pool())
     scores = scorer.score(ReaderProfile(topics=("astrophysics",))).scores
     assert not scores.any()
+
+
+@pytest.mark.parametrize("with_pool_papers", [False, True])
+def test_a_profile_from_cached_dot_products_is_the_one_sparse_algebra_gives(
+    with_pool_papers: bool,
+) -> None:
+    # The profile's length comes from cached dots (the pool's Gram matrix, and one grown
+    # for marked papers of earlier editions); the slow sparse path is the reference.
+    pool = make_pool(per_field=8, seed=3)
+    earlier = make_pool(per_field=4, seed=9)  # marked in earlier emails: outside the pool
+    liked = tuple(earlier[:5]) + (tuple(pool[:2]) if with_pool_papers else ())
+    reader = ReaderProfile(topics=("robot",), liked=liked, disliked=tuple(earlier[20:23]))
+    _pool, cached = fitted(pool, "profile")
+    cached.score(reader)  # the dots of these papers are computed once...
+    fast = cached.score(reader).scores  # ...and read back here
+    _pool, slow = fitted(pool, "profile")
+    slow._gram = None  # every length by sparse products, as before the caches
+    assert np.allclose(fast, slow.score(reader).scores)
