@@ -298,6 +298,7 @@ def test_send(subscriber: str, to: str, edition_id: int | None) -> None:
                 backend=w.backend,
                 list_name=w.settings.list_name,
                 default_max_papers=w.settings.default_max_papers,
+                sign=w.dkim,
                 edition_id=edition_id,
             )
     except InvalidEmail as exc:

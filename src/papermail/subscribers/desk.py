@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -450,14 +451,16 @@ def send_test(
     list_name: str,
     default_max_papers: int,
     edition_id: int | None = None,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> SentTest:
     """Send ``subscriber``'s next digest, as they would get it, to ``to``.
 
     Built by the preview path (pipeline/preview.py), subject prefixed "[test] ", sent on
     a connection of its own: no ledger row, and a bounce counts against nobody. The
     reader's own links (preferences, unsubscribe, feedback) are signed for nobody, since
-    the copy leaves their mailbox. Raises InvalidEmail (``to``), LookupError (no edition),
-    DeliveryError (the backend refused it); records an audit entry when it went.
+    the copy leaves their mailbox. ``sign``: DKIM, as every digest is signed. Raises
+    InvalidEmail (``to``), LookupError (no edition), DeliveryError (the backend refused
+    it); records an audit entry when it went.
     """
     address = normalize_email(to)
     preview = render_preview(
@@ -482,6 +485,8 @@ def send_test(
         date=now,
         reply_to=identity.reply_to,
     )
+    if sign is not None:
+        data = sign(data)
     message = OutgoingMessage(
         sender=identity.envelope_from, recipient=address, data=data, message_id=message_id
     )

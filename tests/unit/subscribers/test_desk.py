@@ -377,6 +377,24 @@ def test_a_test_send_is_their_digest_to_another_address_with_no_ledger_row(
     assert (entry.action, entry.actor, entry.detail["to"]) == ("test_send", "ops", sent.to)
 
 
+def test_a_test_send_is_signed_as_digests_are(
+    session: Session, env: jinja2.Environment, links: Links
+) -> None:
+    seed_papers_edition(session)
+    ada = seed_subscriber(session, email="ada@example.org")
+    backend = MemoryBackend()
+    signed: list[bytes] = []
+
+    def sign(data: bytes) -> bytes:
+        signed.append(data)
+        return b"DKIM-Signature: v=1; stand-in\r\n" + data
+
+    send(session, ada, env, links, backend, to="editor@example.net", sign=sign)
+
+    [message] = backend.outbox
+    assert message.data == b"DKIM-Signature: v=1; stand-in\r\n" + signed[0]
+
+
 def test_a_test_sends_links_do_not_act_on_the_reader(
     session: Session, env: jinja2.Environment, links: Links
 ) -> None:

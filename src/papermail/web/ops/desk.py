@@ -521,6 +521,7 @@ def test_send(
                 backend=w.backend,
                 list_name=w.settings.list_name,
                 default_max_papers=w.settings.default_max_papers,
+                sign=w.dkim,
                 edition_id=int(edition) if edition else None,
             )
         except InvalidEmail as exc:
