@@ -139,7 +139,7 @@ def _dsn_for(message: ReceivedMessage) -> bytes:
     """Postfix's DSN for ``message``: to its envelope sender, quoting its Message-ID."""
     original = email.message_from_bytes(message.data, policy=policy.default)
     token = message.mail_from.split("+", 1)[1].split("@", 1)[0]
-    raw = (FIXTURES / "bounces" / "postfix_hard.eml").read_bytes()
+    raw = (FIXTURES / "bounces" / "postfix_hard.mail").read_bytes()
     raw = raw.replace(b"bounces+VERP@", f"bounces+{token}@".encode())
     raw = raw.replace(b"<papermail.e1.d1@papers.example.org>", str(original["Message-ID"]).encode())
     return raw.replace(b"\n", b"\r\n")

@@ -109,4 +109,4 @@ def ada(session: Session) -> Delivery:
 
 
 def all_fixtures() -> list[Path]:
-    return sorted(BOUNCES.glob("*.eml"))
+    return sorted(BOUNCES.glob("*.mail"))

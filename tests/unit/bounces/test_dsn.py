@@ -17,16 +17,16 @@ HARD, SOFT, COMPLAINT = BounceKind.HARD, BounceKind.SOFT, BounceKind.COMPLAINT
 
 # fixture: (how it is read, kind, status, recipient, the original's Message-ID)
 EXPECTED = {
-    "postfix_hard.eml": ("dsn", HARD, "5.1.1", "ada@example.org", "d1"),
-    "postfix_soft.eml": ("dsn", SOFT, "4.4.1", "grace@example.net", "d2"),
-    "exim_hard.eml": ("heuristic", HARD, "5.1.1", "alan@example.net", "d3"),
-    "exim_soft.eml": ("heuristic", SOFT, "4.2.2", "alan@example.net", None),
-    "exchange_hard.eml": ("dsn", HARD, "5.1.10", "margaret@contoso.com", "d4"),
-    "exchange_soft.eml": ("dsn", SOFT, "4.4.7", "margaret@contoso.com", "d4"),
-    "gmail_hard.eml": ("dsn", HARD, "5.1.1", "marie@gmail.example", "d5"),
-    "gmail_soft.eml": ("dsn", SOFT, "4.2.2", "marie@gmail.example", "d5"),
-    "gmail_policy.eml": ("dsn", HARD, "5.7.1", "marie@gmail.example", "d5"),
-    "arf_complaint.eml": ("arf", COMPLAINT, None, "ada@example.org", "d1"),
+    "postfix_hard.mail": ("dsn", HARD, "5.1.1", "ada@example.org", "d1"),
+    "postfix_soft.mail": ("dsn", SOFT, "4.4.1", "grace@example.net", "d2"),
+    "exim_hard.mail": ("heuristic", HARD, "5.1.1", "alan@example.net", "d3"),
+    "exim_soft.mail": ("heuristic", SOFT, "4.2.2", "alan@example.net", None),
+    "exchange_hard.mail": ("dsn", HARD, "5.1.10", "margaret@contoso.com", "d4"),
+    "exchange_soft.mail": ("dsn", SOFT, "4.4.7", "margaret@contoso.com", "d4"),
+    "gmail_hard.mail": ("dsn", HARD, "5.1.1", "marie@gmail.example", "d5"),
+    "gmail_soft.mail": ("dsn", SOFT, "4.2.2", "marie@gmail.example", "d5"),
+    "gmail_policy.mail": ("dsn", HARD, "5.7.1", "marie@gmail.example", "d5"),
+    "arf_complaint.mail": ("arf", COMPLAINT, None, "ada@example.org", "d1"),
 }
 
 
@@ -45,11 +45,11 @@ def test_each_bounce_reads_as_its_kind_status_recipient_and_message(name: str) -
 
 
 def test_every_fixture_is_covered() -> None:
-    refused = {"arf_not_spam.eml", "malformed.eml", "huge.eml"}
+    refused = {"arf_not_spam.mail", "malformed.mail", "huge.mail"}
     assert {p.name for p in all_fixtures()} == set(EXPECTED) | refused
 
 
-@pytest.mark.parametrize("name", ["postfix_hard.eml", "exim_hard.eml", "gmail_soft.eml"])
+@pytest.mark.parametrize("name", ["postfix_hard.mail", "exim_hard.mail", "gmail_soft.mail"])
 def test_the_verp_address_a_bounce_came_to_is_offered_unverified(name: str) -> None:
     parsed = dsn.parse(fixture(name, token="d1-abc"), max_bytes=MIB)
 
@@ -59,14 +59,14 @@ def test_the_verp_address_a_bounce_came_to_is_offered_unverified(name: str) -> N
 def test_a_complaint_offers_the_originals_return_path() -> None:
     # A feedback loop mails its own address, not ours: the VERP address is in the
     # original's Return-Path and the report's Original-Mail-From.
-    parsed = dsn.parse(fixture("arf_complaint.eml", token="d1-abc"), max_bytes=MIB)
+    parsed = dsn.parse(fixture("arf_complaint.mail", token="d1-abc"), max_bytes=MIB)
 
     assert parsed.verp_addresses[0] == "fbl@papers.example.org"
     assert f"bounces+d1-abc@{BOUNCE_DOMAIN}" in parsed.verp_addresses
 
 
 def test_the_diagnostic_is_the_servers_words_without_the_type_prefix() -> None:
-    [report] = dsn.parse(fixture("postfix_hard.eml"), max_bytes=MIB).reports
+    [report] = dsn.parse(fixture("postfix_hard.mail"), max_bytes=MIB).reports
 
     assert report.diagnostic == (
         "550 5.1.1 <ada@example.org>: Recipient address rejected: User unknown in local "
@@ -76,16 +76,16 @@ def test_the_diagnostic_is_the_servers_words_without_the_type_prefix() -> None:
 
 def test_a_not_spam_feedback_report_is_no_complaint() -> None:
     with pytest.raises(Refused, match="not-spam"):
-        dsn.parse(fixture("arf_not_spam.eml"), max_bytes=MIB)
+        dsn.parse(fixture("arf_not_spam.mail"), max_bytes=MIB)
 
 
 def test_a_malformed_dsn_is_refused_with_a_reason() -> None:
     with pytest.raises(Refused, match="without a recipient block"):
-        dsn.parse(fixture("malformed.eml"), max_bytes=MIB)
+        dsn.parse(fixture("malformed.mail"), max_bytes=MIB)
 
 
 def test_a_huge_dsn_over_the_cap_is_not_even_parsed() -> None:
-    raw = fixture("huge.eml")
+    raw = fixture("huge.mail")
     assert len(raw) > 64 * 1024
 
     with pytest.raises(Refused, match="too large"):
@@ -94,7 +94,7 @@ def test_a_huge_dsn_over_the_cap_is_not_even_parsed() -> None:
 
 def test_a_huge_dsn_under_the_cap_is_read_within_bounds() -> None:
     started = time.perf_counter()
-    parsed = dsn.parse(fixture("huge.eml"), max_bytes=MIB)
+    parsed = dsn.parse(fixture("huge.mail"), max_bytes=MIB)
 
     assert time.perf_counter() - started < 2.0
     assert len(parsed.reports) == dsn.MAX_RECIPIENTS  # of 2,001 blocks
@@ -114,7 +114,7 @@ def test_a_message_that_is_no_bounce_is_refused() -> None:
 
 def test_a_dsn_reporting_only_deliveries_is_no_bounce() -> None:
     raw = (
-        fixture("postfix_hard.eml")
+        fixture("postfix_hard.mail")
         .replace(b"Action: failed", b"Action: delivered")
         .replace(b"Status: 5.1.1", b"Status: 2.0.0")
     )

@@ -184,7 +184,7 @@ def test_the_poll_stage_takes_bounces_from_the_configured_mailbox(
     Base.metadata.create_all(w.engine)
     with session_scope(w.sessions) as session:
         delivery = add_delivery(session, add_subscriber(session, "ada@example.org"))
-    raw = fixture("postfix_hard.eml", token=w.verp.token(delivery_id=delivery.id))
+    raw = fixture("postfix_hard.mail", token=w.verp.token(delivery_id=delivery.id))
     opened: list[MailboxConfig] = []
 
     def open_mailbox(config: MailboxConfig):  # type: ignore[no-untyped-def]

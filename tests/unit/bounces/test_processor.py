@@ -59,7 +59,7 @@ def test_a_hard_bounce_to_a_verp_address_suppresses_and_is_stored_linked(
     outcome = _take(
         session,
         intake,
-        fixture("postfix_hard.eml", token=token),
+        fixture("postfix_hard.mail", token=token),
         rcpt=verp.address(delivery_id=ada.id),
     )
 
@@ -80,7 +80,7 @@ def test_a_hard_bounce_to_a_verp_address_suppresses_and_is_stored_linked(
 def test_the_same_bounce_twice_is_stored_once_and_counted_once(
     session: Session, intake: Intake, verp: Verp, ada: Delivery
 ) -> None:
-    raw = fixture("gmail_policy.eml", token=verp.token(delivery_id=ada.id))
+    raw = fixture("gmail_policy.mail", token=verp.token(delivery_id=ada.id))
     rcpt = verp.address(delivery_id=ada.id)
 
     first = _take(session, intake, raw, rcpt=rcpt)
@@ -105,7 +105,7 @@ def test_a_bounce_to_a_bad_verp_address_changes_nothing(
 ) -> None:
     mac = verp.token(delivery_id=ada.id).split("-")[1]
 
-    outcome = _take(session, intake, fixture("postfix_hard.eml"), rcpt=rcpt.format(mac=mac))
+    outcome = _take(session, intake, fixture("postfix_hard.mail"), rcpt=rcpt.format(mac=mac))
 
     assert outcome.stored == 0 and len(outcome.refused) == 1
     assert _events(session) == []
@@ -115,7 +115,7 @@ def test_a_bounce_to_a_bad_verp_address_changes_nothing(
 def test_a_forged_token_in_a_polled_bounces_headers_changes_nothing(
     session: Session, intake: Intake, ada: Delivery
 ) -> None:
-    raw = fixture("postfix_hard.eml", token="d1-aaaaaaaaaaaaaaaa")
+    raw = fixture("postfix_hard.mail", token="d1-aaaaaaaaaaaaaaaa")
 
     outcome = _take(session, intake, raw, source=BounceSource.IMAP)
 
@@ -127,7 +127,7 @@ def test_without_verp_our_message_id_and_the_right_recipient_find_the_delivery(
     session: Session, intake: Intake, ada: Delivery
 ) -> None:
     # VERP off (or an MTA that dropped it): the DSN quotes the original's Message-ID.
-    raw = fixture("postfix_hard.eml", verp_to="digest@papers.example.org")
+    raw = fixture("postfix_hard.mail", verp_to="digest@papers.example.org")
 
     outcome = _take(session, intake, raw, source=BounceSource.IMAP)
 
@@ -140,7 +140,7 @@ def test_a_message_id_alone_does_not_name_another_readers_delivery(
     session: Session, intake: Intake, ada: Delivery
 ) -> None:
     # Message-IDs are no secret: a forged DSN naming ada's delivery but another recipient.
-    raw = fixture("postfix_hard.eml", verp_to="digest@papers.example.org").replace(
+    raw = fixture("postfix_hard.mail", verp_to="digest@papers.example.org").replace(
         b"ada@example.org", b"mallory@example.org"
     )
 
@@ -153,7 +153,7 @@ def test_a_message_id_alone_does_not_name_another_readers_delivery(
 def test_a_bounce_naming_nothing_of_ours_is_refused(
     session: Session, intake: Intake, ada: Delivery
 ) -> None:
-    raw = fixture("exim_soft.eml", verp_to="someone@elsewhere.example")  # no Message-ID either
+    raw = fixture("exim_soft.mail", verp_to="someone@elsewhere.example")  # no Message-ID either
 
     outcome = _take(session, intake, raw)
 
@@ -172,7 +172,7 @@ def test_a_policy_refusal_counts_toward_the_threshold_instead_of_suppressing(
         _take(
             session,
             intake,
-            fixture("gmail_policy.eml", token=token),
+            fixture("gmail_policy.mail", token=token),
             rcpt=verp.address(delivery_id=delivery.id),
         )
         statuses.append(_subscriber(session, "marie@gmail.example").status)
@@ -196,7 +196,7 @@ def test_soft_bounces_add_up_until_the_score_suppresses(
     for delivery, day in zip(deliveries, days, strict=True):
         at = dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC)
         token = verp.token(delivery_id=delivery.id)
-        raw = fixture("postfix_soft.eml", token=token).replace(b"d2@", f"d{delivery.id}@".encode())
+        raw = fixture("postfix_soft.mail", token=token).replace(b"d2@", f"d{delivery.id}@".encode())
         _take(session, intake, raw, rcpt=verp.address(delivery_id=delivery.id), now=at)
         seen.append(_subscriber(session, "grace@example.net").status)
 
@@ -216,7 +216,7 @@ def test_soft_bounces_far_apart_decay_and_never_suppress(
         delivery = add_delivery(session, grace, day=day)
         session.commit()
         at = dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC)
-        raw = fixture("postfix_soft.eml", token=verp.token(delivery_id=delivery.id)).replace(
+        raw = fixture("postfix_soft.mail", token=verp.token(delivery_id=delivery.id)).replace(
             b"d2@", f"d{delivery.id}@".encode()
         )
         _take(session, intake, raw, rcpt=verp.address(delivery_id=delivery.id), now=at)
@@ -235,7 +235,7 @@ def test_a_complaint_unsubscribes_suppresses_and_skips_what_is_queued(
     )
     session.commit()
     # From the feedback loop's mailbox: the VERP address is in the original's Return-Path.
-    raw = fixture("arf_complaint.eml", token=verp.token(delivery_id=ada.id))
+    raw = fixture("arf_complaint.mail", token=verp.token(delivery_id=ada.id))
 
     outcome = _take(session, intake, raw, source=BounceSource.IMAP)
 
@@ -260,7 +260,7 @@ def test_a_late_bounce_does_not_override_a_newer_unsubscribe(
     outcome = _take(
         session,
         intake,
-        fixture("postfix_hard.eml", token=verp.token(delivery_id=ada.id)),
+        fixture("postfix_hard.mail", token=verp.token(delivery_id=ada.id)),
         rcpt=verp.address(delivery_id=ada.id),
     )
 
@@ -278,7 +278,7 @@ def test_a_confirmations_bounce_names_its_subscriber_and_suppresses_the_signup(
     outcome = _take(
         session,
         intake,
-        fixture("postfix_hard.eml", token=rcpt.split("+")[1].split("@")[0]),
+        fixture("postfix_hard.mail", token=rcpt.split("+")[1].split("@")[0]),
         rcpt=rcpt,
     )
 
@@ -290,7 +290,9 @@ def test_a_confirmations_bounce_names_its_subscriber_and_suppresses_the_signup(
 def test_a_bounce_for_an_erased_delivery_is_refused(
     session: Session, intake: Intake, verp: Verp
 ) -> None:
-    outcome = _take(session, intake, fixture("postfix_hard.eml"), rcpt=verp.address(delivery_id=99))
+    outcome = _take(
+        session, intake, fixture("postfix_hard.mail"), rcpt=verp.address(delivery_id=99)
+    )
 
     assert outcome.refused == ["no delivery 99 (erased?)"]
 

@@ -88,7 +88,9 @@ def test_a_dsn_to_its_verp_address_is_taken_and_suppresses(
 
     with smtplib.SMTP(server.hostname, server.port, timeout=10) as client:
         refused = client.sendmail(
-            "", [f"bounces+{token}@{BOUNCE_DOMAIN}"], crlf(fixture("postfix_hard.eml", token=token))
+            "",
+            [f"bounces+{token}@{BOUNCE_DOMAIN}"],
+            crlf(fixture("postfix_hard.mail", token=token)),
         )
 
     assert refused == {}
@@ -158,7 +160,7 @@ def test_a_failing_processor_asks_the_sender_to_retry(
         smtplib.SMTP(server.hostname, server.port, timeout=10) as client,
         pytest.raises(smtplib.SMTPDataError) as refused,
     ):
-        client.sendmail("", [verp.address(delivery_id=1)], crlf(fixture("postfix_hard.eml")))
+        client.sendmail("", [verp.address(delivery_id=1)], crlf(fixture("postfix_hard.mail")))
 
     assert refused.value.smtp_code == 451
 
@@ -171,7 +173,7 @@ def test_lmtp_takes_one_recipient_a_transaction(
     first, second = verp.address(delivery_id=1), verp.address(delivery_id=2)
 
     with smtplib.LMTP(server.hostname, server.port, timeout=10) as client:
-        refused = client.sendmail("", [first, second], crlf(fixture("postfix_hard.eml")))
+        refused = client.sendmail("", [first, second], crlf(fixture("postfix_hard.mail")))
 
     assert set(refused) == {second}  # 452: "another transaction"
     assert [to for _raw, to in taken] == [first]
