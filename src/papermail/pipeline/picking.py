@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from papermail.pipeline import relevance
+from papermail.pipeline.blending import Trending
 from papermail.pipeline.pieces import Pick
 from papermail.pipeline.relevance import Pool, ReaderProfile, Scorer
 from papermail.pipeline.text import counted
@@ -46,7 +47,7 @@ class EditionPicker:
             scorer = TfidfScorer(method="profile")
         self.scorer = scorer
         self.scorer.fit(self.pool.papers)
-        self.trending = relevance.Trending.of([p.trending for p in self.papers])
+        self.trending = Trending.of([p.trending for p in self.papers])
         self._arxiv_only = [i for i, p in enumerate(self.papers) if p.arxiv_only]
 
     def pick(

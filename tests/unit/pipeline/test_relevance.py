@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from papermail.pipeline import relevance
+from papermail.pipeline import blending, relevance
 from papermail.pipeline.relevance import Paper, Pick, Pool, ReaderProfile, Scorer
 from papermail.pipeline.tfidf import TfidfScorer
 
@@ -249,10 +249,10 @@ def test_the_blend_at_zero_is_pure_trending_and_at_one_pure_relevance() -> None:
     trending = rng.random(40) * 50
     scores = rng.normal(size=40)
 
-    assert np.allclose(relevance.blend(trending, scores, 0.0), relevance.scaled(trending))
-    assert np.allclose(relevance.blend(trending, scores, 1.0), relevance.top_scaled(scores, 10))
+    assert np.allclose(blending.blend(trending, scores, 0.0), blending.scaled(trending))
+    assert np.allclose(blending.blend(trending, scores, 1.0), blending.top_scaled(scores, 10))
     with pytest.raises(ValueError):
-        relevance.blend(trending, scores, 1.5)
+        blending.blend(trending, scores, 1.5)
 
 
 def test_choose_at_zero_is_the_trending_list_and_at_one_the_relevance_order() -> None:
@@ -286,12 +286,12 @@ def test_halfway_a_paper_that_stands_out_in_trending_joins_the_readers_own() -> 
 
 
 def test_normalisations() -> None:
-    assert relevance.scaled(np.array([2.0, 4.0, 6.0])).tolist() == [0.0, 0.5, 1.0]
-    assert relevance.scaled(np.array([3.0, 3.0])).tolist() == [0.0, 0.0]
+    assert blending.scaled(np.array([2.0, 4.0, 6.0])).tolist() == [0.0, 0.5, 1.0]
+    assert blending.scaled(np.array([3.0, 3.0])).tolist() == [0.0, 0.0]
     # Median -> 0, the k-th best -> 1, clipped either side.
-    top = relevance.top_scaled(np.array([0.0, 1.0, 2.0, 3.0, 4.0, 9.0]), 2)
+    top = blending.top_scaled(np.array([0.0, 1.0, 2.0, 3.0, 4.0, 9.0]), 2)
     assert top.tolist() == pytest.approx([0.0, 0.0, 0.0, 0.333333, 1.0, 1.0], abs=1e-5)
-    assert relevance.top_scaled(np.zeros(5), 2).tolist() == [0.0] * 5
+    assert blending.top_scaled(np.zeros(5), 2).tolist() == [0.0] * 5
 
 
 # --- evidence, determinism, edges ---------------------------------------------------------
