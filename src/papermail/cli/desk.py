@@ -24,7 +24,7 @@ from papermail.clock import utcnow
 from papermail.db import session_scope
 from papermail.delivery.base import DeliveryError
 from papermail.models import Subscriber, SubscriberStatus
-from papermail.subscribers import desk, exports, imports
+from papermail.subscribers import desk, exports, imports, trial_send
 from papermail.subscribers.subscriptions import InvalidEmail
 from papermail.wiring import Wiring
 
@@ -128,8 +128,16 @@ def show(subscriber: str) -> None:
         console.print(deliveries)
         console.print(
             f"bounces counted: {found.bounces.count}; "
+            f"bounce and complaint events: {len(found.bounces.events)}; "
             f"digests that bounced: {len(found.bounces.deliveries)}"
         )
+        for bounce in found.bounces.events:
+            console.print(
+                plain(
+                    f"{when(bounce.received_at)}  {bounce.kind:9}  {bounce.source:8}  "
+                    f"{bounce.status or '-':7}  {cut(bounce.diagnostic or '', 60)}"
+                )
+            )
         for mark in found.feedback:
             console.print(plain(f"{when(mark.created_at)}  {mark.direction.value:4}  {mark.title}"))
 
@@ -286,7 +294,7 @@ def test_send(subscriber: str, to: str, edition_id: int | None) -> None:
     try:
         with session_scope(w.sessions) as session:
             found = _subscriber(session, subscriber)
-            sent = desk.send_test(
+            sent = trial_send.send_test(
                 session,
                 found,
                 to=to,

@@ -23,18 +23,15 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from papermail.delivery.base import MailBackend, OutgoingMessage
 from papermail.models import (
     AuditEntry,
+    BounceEvent,
     Delivery,
     DeliveryStatus,
     Edition,
@@ -42,12 +39,8 @@ from papermail.models import (
     SubscriberStatus,
 )
 from papermail.ops.monitoring import BOUNCE_PREFIX, SUPPRESSED_SKIP_REASON
-from papermail.pipeline.messages import build_message, random_message_id
-from papermail.pipeline.preview import render_preview
-from papermail.pipeline.variants import Identity
 from papermail.subscribers.feedback import Mark, marked
-from papermail.subscribers.subscriptions import find, normalize_email, skip_unsent
-from papermail.subscribers.tokens import Links
+from papermail.subscribers.subscriptions import find, skip_unsent
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +48,6 @@ PAGE_SIZE = 50
 DELIVERIES_SHOWN = 50
 MAX_QUERY = 320  # an address is at most this long: a longer search finds nothing anyway
 MAX_REASON = 500
-TEST_SUBJECT_PREFIX = "[test] "
 
 
 class Action(enum.StrEnum):
@@ -181,8 +173,21 @@ class DeliveryLine:
 
 
 @dataclass(frozen=True, slots=True)
+class BounceLine:
+    """One stored bounce or complaint event (text from the remote server: untrusted)."""
+
+    received_at: dt.datetime
+    kind: str  # hard | soft | complaint
+    source: str  # session | smtp | imap | pop3 | ses | postmark
+    status: str | None  # "5.1.1"
+    diagnostic: str | None
+    delivery_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Bounces:
     count: int  # subscribers.bounce_count: what the bounce policy has counted
+    events: tuple[BounceLine, ...]  # bounce and complaint events, newest first
     deliveries: tuple[DeliveryLine, ...]  # digests that failed with a bounce, newest first
 
 
@@ -254,6 +259,41 @@ def deliveries(
     session: Session, subscriber_id: int, *, limit: int = DELIVERIES_SHOWN
 ) -> tuple[DeliveryLine, ...]:
     """The subscriber's latest ledger rows, newest first."""
+    return _delivery_lines(session, Delivery.subscriber_id == subscriber_id, limit=limit)
+
+
+def bounces(session: Session, subscriber: Subscriber) -> Bounces:
+    """What is known about mail to this address bouncing: the count the bounce policy
+    keeps, every bounce and complaint event stored for it (bounces/events.py: DSNs,
+    webhooks, 5xx while sending), and the digests that failed with a bounce."""
+    events = session.scalars(
+        select(BounceEvent)
+        .where(BounceEvent.subscriber_id == subscriber.id)
+        .order_by(BounceEvent.received_at.desc(), BounceEvent.id.desc())
+        .limit(DELIVERIES_SHOWN)
+    )
+    failed = _delivery_lines(
+        session,
+        Delivery.subscriber_id == subscriber.id,
+        Delivery.status == DeliveryStatus.FAILED,
+        Delivery.last_error.startswith(BOUNCE_PREFIX, autoescape=True),
+        limit=DELIVERIES_SHOWN,
+    )
+    return Bounces(
+        count=subscriber.bounce_count,
+        events=tuple(
+            BounceLine(
+                e.received_at, e.kind.value, e.source.value, e.status, e.diagnostic, e.delivery_id
+            )
+            for e in events
+        ),
+        deliveries=failed,
+    )
+
+
+def _delivery_lines(
+    session: Session, *conditions: ColumnElement[bool], limit: int
+) -> tuple[DeliveryLine, ...]:
     rows = session.execute(
         select(
             Delivery.id,
@@ -267,7 +307,7 @@ def deliveries(
             Delivery.sent_at,
         )
         .join(Edition, Edition.id == Delivery.edition_id)
-        .where(Delivery.subscriber_id == subscriber_id)
+        .where(*conditions)
         .order_by(Delivery.created_at.desc(), Delivery.id.desc())
         .limit(limit)
     )
@@ -275,43 +315,6 @@ def deliveries(
         DeliveryLine(did, eid, day, kind.value, status, attempts, error, created, sent)
         for did, eid, day, kind, status, attempts, error, created, sent in rows
     )
-
-
-def bounces(session: Session, subscriber: Subscriber) -> Bounces:
-    """What is known about mail to this address bouncing.
-
-    TODO(bounce events, migration 0007): the bounce_events table (DSNs and complaints
-    as they arrive) is not there yet. When it lands, list this subscriber's events here
-    and show them beside these: this function is the one place the desk (web and CLI)
-    reads bounces from. Until then, the count the bounce policy keeps and the digests
-    that failed with a bounce are what there is.
-    """
-    rows = session.execute(
-        select(
-            Delivery.id,
-            Delivery.edition_id,
-            Edition.day,
-            Edition.kind,
-            Delivery.status,
-            Delivery.attempts,
-            Delivery.last_error,
-            Delivery.created_at,
-            Delivery.sent_at,
-        )
-        .join(Edition, Edition.id == Delivery.edition_id)
-        .where(
-            Delivery.subscriber_id == subscriber.id,
-            Delivery.status == DeliveryStatus.FAILED,
-            Delivery.last_error.startswith(BOUNCE_PREFIX, autoescape=True),
-        )
-        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
-        .limit(DELIVERIES_SHOWN)
-    )
-    lines = tuple(
-        DeliveryLine(did, eid, day, kind.value, status, attempts, error, created, sent)
-        for did, eid, day, kind, status, attempts, error, created, sent in rows
-    )
-    return Bounces(count=subscriber.bounce_count, deliveries=lines)
 
 
 # --- suppress and unsuppress ----------------------------------------------------------------
@@ -425,80 +428,3 @@ def status_before_suppression(session: Session, subscriber: Subscriber) -> Subsc
     if subscriber.confirmed_at is not None:
         return SubscriberStatus.ACTIVE
     return SubscriberStatus.PENDING
-
-
-# --- a test send ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SentTest:
-    to: str
-    subject: str
-    message_id: str
-
-
-def send_test(
-    session: Session,
-    subscriber: Subscriber,
-    *,
-    to: str,
-    actor: str,
-    now: dt.datetime,
-    env: jinja2.Environment,
-    links: Links,
-    identity: Identity,
-    backend: MailBackend,
-    list_name: str,
-    default_max_papers: int,
-    edition_id: int | None = None,
-    sign: Callable[[bytes], bytes] | None = None,
-) -> SentTest:
-    """Send ``subscriber``'s next digest, as they would get it, to ``to``.
-
-    Built by the preview path (pipeline/preview.py), subject prefixed "[test] ", sent on
-    a connection of its own: no ledger row, and a bounce counts against nobody. The
-    reader's own links (preferences, unsubscribe, feedback) are signed for nobody, since
-    the copy leaves their mailbox. ``sign``: DKIM, as every digest is signed. Raises
-    InvalidEmail (``to``), LookupError (no edition), DeliveryError (the backend refused
-    it); records an audit entry when it went.
-    """
-    address = normalize_email(to)
-    preview = render_preview(
-        session,
-        email=subscriber.email,
-        edition_id=edition_id,
-        env=env,
-        links=links,
-        list_name=list_name,
-        default_max_papers=default_max_papers,
-        personal_links=False,
-    )
-    subject = TEST_SUBJECT_PREFIX + preview.subject
-    message_id = random_message_id(identity.domain)
-    data = build_message(
-        sender=identity.mail_from,
-        to=address,
-        subject=subject,
-        text=preview.text,
-        html_body=preview.html,
-        message_id=message_id,
-        date=now,
-        reply_to=identity.reply_to,
-    )
-    if sign is not None:
-        data = sign(data)
-    message = OutgoingMessage(
-        sender=identity.envelope_from, recipient=address, data=data, message_id=message_id
-    )
-    with closing(backend.open()) as connection:
-        connection.send(message)
-    record(
-        session,
-        actor=actor,
-        action=Action.TEST_SEND,
-        now=now,
-        subscriber_id=subscriber.id,
-        detail={"to": address, "subject": subject[:200]},
-    )
-    session.flush()
-    return SentTest(to=address, subject=subject, message_id=message_id)

@@ -33,7 +33,7 @@ from papermail.models import (
 )
 from papermail.pipeline.rendering import make_environment
 from papermail.pipeline.variants import Identity
-from papermail.subscribers import desk
+from papermail.subscribers import desk, trial_send
 from papermail.subscribers.bounces import BouncePolicy
 from papermail.subscribers.confirmations import request_subscription, subscriber_for_token
 from papermail.subscribers.preferences import Preferences
@@ -299,6 +299,42 @@ def test_the_profile_shows_deliveries_bounces_and_feedback(session: Session) -> 
     assert found.unsuppress_to is None
 
 
+def test_the_profile_lists_the_stored_bounce_and_complaint_events_newest_first(
+    session: Session,
+) -> None:
+    from papermail.bounces import events
+    from papermail.models import BounceKind, BounceSource
+
+    ada = seed_subscriber(session, email="ada@example.org")
+    for n, (kind, source, status) in enumerate(
+        [
+            (BounceKind.SOFT, BounceSource.SMTP, "4.2.2"),
+            (BounceKind.COMPLAINT, BounceSource.POSTMARK, None),
+        ]
+    ):
+        events.store(
+            session,
+            kind=kind,
+            source=source,
+            subscriber_id=ada.id,
+            delivery_id=None,
+            recipient=ada.email,
+            status=status,
+            diagnostic="<b>mailbox full</b>" if status else None,
+            message=f"m{n}",
+            now=NOW + dt.timedelta(minutes=n),
+        )
+    session.flush()
+
+    found = desk.profile(session, ada).bounces
+
+    assert [(e.kind, e.source, e.status) for e in found.events] == [
+        ("complaint", "postmark", None),
+        ("soft", "smtp", "4.2.2"),
+    ]
+    assert found.events[1].diagnostic == "<b>mailbox full</b>"  # kept as data, escaped when shown
+
+
 def test_the_profile_lists_at_most_fifty_deliveries(session: Session) -> None:
     ada = seed_subscriber(session, email="ada@example.org")
     for n in range(desk.DELIVERIES_SHOWN + 3):
@@ -333,7 +369,7 @@ IDENTITY = Identity(
 
 
 def send(session: Session, subscriber: Subscriber, env, links, backend, **kw):  # type: ignore[no-untyped-def]
-    return desk.send_test(
+    return trial_send.send_test(
         session,
         subscriber,
         actor="ops",

@@ -554,3 +554,29 @@ def test_a_test_send_says_what_went_wrong(rt: Wiring, client: TestClient) -> Non
     )
     assert bad_address.status_code == 400 and "Send it to an email address" in bad_address.text
     assert audit(rt) == []
+
+
+def test_a_subscribers_page_lists_their_bounce_events_escaped(
+    rt: Wiring, client: TestClient
+) -> None:
+    from papermail.bounces import events
+    from papermail.db import session_scope
+    from papermail.models import BounceKind, BounceSource
+
+    sid = add(rt, "ada@example.org")
+    with session_scope(rt.sessions) as session:
+        events.store(
+            session,
+            kind=BounceKind.HARD,
+            source=BounceSource.SMTP,
+            subscriber_id=sid,
+            delivery_id=None,
+            recipient="ada@example.org",
+            status="5.1.1",
+            diagnostic=HOSTILE_REASON,
+            message="m1",
+            now=dt.datetime(2026, 11, 26, 7, tzinfo=dt.UTC),
+        )
+    page = client.get(f"/ops/subscribers/{sid}", auth=AUTH).text
+    assert 'id="bounce-events"' in page and "5.1.1" in page and ">hard<" in page
+    assert "<script>alert" not in page and "&lt;script&gt;alert(" in page

@@ -33,7 +33,7 @@ from papermail.db import session_scope
 from papermail.delivery.base import DeliveryError
 from papermail.models import Subscriber, SubscriberStatus
 from papermail.ops.throttle import FixedWindow
-from papermail.subscribers import desk, exports, imports
+from papermail.subscribers import desk, exports, imports, trial_send
 from papermail.subscribers.subscriptions import InvalidEmail
 from papermail.web import csrf
 from papermail.web.ops import auth
@@ -509,7 +509,7 @@ def test_send(
                 429,
             )
         try:
-            desk.send_test(
+            trial_send.send_test(
                 session,
                 subscriber,
                 to=to,
