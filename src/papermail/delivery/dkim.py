@@ -1,15 +1,17 @@
 """DKIM signing (RFC 6376, RFC 8463): a DKIM-Signature on every message papermail sends.
 
-dkimpy does the DKIM part: parsing the headers, relaxed canonicalization, choosing and
-hashing the signed headers, folding the DKIM-Signature field. Two things are done around
-it, because dkimpy alone costs ~9.5 ms a 78 KB digest (docs/operations.md, "DKIM"):
+The bytes are dkimpy's: its ``sign`` gives the same field for every message
+(tests/unit/delivery/test_dkim.py), but dkimpy alone costs ~9.5 ms a 78 KB digest
+(docs/operations.md, "DKIM"), so only its parser and body canonicalization are called,
+and only for messages off the fast path:
 
 * the private-key operation goes to OpenSSL (``cryptography``): dkimpy's RSA is pure
   Python, 7 ms a signature against 0.25 ms;
-* the body is canonicalized by dkimpy's own steps minus the two that provably do
-  nothing to a body with no tab and no space before a line break (digests indent with
-  spaces, never tabs); any other body, or a message with a bare LF, takes dkimpy's full
-  path. dkimpy's ``sign`` gives the same bytes (tests/unit/delivery/test_dkim.py).
+* a message whose lines all end in CRLF, with no tab and no space before a line break in
+  its body (digests indent with spaces, never tabs), is parsed with one regex and its
+  body canonicalized with numpy; any other takes dkimpy's full path;
+* the signed headers are canonicalized and hashed directly, and the DKIM-Signature field
+  is built and folded by a port of dkimpy's ``fold``, not by its generic helpers.
 
 Keys are PEM (PKCS#8 or PKCS#1; ``papermail dkim keygen`` writes PKCS#8), or an Ed25519
 seed in base64 as dkimpy's ``dknewkey`` writes it.
@@ -29,15 +31,11 @@ from typing import Literal
 
 import dkim
 import numpy as np
+import numpy.typing as npt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa, utils
-from dkim.canonicalization import (
-    CanonicalizationPolicy,
-    Relaxed,
-    correct_empty_body,
-    strip_trailing_lines,
-)
+from dkim.canonicalization import Relaxed, correct_empty_body, strip_trailing_lines
 
 Algorithm = Literal["rsa", "ed25519"]
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -61,13 +59,11 @@ SIGNED_HEADERS: tuple[str, ...] = (
 )
 RSA_BITS = 2048  # what keygen makes
 MIN_RSA_BITS = 1024  # RFC 8301: verifiers ignore signatures with shorter keys
-_CANONICALIZATION = b"relaxed/relaxed"
 _HEADER_NAME = b"DKIM-Signature"
 # A DNS name: labels of letters, digits and inner hyphens (underscores too, as in
 # subdomain selectors some providers hand out), at most 63 characters each.
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_SPACE_RUNS = re.compile(rb"  +")
 
 
 class DkimKeyError(ValueError):
@@ -136,6 +132,19 @@ def check_dns_name(value: str, what: str) -> str:
 
 # --- signing ----------------------------------------------------------------------------
 
+_FOLD_AT = 72  # dkimpy's fold: a line is cut at its last space within 72 columns
+_PLACEHOLDER = b"0" * 60  # what dkimpy's b= holds while it folds the field it hashes
+# A header field name (RFC 5322: printable ASCII but ":"), here also without ";" and "=",
+# which would end a tag or fake a b= tag inside h= (and break the shortcuts below).
+_SIGNABLE_NAME = re.compile(r"[\x21-\x39\x3c\x3e-\x7e]+")
+# One header field as dkimpy's parser reads it when every LF ends a CRLF: a name, a colon,
+# the rest of the line and any continuation lines (those starting with a tab or a space).
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+):([^\n]*\n(?:[\t ][^\n]*\n)*)")
+_WSP_RUNS = re.compile(rb"[\t ]+")
+_LF, _CR, _SP = 0x0A, 0x0D, 0x20
+
+_Fields = list[tuple[bytes, bytes]]  # (name, raw value with its CRLFs), in message order
+
 
 class DkimSigner:
     """Signs messages for one selector and domain; build it once a process, use it for all.
@@ -154,19 +163,30 @@ class DkimSigner:
         headers: Sequence[str] = SIGNED_HEADERS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if "from" not in (h.lower() for h in headers):
+        names = [h.lower() for h in headers]
+        if "from" not in names:
             raise ValueError("DKIM requires the From header to be signed")
+        for name in names:
+            if not _SIGNABLE_NAME.fullmatch(name):
+                raise ValueError(f"cannot sign a header named {name!r}")
         self.key = key
         self.algorithm: Algorithm = algorithm_of(key)
         self.selector = check_dns_name(selector, "the selector")
         self.domain = check_dns_name(domain, "the signing domain").lower()
-        self._a = b"rsa-sha256" if self.algorithm == "rsa" else b"ed25519-sha256"
-        self._s = self.selector.encode("ascii")
-        self._d = self.domain.encode("ascii")
-        self._names = tuple(dict.fromkeys(h.lower().encode("ascii") for h in headers))
+        a = "rsa-sha256" if self.algorithm == "rsa" else "ed25519-sha256"
+        # The tags before t= are the same in every signature (dkimpy's order and spelling).
+        self._tags_before_t = (
+            f"v=1; a={a}; c=relaxed/relaxed; d={self.domain}; i=@{self.domain}; "
+            f"q=dns/txt; s={self.selector}; t="
+        ).encode("ascii")
+        self._names = tuple(dict.fromkeys(name.encode("ascii") for name in names))
         self._name_set = frozenset(self._names)
-        self._policy = CanonicalizationPolicy.from_c_value(_CANONICALIZATION)
         self._clock = clock
+        # When every word of the tags (t=, bh= and b= are short) is shorter than a folded
+        # line (71 columns), dkimpy's fold only turns spaces into CRLF SP, which relaxed
+        # canonicalization turns back: the value it hashes is then the tags themselves.
+        words = [*self._tags_before_t.split(b" "), *(b"h=" + n + b";" for n in self._names)]
+        self._folds_at_spaces = max(map(len, words)) <= _FOLD_AT - 2
 
     def sign(self, message: bytes) -> bytes:
         """``message`` (RFC 5322, CRLF line ends) with its DKIM-Signature field first."""
@@ -175,49 +195,47 @@ class DkimSigner:
     __call__ = sign  # a signer is what sending takes: Callable[[bytes], bytes]
 
     def signature(self, message: bytes) -> bytes:
-        """The DKIM-Signature field for ``message``, folded and CRLF-terminated."""
-        headers, body = _parse(message)
-        include = self._include(headers)
-        signed = [field for field in headers if field[0].lower() in self._name_set]
-        fields = [
-            (b"v", b"1"),
-            (b"a", self._a),
-            (b"c", _CANONICALIZATION),
-            (b"d", self._d),
-            (b"i", b"@" + self._d),
-            (b"q", b"dns/txt"),
-            (b"s", self._s),
-            (b"t", str(int(self._clock())).encode("ascii")),
-            (b"h", b" : ".join(include)),
-            (b"bh", base64.b64encode(hashlib.sha256(body).digest())),
-            # A placeholder as long as a signature's first line: dkimpy folds b= onto a
-            # line of its own, so adding the signature refolds nothing before it.
-            (b"b", b"0" * 60),
-        ]
-        # As dkimpy's DomainSigner.gen_header, with the key operation in OpenSSL.
-        unsigned = dkim.fold(_join(fields), namelen=len(_HEADER_NAME), linesep=b"\r\n")
-        unsigned = dkim.RE_BTAG.sub(b"\\1", unsigned)
-        hasher = hashlib.sha256()
-        dkim.hash_headers(
-            hasher,
-            self._policy,
-            self._policy.canonicalize_headers(signed),  # only these are hashed
-            include,
-            (_HEADER_NAME, b" " + unsigned),
-            dict(fields),
-        )
-        fields[-1] = (b"b", base64.b64encode(self._sign_digest(hasher.digest())))
-        value = dkim.fold(_join(fields) + b"\r\n", namelen=len(_HEADER_NAME), linesep=b"\r\n")
-        return _HEADER_NAME + b": " + value
+        """The DKIM-Signature field for ``message``, folded and CRLF-terminated.
 
-    def _include(self, headers: list[list[bytes]]) -> list[bytes]:
-        counts: dict[bytes, int] = {}
-        for name, _value in headers:
+        dkimpy's ``sign`` (DomainSigner.sign, gen_header) byte for byte, with the key
+        operation in OpenSSL and its generic steps cut down to what these tags need.
+        """
+        fields, body = _parse(message)
+        include, signed_fields = self._select(fields)
+        tags = b"%b%d; h=%b; bh=%b; b=" % (
+            self._tags_before_t,
+            int(self._clock()),
+            b" : ".join(include),
+            base64.b64encode(hashlib.sha256(body).digest()),
+        )
+        hasher = hashlib.sha256(signed_fields)
+        hasher.update(b"dkim-signature:")
+        hasher.update(tags if self._folds_at_spaces else _relaxed_unsigned(tags))
+        signature = self._sign_digest(hasher.digest())
+        lines = _fold(tags + base64.b64encode(signature) + b"\r\n")
+        return _HEADER_NAME + b": " + b"\r\n ".join(lines)
+
+    def _select(self, fields: _Fields) -> tuple[list[bytes], bytes]:
+        """The h= names, and the signed fields in relaxed form as they are hashed.
+
+        As dkimpy: each name once per field plus once more (oversigned), and a name's
+        fields hashed last one first (RFC 6376 5.4.2).
+        """
+        found: dict[bytes, list[bytes]] = {}
+        for name, value in fields:
             lower = name.lower()
-            counts[lower] = counts.get(lower, 0) + 1
-        if not counts.get(b"from"):
+            if lower in self._name_set:
+                found.setdefault(lower, []).append(value)
+        if b"from" not in found:
             raise DkimError("a message without a From header cannot be DKIM-signed")
-        return [name for name in self._names for _ in range(counts.get(name, 0) + 1)]
+        include: list[bytes] = []
+        lines: list[bytes] = []
+        for name in self._names:
+            values = found.get(name, ())
+            include += [name] * (len(values) + 1)
+            for value in reversed(values):  # unfolded (a value has no LF but in CRLF), stripped
+                lines.append(b"%b:%b\r\n" % (name, value.replace(b"\r\n", b"").strip()))
+        return include, _compress_whitespace(b"".join(lines))
 
     def _sign_digest(self, digest: bytes) -> bytes:
         if isinstance(self.key, rsa.RSAPrivateKey):
@@ -225,48 +243,108 @@ class DkimSigner:
         return self.key.sign(digest)  # RFC 8463: Ed25519 over the SHA-256 of the headers
 
 
-def _join(fields: list[tuple[bytes, bytes]]) -> bytes:
-    return b"; ".join(b"=".join(field) for field in fields)
+def _compress_whitespace(lines: bytes) -> bytes:
+    """Runs of tabs and spaces made one space, the last step of the relaxed form (RFC 6376
+    3.4.2; stripping before it changes nothing): once for all lines and only if needed,
+    because ``re.sub`` costs ~0.4 us a match."""
+    if b"\t" in lines or b"  " in lines:
+        return _WSP_RUNS.sub(b" ", lines)
+    return lines
 
 
-def _parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
-    """dkimpy's header fields and relaxed-canonical body of ``message``.
+def _relaxed_unsigned(tags: bytes) -> bytes:
+    """The relaxed form of the value dkimpy hashes: ``tags`` and the placeholder folded,
+    the placeholder (a line's last word, as the fold leaves it) taken out by its RE_BTAG.
 
-    The fast path needs every LF to end a CRLF (then the first CRLF CRLF is where dkimpy's
-    parser ends the headers, and its LF-to-CRLF rewrite changes nothing), and a body with
-    no tab and no space before a CRLF (then dkimpy's "strip trailing whitespace" does
-    nothing and its "compress whitespace" is "compress runs of spaces"). Anything else
-    goes through dkimpy whole.
+    Unfolding keeps the SP that starts each line: where it replaced a space nothing has
+    changed; where the fold cut a word, the SP stays in what is hashed.
     """
+    unfolded = b" ".join(_fold(tags + _PLACEHOLDER))
+    return _WSP_RUNS.sub(b" ", unfolded[: -len(_PLACEHOLDER)]).strip()
+
+
+def _fold(text: bytes) -> list[bytes]:
+    """The lines of dkimpy's ``fold(text, namelen=len("DKIM-Signature"))``, which joins
+    them with CRLF SP.
+
+    A line ends at the last space within 72 columns (the first line shares them with the
+    field name, later ones with the SP that starts them), and that space is dropped; a
+    line with no space there is cut at the limit. ``text`` holds no CRLF SP (dkimpy would
+    keep everything before one as it is); papermail's tags never do.
+    """
+    width = _FOLD_AT - len(_HEADER_NAME)
+    if len(text) <= width or (text.endswith(b"\r\n") and len(text) <= width + 2):
+        return [text]
+    lines: list[bytes] = []
+    start = 0
+    while len(text) - start > width:
+        space = text.rfind(b" ", start, start + width)
+        if space < 0:
+            lines.append(text[start : start + width])
+            start += width
+        else:
+            lines.append(text[start:space])
+            start = space + 1
+        width = _FOLD_AT - 1
+    lines.append(text[start:])
+    return lines
+
+
+def _parse(message: bytes) -> tuple[_Fields, bytes]:
+    """The header fields and the relaxed-canonical body of ``message``, as dkimpy's: on
+    the fast path if ``_plain_body`` takes it, else with dkimpy's parser and steps whole."""
     end = message.find(b"\r\n\r\n")
-    if end > 0 and b"\t" not in message[end:] and _plain_lines(message, body_start=end + 4):
-        headers, _ = _parse_headers(message[: end + 2])
-        body = _SPACE_RUNS.sub(b" ", message[end + 4 :])
-        return headers, correct_empty_body(strip_trailing_lines(body))
-    headers, body = _parse_headers(message)
-    return headers, Relaxed.canonicalize_body(body)
+    body = _plain_body(message, end + 4) if end > 0 else None
+    if body is None:
+        fields, raw = _dkimpy_parse(message)
+        return fields, Relaxed.canonicalize_body(raw)
+    return _header_fields(message, end + 2), body
 
 
-def _plain_lines(message: bytes, *, body_start: int) -> bool:
-    """Every LF comes right after a CR, and no body line ends in a space before its CRLF.
+def _plain_body(message: bytes, start: int) -> bytes | None:
+    """The relaxed-canonical body ``message[start:]``, or None if dkimpy must make it.
 
-    numpy, because the two scans it replaces (``count(b"\\n") == count(b"\\r\\n")``,
-    ``b" \\r\\n" in body``) cost ~150 us on a 70 KB digest, a quarter of signing it.
+    With every LF ending a CRLF, the first CRLF CRLF is where dkimpy's parser ends the
+    headers and its LF-to-CRLF rewrite changes nothing; with no tab and no space before
+    a CRLF in the body, relaxed canonicalization is "make runs of spaces one space" (and
+    the trailing-empty-lines rule). numpy, because a scan with bytes or re methods costs
+    about what hashing the body does (~40 us for 55 KB).
     """
+    if message.find(b"\t", start) >= 0:
+        return None
     octets = np.frombuffer(message, dtype=np.uint8)
-    lf = np.flatnonzero(octets == 0x0A)
-    if not lf.size or lf[0] == 0 or not (octets[lf - 1] == 0x0D).all():
-        return False
-    in_body = lf[lf >= body_start + 2]  # a body line's LF, with room for "x\\r" before it
-    return not (octets[in_body - 2] == 0x20).any()
+    lf = np.flatnonzero(octets == _LF)
+    if lf[0] == 0 or (octets[lf - 1] != _CR).any():  # an LF with no CR before it
+        return None
+    if (octets[lf[lf >= start + 2] - 2] == _SP).any():  # a space before a body line's CRLF
+        return None
+    return correct_empty_body(strip_trailing_lines(_squeeze_spaces(octets[start:])))
 
 
-def _parse_headers(message: bytes) -> tuple[list[list[bytes]], bytes]:
+def _squeeze_spaces(text: npt.NDArray[np.uint8]) -> bytes:
+    """``text`` with each run of spaces made one space: ``re.sub(b"  +", b" ", text)`` at
+    half the cost (re tries a match at every space)."""
+    other = text != _SP
+    keep = np.ones_like(other)  # all but a space right after a space
+    np.logical_or(other[1:], other[:-1], out=keep[1:])
+    return text[keep].tobytes()
+
+
+def _header_fields(message: bytes, end: int) -> _Fields:
+    """dkimpy's header fields of ``message[:end]``, a header section of CRLF lines: one
+    regex pass if its fields cover it all, else (an mbox "From " line, ...) dkimpy's."""
+    fields: _Fields = _FIELD.findall(message, 0, end)
+    if sum(len(name) + 1 + len(value) for name, value in fields) == end:
+        return fields
+    return _dkimpy_parse(message[:end])[0]
+
+
+def _dkimpy_parse(message: bytes) -> tuple[_Fields, bytes]:
     try:
         headers, body = dkim.rfc822_parse(message)
     except (dkim.MessageFormatError, IndexError) as error:
         raise DkimError(f"cannot parse the message's headers: {error}") from None
-    return headers, body
+    return [(name, value) for name, value in headers], body
 
 
 # --- keys and DNS -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dkim.util import parse_tag_value
 
 from papermail.delivery import dkim as papermail_dkim
 from papermail.delivery.dkim import (
+    SIGNED_HEADERS,
     DkimError,
     DkimKeyError,
     DkimSigner,
@@ -174,7 +175,14 @@ def test_a_message_without_from_is_refused(key: PrivateKey) -> None:
 # --- the same bytes as dkimpy's own sign(), hostile messages included ----------------------
 
 
-def dkimpy_sign(key: PrivateKey, message: bytes, include: list[bytes]) -> bytes:
+def dkimpy_sign(
+    key: PrivateKey,
+    message: bytes,
+    include: list[bytes],
+    *,
+    selector: str = SELECTOR,
+    domain: str = DOMAIN,
+) -> bytes:
     if isinstance(key, rsa.RSAPrivateKey):
         secret, algorithm = private_key_pem(key), b"rsa-sha256"
     else:
@@ -186,8 +194,8 @@ def dkimpy_sign(key: PrivateKey, message: bytes, include: list[bytes]) -> bytes:
         secret, algorithm = base64.b64encode(raw), b"ed25519-sha256"
     return dkim.sign(
         message,
-        SELECTOR.encode(),
-        DOMAIN.encode(),
+        selector.encode(),
+        domain.encode(),
         secret,
         canonicalize=(b"relaxed", b"relaxed"),
         include_headers=include,
@@ -268,6 +276,88 @@ def test_a_real_digest_takes_the_fast_path(
     message = digest_like()
     assert b"    " in message  # indented, so whitespace is really compressed
     assert verifies(signer(key).sign(message), selector=SELECTOR, domain=DOMAIN, key=key)
+
+
+# Each branch around the fast path: (message, whether dkimpy's full canonicalization runs).
+ODD_MESSAGES = {
+    "a tab in the body": (b"From: a@b.example\r\n\r\n\tindented  text\r\n", True),
+    "a space before a CRLF": (b"From: a@b.example\r\n\r\nline  \r\nnext\r\n", True),
+    "a bare LF in the body": (b"From: a@b.example\r\n\r\none\ntwo  three\r\n", True),
+    "a bare LF in the headers": (b"From: a@b.example\nTo: c@d.example\r\n\r\nx  y\r\n", True),
+    "LF line ends": (b"From: a@b.example\nSubject:  hi\n\nbody  x\n\n", True),
+    "no blank line": (b"From: a@b.example", True),
+    "an mbox From line": (b"From a@b.example Mon Jan  1\r\nFrom: a@b.example\r\n\r\nx\r\n", False),
+    "a bare CR": (b"From: a@b.example\r\nSubject: a\rb \r\n\r\nx \ry  z\r\n", False),
+    "odd header whitespace": (
+        b"From:\r\n\tx@b.example  \r\n  (me)\r\nSubject:\x0b a \x0c\r\n\r\n  x  y\r\n\r\n\r\n",
+        False,
+    ),
+    "an empty body": (b"From: a@b.example\r\nTo: c@d.example\r\n\r\n", False),
+    "spaces only": (b"From: a@b.example\r\n\r\n    ", False),
+}
+
+
+@pytest.mark.parametrize(("message", "full"), ODD_MESSAGES.values(), ids=ODD_MESSAGES.keys())
+def test_odd_messages_are_signed_as_dkimpy_signs_them(
+    key: PrivateKey, message: bytes, full: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: NOW)
+    counting = CountingRelaxed()
+    monkeypatch.setattr(papermail_dkim, "Relaxed", counting)
+    ours = signer(key).signature(message)
+    assert counting.calls == full
+    assert ours == dkimpy_sign(key, message, signed_headers(ours + b"\r\n"))
+    assert verifies(ours + message, selector=SELECTOR, domain=DOMAIN, key=key)
+
+
+LONG_NAME = "x-" + "h" * 70  # longer than a folded line: the fold cuts it
+
+
+@pytest.mark.parametrize(
+    ("selector", "domain", "now", "headers"),
+    [
+        ("s" * 63, f"{'a' * 63}.{'b' * 63}.{'c' * 63}.example", NOW, SIGNED_HEADERS),
+        ("k", f"{'d' * 60}.{'e' * 6}", NOW, SIGNED_HEADERS),  # "i=@...;" fills a line
+        ("mail2026", DOMAIN, NOW, ("from", LONG_NAME, "subject")),
+        ("k", "x.io", 5.0, SIGNED_HEADERS),
+        ("mail2026", DOMAIN, 12_345_678_901.0, SIGNED_HEADERS),
+    ],
+)
+def test_the_field_folds_as_dkimpys_with_long_names_and_any_t(
+    key: PrivateKey,
+    selector: str,
+    domain: str,
+    now: float,
+    headers: tuple[str, ...],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: now)
+    message = f"{LONG_NAME}: v\r\n".encode() + digest_like()
+    s = DkimSigner(key, selector=selector, domain=domain, headers=headers, clock=lambda: now)
+    ours = s.signature(message)
+    # h= as written, a cut inside a name undone (signed_headers would keep the SP)
+    value = ours.split(b":", 1)[1].replace(b"\r\n ", b"")
+    include = [name.strip() for name in parse_tag_value(value.strip())[b"h"].split(b":")]
+    assert ours == dkimpy_sign(key, message, include, selector=selector, domain=domain)
+
+
+def test_fold_is_dkimpys_fold() -> None:
+    rng = random.Random(6376)
+    words = [b"a", b"xyz", b"=", b";", b"", b"0123456789" * 3, b"Zz" * 40]
+    for _ in range(3000):
+        separators = rng.choices([b" ", b"  ", b"; ", b" : "], k=rng.randrange(0, 40))
+        text = b"".join(rng.choice(words) + separator for separator in separators)
+        text += rng.choice([b"", b"x", b"\r\n"])
+        expected = dkim.fold(text, namelen=len(b"DKIM-Signature"), linesep=b"\r\n")
+        assert b"\r\n ".join(papermail_dkim._fold(text)) == expected, text
+
+
+@pytest.mark.parametrize("name", ["b=x", "x;y", "x y", "x:y", "", "subject\r\n"])
+def test_header_names_that_would_break_the_tag_list_are_refused(
+    rsa_key: PrivateKey, name: str
+) -> None:
+    with pytest.raises(ValueError, match="cannot sign a header"):
+        DkimSigner(rsa_key, selector=SELECTOR, domain=DOMAIN, headers=("from", name))
 
 
 # --- keys ----------------------------------------------------------------------------------
