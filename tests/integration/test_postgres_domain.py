@@ -4,6 +4,7 @@ database (its own insert path for planning, real concurrent claims, timestamptz)
 from __future__ import annotations
 
 import datetime as dt
+import random
 import threading
 from collections.abc import Iterator
 
@@ -16,11 +17,23 @@ from papermail.config import PROJECT_ROOT
 from papermail.db import make_engine, make_session_factory
 from papermail.dbadmin import alembic_config
 from papermail.delivery.memory import MemoryBackend
-from papermail.models import Delivery, DeliveryStatus, Edition, EditionKind, Paper, PaperSnapshot
+from papermail.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionKind,
+    Feedback,
+    FeedbackDirection,
+    Paper,
+    PaperSnapshot,
+    Subscriber,
+    Variant,
+)
+from papermail.pipeline import histories
 from papermail.pipeline.claims import claim
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
-from papermail.pipeline.planning import plan_edition
+from papermail.pipeline.planning import plan_edition, reader_selection
 from papermail.pipeline.ratelimit import Unlimited
 from papermail.pipeline.rendering import EditionStore, make_environment
 from papermail.pipeline.sending import SendPolicy, send_batch
@@ -331,3 +344,72 @@ def test_marks_survive_a_connection_that_forgot_its_prepared_statements(
     engine.dispose()
     assert len(backend.outbox) == 20
     assert statuses == {DeliveryStatus.SENT: 20, DeliveryStatus.PENDING: 10}
+
+
+def test_planning_with_feedback_picks_as_a_preview_does_and_publishes_committed_rows(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL's own paths: marks read as arrays (the last MAX_MARKS, oldest first),
+    # chunks written by a thread of their own while the next is picked. Each reader's
+    # planned selection must be what the one-reader path (previews, test sends) gives.
+    monkeypatch.setattr(histories, "MAX_MARKS", 4)
+    edition_id = _seed(sessions, readers=90)
+    rng = random.Random(5)
+    expected: dict[int, tuple[list[str], list[str]]] = {}
+    with sessions() as session:
+        papers = sorted(session.scalars(select(Paper.id)))
+        ids = sorted(session.scalars(select(Subscriber.id)))
+        for n, sid in enumerate(ids):
+            marks = [(pid, rng.random() < 0.7) for pid in rng.sample(papers, rng.randint(0, 9))]
+            for minute, (pid, up) in enumerate(marks):
+                session.add(
+                    Feedback(
+                        subscriber_id=sid,
+                        paper_id=pid,
+                        direction=FeedbackDirection.MORE if up else FeedbackDirection.LESS,
+                        created_at=NOW - dt.timedelta(hours=1) + dt.timedelta(minutes=minute),
+                    )
+                )
+            recent = marks[-4:]
+            expected[sid] = ([p for p, up in recent if up], [p for p, up in recent if not up])
+            session.get(Subscriber, sid).relevance_weight = (n % 5) / 4  # type: ignore[union-attr]
+        session.commit()
+
+        found = histories.reader_feedback(session, ids[0], ids[-1], papers={})
+        assert {
+            sid: ([p.paper_id for p in liked], [p.paper_id for p in disliked])
+            for sid, (liked, disliked) in found.items()
+        } == {sid: marks for sid, marks in expected.items() if marks != ([], [])}
+
+    committed: list[int] = []
+
+    def publish(batch: list[int]) -> None:
+        with sessions() as other:  # another connection sees every row a batch names
+            visible = other.scalar(select(func.count()).where(Delivery.id.in_(batch)))
+        assert visible == len(batch)
+        committed.extend(batch)
+
+    with sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        report = plan_edition(
+            session,
+            edition=edition,
+            now=NOW,
+            batch_size=7,
+            publish=publish,
+            due_only=False,
+            chunk_size=10,
+        )
+        assert report.planned == len(committed) == 90
+        assert report.variants > 30  # feedback and weights tell readers apart
+        planned = session.execute(
+            select(Delivery.subscriber_id, Variant.selection).join(
+                Variant, Variant.key == Delivery.variant_key
+            )
+        ).all()
+        for sid, selection in planned:
+            alone = reader_selection(session, edition=edition, subscriber_id=sid)
+            assert [tuple(pick) for pick in selection] == list(alone)
+            liked, disliked = expected[sid]
+            assert not {pid for pid, _why in alone} & {*liked, *disliked}

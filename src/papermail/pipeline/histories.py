@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from typing import cast as type_cast
 
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, cast, select, text
 from sqlalchemy.orm import Session, aliased
 
 from papermail.models import (
@@ -137,23 +137,50 @@ def reader_feedback(
     session: Session, first_id: int, last_id: int, *, papers: dict[str, relevance.Paper]
 ) -> dict[int, Rated]:
     """{subscriber: (liked, disliked)}, oldest first, for readers in an id range."""
-    rows = session.execute(
-        # The direction as text: an enum per row cost more than the query (150,000 rows).
+    marks = _marks(session, first_id, last_id)
+    _load_papers(session, {pid for found, _more in marks.values() for pid in found}, papers)
+    out: dict[int, Rated] = {}
+    for subscriber_id, (found, more) in marks.items():
+        liked: list[relevance.Paper] = []
+        disliked: list[relevance.Paper] = []
+        for pid, up in zip(found, more, strict=True):
+            if (paper := papers.get(pid)) is not None:
+                (liked if up else disliked).append(paper)
+        out[subscriber_id] = (tuple(liked), tuple(disliked))
+    return out
+
+
+_PG_MARKS = text(
+    # One row a reader, their marks as two arrays: 7.5 rows a reader cost the driver and
+    # the grouping in Python ~50 us a reader.
+    "SELECT subscriber_id,"
+    " array_agg(paper_id ORDER BY created_at, id),"
+    " array_agg(direction = 'more' ORDER BY created_at, id)"
+    " FROM feedback WHERE subscriber_id BETWEEN :first AND :last GROUP BY subscriber_id"
+)
+
+
+def _marks(
+    session: Session, first_id: int, last_id: int
+) -> dict[int, tuple[list[str], list[bool]]]:
+    """{subscriber: (papers, "more like this"?)}: their last MAX_MARKS marks, oldest first."""
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(_PG_MARKS, {"first": first_id, "last": last_id})
+        return {
+            sid: (list(found[-MAX_MARKS:]), list(more[-MAX_MARKS:]))
+            for sid, found, more in type_cast(Iterable[tuple[int, list[str], list[bool]]], rows)
+        }
+    marks: dict[int, tuple[list[str], list[bool]]] = {}
+    for subscriber_id, paper_id, direction in session.execute(
+        # The direction as text: an enum per row cost more than the query.
         select(Feedback.subscriber_id, Feedback.paper_id, cast(Feedback.direction, Text))
         .where(Feedback.subscriber_id.between(first_id, last_id))
         .order_by(Feedback.subscriber_id, Feedback.created_at, Feedback.id)
-    ).all()
-    marks: dict[int, list[tuple[str, bool]]] = {}  # (paper, "more like this"?)
-    for subscriber_id, paper_id, direction in rows:
-        marks.setdefault(subscriber_id, []).append((paper_id, direction == MORE))
-    recent = {sid: found[-MAX_MARKS:] for sid, found in marks.items()}
-    _load_papers(session, {pid for found in recent.values() for pid, _ in found}, papers)
-    out: dict[int, Rated] = {}
-    for subscriber_id, found in recent.items():
-        liked = tuple(papers[pid] for pid, more in found if more and pid in papers)
-        disliked = tuple(papers[pid] for pid, more in found if not more and pid in papers)
-        out[subscriber_id] = (liked, disliked)
-    return out
+    ):
+        found, more = marks.setdefault(subscriber_id, ([], []))
+        found.append(paper_id)
+        more.append(direction == MORE)
+    return {sid: (found[-MAX_MARKS:], more[-MAX_MARKS:]) for sid, (found, more) in marks.items()}
 
 
 def _load_papers(session: Session, ids: Iterable[str], cache: dict[str, relevance.Paper]) -> None:

@@ -9,15 +9,27 @@ their feedback from the database and hands them in.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from papermail.pipeline import relevance
+from papermail.pipeline import choosing, relevance
 from papermail.pipeline.blending import Trending
 from papermail.pipeline.pieces import Pick
 from papermail.pipeline.relevance import Pool, ReaderProfile, Scorer
 from papermail.pipeline.text import counted
+
+CACHE_LIMIT = 10_000  # distinct follows / category choices remembered per planning run
+BATCH_CELLS = 1 << 20  # readers × pool papers scored in one batch
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One reader's request: who they are, how many papers, what else rules papers out."""
+
+    reader: ReaderProfile
+    k: int
+    categories: tuple[str, ...] = ()  # arXiv categories they follow
+    seen: Collection[str] = ()  # papers other editions sent them
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,9 @@ class EditionPicker:
         self.scorer.fit(self.pool.papers)
         self.trending = Trending.of([p.trending for p in self.papers])
         self._arxiv_only = [i for i, p in enumerate(self.papers) if p.arxiv_only]
+        self._follows: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[int, str]] = {}
+        self._outside: dict[tuple[str, ...], list[int]] = {}  # by followed categories
+        self._trending_lines: dict[tuple[int, tuple[str, ...]], str] = {}
 
     def pick(
         self,
@@ -64,28 +79,94 @@ class EditionPicker:
         and not trending is a candidate only in one of them. ``seen``: papers already
         sent to this reader (by another edition), never sent again.
         """
-        if not self.papers or k <= 0:
-            return ()
-        blocked = set(seen)
-        wanted = set(categories)
-        for row in self._arxiv_only:
-            if not wanted.intersection(self.papers[row].categories):
-                blocked.add(self.pool.ids[row])
-        picks = relevance.choose(
-            self.pool, self.scorer.score(reader), self.trending, reader, k=k, exclude=blocked
-        )
-        # Interned: a chunk's thousands of selections repeat the same few hundred lines.
-        return tuple((p.paper_id, sys.intern(self._reason(p, wanted))) for p in picks)
+        return self.pick_many([Ask(reader, k, tuple(categories), seen)])[0]
 
-    def _reason(self, pick: relevance.Pick, categories: set[str]) -> str:
-        row = self.pool.row(pick.paper_id)
-        assert row is not None  # choose picks from the pool
+    def pick_many(self, asks: Sequence[Ask]) -> list[tuple[Pick, ...]]:
+        """Many readers' papers at once (``pick`` for each, as matrix operations)."""
+        if not self.papers:
+            return [() for _ in asks]
+        # A batch's matrices are (readers × pool) floats; ~1M cells (8 MB) each keeps a
+        # planner's memory flat while the per-call overhead is spread over many readers.
+        size = max(1, BATCH_CELLS // len(self.papers))
+        if len(asks) > size:
+            return [
+                picks
+                for start in range(0, len(asks), size)
+                for picks in self.pick_many(asks[start : start + size])
+            ]
+        relevances = self.scorer.score_many([ask.reader for ask in asks])
+        readers = [
+            choosing.Reader(
+                weight=ask.reader.weight,
+                k=ask.k,
+                followed=self._followed(ask.reader),
+                blocked=self._blocked(ask),
+            )
+            for ask in asks
+        ]
+        chosen = choosing.choose_many(
+            relevances,
+            self.trending,
+            readers,
+            ids=self.pool.ids,
+            says=self.pool.says,
+            decorate=lambda i, row, line: self._trending_line(row, asks[i].categories, line),
+        )
+        papers = [self.pool.ids[row] for row in chosen.rows]
+        return [
+            tuple(zip(papers[chosen.of(i)], chosen.reasons[chosen.of(i)], strict=True))
+            for i in range(len(asks))
+        ]
+
+    def _followed(self, reader: ReaderProfile) -> dict[int, str]:
+        key = (reader.follow_organizations, reader.follow_authors)
+        if not key[0] and not key[1]:
+            return {}
+        if (found := self._follows.get(key)) is None:
+            if len(self._follows) >= CACHE_LIMIT:  # typed by readers: bound what is kept
+                self._follows.clear()
+            found = self._follows[key] = self.pool.followed(reader)
+        return found
+
+    def _blocked(self, ask: Ask) -> list[int]:
+        """Muted, marked, already sent, and new-on-arXiv outside the reader's categories."""
+        rows = list(self.pool.blocked(ask.reader)) if _mutes_or_marks(ask.reader) else []
+        rows += [r for pid in ask.seen if (r := self.pool.row(pid)) is not None]
+        if self._arxiv_only:
+            if (outside := self._outside.get(ask.categories)) is None:
+                if len(self._outside) >= CACHE_LIMIT:
+                    self._outside.clear()
+                wanted = set(ask.categories)
+                outside = self._outside[ask.categories] = [
+                    row
+                    for row in self._arxiv_only
+                    if not wanted.intersection(self.papers[row].categories)
+                ]
+            rows += outside
+        return rows
+
+    def _trending_line(self, row: int, categories: tuple[str, ...], line: str) -> str:
+        """A trending pick's why-line, with what choosing cannot know: the source and the
+        votes. Cached, so a chunk's selections share a few hundred strings."""
         paper = self.papers[row]
-        if pick.evidence != "trending":
-            return pick.reason
-        if paper.arxiv_only:
-            shared = [c for c in paper.categories if c in categories]
-            return f"New on arXiv in {shared[0]}, which you follow" if shared else "New on arXiv"
-        if paper.upvotes:
-            return f"{pick.reason} · {counted(paper.upvotes, 'upvote')}"
-        return pick.reason
+        key = (row, categories if paper.arxiv_only else ())
+        if (found := self._trending_lines.get(key)) is None:
+            if len(self._trending_lines) >= CACHE_LIMIT:
+                self._trending_lines.clear()
+            if paper.arxiv_only:
+                shared = [c for c in paper.categories if c in categories]
+                found = (
+                    f"New on arXiv in {shared[0]}, which you follow" if shared else "New on arXiv"
+                )
+            elif paper.upvotes:
+                found = f"{line} · {counted(paper.upvotes, 'upvote')}"
+            else:
+                found = line
+            self._trending_lines[key] = found
+        return found
+
+
+def _mutes_or_marks(reader: ReaderProfile) -> bool:
+    return bool(
+        reader.muted_authors or reader.muted_organizations or reader.liked or reader.disliked
+    )

@@ -1,7 +1,8 @@
 """Writing a planned chunk: its new variants and delivery rows, then its send batches.
 
-Bulk statements, one per chunk on PostgreSQL (arrays and one JSON document), and the
-statistics refresh that keeps each send batch's claim on the primary key.
+Bulk statements, one per chunk on PostgreSQL (arrays and one JSON document), written
+by ``ChunkWriter`` while the planner picks the next chunk, and the statistics refresh
+that keeps each send batch's claim on the primary key.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
 from typing import cast as type_cast
 
 from sqlalchemy import text
@@ -120,3 +123,64 @@ def insert_rows(
         for sid, key in values
     ]
     return [(row_id, key) for row_id, key in session.execute(stmt, params)]
+
+
+Created = list[tuple[int, str]]  # (delivery id, variant key) of the rows a chunk inserted
+
+
+class ChunkWriter:
+    """Writes each planned chunk and commits it, on a connection of its own in a thread of
+    its own on PostgreSQL, so the database inserts one chunk while the planner picks the
+    next (measured: about half of a 100k plan's time was spent waiting on the inserts).
+    SQLite writes inline, on the planner's session.
+
+    ``submit`` returns a future of the chunk's created rows; they are committed when it is
+    done, and the caller publishes them (from its own thread: the broker's connection is
+    not shared). Use as a context manager: leaving waits for the chunk in flight.
+    """
+
+    def __init__(self, session: Session, *, edition_id: int, now: dt.datetime) -> None:
+        bind = session.get_bind()
+        self.edition_id, self.now = edition_id, now
+        self._concurrent = bind.dialect.name == "postgresql"
+        self._session = Session(bind=bind) if self._concurrent else session
+        self._thread = ThreadPoolExecutor(1, "plan-writer") if self._concurrent else None
+        self._planned = 0
+        self._analyze_at = 1  # rows written; then every doubling (see refresh_statistics)
+
+    def submit(
+        self, new_variants: list[dict[str, object]], values: list[tuple[int, str]]
+    ) -> Future[Created]:
+        if self._thread is not None:
+            return self._thread.submit(self._write, new_variants, values)
+        done: Future[Created] = Future()
+        done.set_result(self._write(new_variants, values))
+        return done
+
+    def _write(
+        self, new_variants: list[dict[str, object]], values: list[tuple[int, str]]
+    ) -> Created:
+        created = insert_rows(
+            self._session, new_variants, values, edition_id=self.edition_id, now=self.now
+        )
+        self._session.commit()
+        self._planned += len(created)
+        if created and self._planned >= self._analyze_at:
+            refresh_statistics(self._session)
+            self._analyze_at = 2 * self._planned
+        return created
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            if kind is not None:
+                self._session.rollback()
+            self._session.close()

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
 
-from papermail.pipeline.blending import DEFAULT_WEIGHT, Trending, Vector, top_scaled
+from papermail.pipeline import choosing
+from papermail.pipeline.blending import DEFAULT_WEIGHT, Trending, Vector
 
 EXPANSION_DOCS = 10  # pool papers folded into a topic's pseudo-document
 EXPANSION_WEIGHT = 0.5  # their centroid's weight beside the topic's own words
@@ -95,14 +96,17 @@ class Relevance:
 
 
 class Scorer(Protocol):
-    """Fit once per pool (an edition's papers), then score the pool for any reader."""
+    """Fit once per pool (an edition's papers), then score the pool for any readers:
+    ``score_many`` for a batch (planning), ``score`` for one (a batch of one)."""
 
     def fit(self, papers: Sequence[Paper]) -> None: ...
 
     def score(self, reader: ReaderProfile) -> Relevance: ...
 
+    def score_many(self, readers: Sequence[ReaderProfile]) -> choosing.Relevances: ...
 
-# --- follows and mutes, choosing, evidence (the blend itself: blending.py) ----------------
+
+# --- follows and mutes, choosing (the blend: blending.py; many readers: choosing.py) ------
 
 
 def _name_key(name: str) -> str:
@@ -156,6 +160,27 @@ class Pool:
 
     def row(self, paper_id: str) -> int | None:
         return self._rows.get(paper_id)
+
+    def followed(self, reader: ReaderProfile) -> dict[int, str]:
+        """{row: why-line} for papers from organisations and authors the reader follows."""
+        found = {
+            row: f"From {org}, which you follow"
+            for row, org in self.by_organizations(reader.follow_organizations).items()
+        }
+        for row, name in self.by_authors(reader.follow_authors).items():
+            found.setdefault(row, f"By {name}, whom you follow")
+        return found
+
+    def blocked(self, reader: ReaderProfile) -> set[int]:
+        """Rows the reader never gets: muted authors and organisations, and papers they
+        marked either way (a marked paper has reached them already)."""
+        rows = {r for p in reader.liked if (r := self._rows.get(p.paper_id)) is not None}
+        rows.update(r for p in reader.disliked if (r := self._rows.get(p.paper_id)) is not None)
+        if reader.muted_authors:
+            rows.update(self.by_authors(reader.muted_authors))
+        if reader.muted_organizations:
+            rows |= self.by_organization_names(reader.muted_organizations)
+        return rows
 
     def by_authors(self, names: Iterable[str]) -> dict[int, str]:
         """{row: the author's name as the paper spells it} for papers by any of ``names``."""
@@ -220,115 +245,41 @@ def choose(
     Followed organisations and authors come first (as in ranking.select), muted ones,
     papers the reader marked (liked or disliked: they have seen them) and the ids in
     ``exclude`` (say, papers already sent to them) never appear. ``trending`` is any
-    popularity score in pool order (higher = more trending).
+    popularity score in pool order (higher = more trending). A batch of one of
+    choosing.choose_many, which planning calls for thousands of readers at once.
     """
-    n = len(pool)
     trend = trending if isinstance(trending, Trending) else Trending.of(trending)
+    n = len(pool)
     if len(relevance.scores) != n or len(trend.values) != n:
         raise ValueError("relevance, trending and the pool must be in the same order")
-    if n == 0 or k <= 0:
-        return []
-    weight = reader.weight
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight must be within [0, 1], not {weight}")
-    trend_unit = trend.unit
-    rel_unit = top_scaled(relevance.scores, k)
-    mixed = (1.0 - weight) * trend_unit + weight * rel_unit  # blend(), parts kept for _why
-
-    followed = {
-        row: f"From {org}, which you follow"
-        for row, org in pool.by_organizations(reader.follow_organizations).items()
-    }
-    for row, name in pool.by_authors(reader.follow_authors).items():
-        followed.setdefault(row, f"By {name}, whom you follow")
-    if followed and weight > 0:
-        # Above anything unfollowed (at most 1), as in ranking.select; pure trending
-        # (weight 0) is the same list as everyone's, follows included.
-        mixed[list(followed)] += 1.0 + 1e-9
-    blocked = set(pool.by_authors(reader.muted_authors))
-    blocked |= pool.by_organization_names(reader.muted_organizations)
-    # A paper the reader marked, either way, has reached them already: never again.
-    marked = (*reader.disliked, *reader.liked)
-    blocked |= {r for p in marked if (r := pool.row(p.paper_id)) is not None}
-    blocked |= {r for pid in exclude if (r := pool.row(pid)) is not None}
-    if blocked:
-        mixed[list(blocked)] = -np.inf
-
-    # Ties (the reader's best k all score 1 at weight 1): the side the reader leans to.
-    scores = relevance.scores
-    first, second = (scores, trend.values) if weight >= 0.5 else (trend.values, scores)
-    rows = _top(mixed, first, second, k)
-    # Each pick's best liked paper and best topic, for all picks in one call each.
-    liked = _best(relevance.liked_sims, rows)
-    topic = _best(relevance.topic_sims, rows)
-    picks = []
-    for i, row in enumerate(rows):
-        evidence, reason = _why(
-            row,
-            says=pool.says,
-            relevance=relevance,
-            trending=trend,
-            followed=followed,
-            rel_part=weight * rel_unit[row],
-            trend_part=(1.0 - weight) * trend_unit[row],
-            best_liked=(liked[0][i], liked[1][i]) if liked else (0.0, None),
-            best_topic=(topic[0][i], topic[1][i]) if topic else (0.0, None),
+    if not 0.0 <= reader.weight <= 1.0:
+        raise ValueError(f"weight must be within [0, 1], not {reader.weight}")
+    one = choosing.Reader(
+        weight=reader.weight,
+        k=k,
+        followed=pool.followed(reader),
+        blocked=pool.blocked(reader) | {r for pid in exclude if (r := pool.row(pid)) is not None},
+    )
+    chosen = choosing.choose_many(as_batch(relevance), trend, [one], ids=pool.ids, says=pool.says)
+    return [
+        Pick(pool.ids[row], score, evidence, reason)
+        for row, score, evidence, reason in zip(
+            chosen.rows, chosen.scores, chosen.evidence, chosen.reasons, strict=True
         )
-        picks.append(Pick(pool.ids[row], float(mixed[row]), evidence, reason))
-    return picks
+    ]
 
 
-def _top(mixed: Vector, first: Vector, second: Vector, k: int) -> list[int]:
-    """The best ``k`` rows by ``mixed``, ties by ``first``, ``second``, then pool order.
-
-    Blocked rows (-inf) never appear. A partial sort: only rows at or above the k-th
-    value are ordered, so a reader costs O(pool), not O(pool log pool).
-    """
-    allowed = np.flatnonzero(np.isfinite(mixed))
-    if allowed.size == 0:
-        return []
-    values = mixed[allowed]
-    kth = values.size - min(k, values.size)
-    near = allowed[values >= np.partition(values, kth)[kth]]
-    order = np.lexsort((near, -second[near], -first[near], -mixed[near]))
-    return [int(r) for r in near[order][:k]]
-
-
-def _why(
-    row: int,
-    *,
-    says: Callable[[str, int], bool],
-    relevance: Relevance,
-    trending: Trending,
-    followed: dict[int, str],
-    rel_part: float,
-    trend_part: float,
-    best_liked: tuple[float, int | None],
-    best_topic: tuple[float, int | None],
-) -> tuple[Literal["followed", "liked", "topic", "trending"], str]:
-    """The strongest piece of evidence for one pick, in the words the email shows;
-    ``best_*``: the most similar liked paper and topic (similarity, index)."""
-    if row in followed:
-        return "followed", followed[row]
-    if rel_part >= trend_part:
-        (liked_sim, liked_at), (topic_sim, topic_at) = best_liked, best_topic
-        if liked_at is not None and liked_sim > 0 and liked_sim >= topic_sim:
-            title = relevance.liked[liked_at].title
-            return "liked", f"Similar to \u201c{title}\u201d, which you liked"
-        if topic_at is not None and topic_sim > 0:
-            topic = relevance.topics[topic_at]
-            # "Matches" only when the paper says the topic's words as the reader typed them
-            # (ranking.select's rule); similar vocabulary alone is "related".
-            verb = "Matches your topic" if says(topic, row) else "Related to your topic"
-            return "topic", f"{verb} \u201c{topic}\u201d"
-    # 1-based position in the trending order (ties by pool order, as _top breaks them).
-    return "trending", f"#{int(trending.ranks[row])} trending"
-
-
-def _best(sims: Vector | None, rows: list[int]) -> tuple[list[float], list[int]] | None:
-    """For each row, the largest similarity in its column and which line holds it."""
-    if sims is None or sims.shape[0] == 0 or not rows:
-        return None
-    block = sims[:, rows]
-    at = np.argmax(block, axis=0)
-    return block[at, np.arange(len(rows))].tolist(), at.tolist()
+def as_batch(relevance: Relevance) -> choosing.Relevances:
+    """One reader's relevance as a batch of one."""
+    n = len(relevance.scores)
+    topics = relevance.topic_sims if relevance.topic_sims is not None else np.zeros((0, n))
+    liked = relevance.liked_sims if relevance.liked_sims is not None else np.zeros((0, n))
+    return choosing.Relevances(
+        scores=np.asarray(relevance.scores, dtype=np.float64).reshape(1, n),
+        topic_matrix=topics,
+        topic_names=relevance.topics,
+        topic_rows=[np.arange(topics.shape[0], dtype=np.intp)],
+        liked_matrix=liked,
+        liked_titles=[p.title for p in relevance.liked],
+        liked_rows=[np.arange(liked.shape[0], dtype=np.intp)],
+    )

@@ -13,8 +13,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.svm import LinearSVC
 
+from papermail.pipeline.batch_scoring import RatedPapers, TopicBatch
+from papermail.pipeline.choosing import EMPTY_ROWS, Relevances
 from papermail.pipeline.relevance import (
     DISLIKE_WEIGHT,
     EXPANSION_DOCS,
@@ -28,9 +29,6 @@ from papermail.pipeline.relevance import (
     Vector,
 )
 
-GRAM_LIMIT = 3_000  # pools up to this size keep their pairwise similarities dense
-OUTSIDE_LIMIT = 3_000  # rated papers from outside the pool whose dots are kept (72 MB)
-
 
 @dataclass(frozen=True, slots=True)
 class _Topic:
@@ -42,9 +40,9 @@ class TfidfScorer:
     """tf-idf over title + keywords + abstract; a linear SVM (or Rocchio profile) per reader.
 
     What many readers share is computed once per pool and cached: each distinct topic's
-    pseudo-document and each liked/disliked paper's vector and similarities. So a
-    cold-start reader costs a few column lookups, and one with feedback a small SVM fit
-    (a few hundred rows) plus one sparse matrix-vector product over the pool.
+    pseudo-document and each marked paper's vector and similarity row (``_Rated``). So a
+    batch of readers costs a few matrix products (``score_many``), and with the SVM
+    method one small fit per reader with feedback.
     """
 
     def __init__(
@@ -64,9 +62,7 @@ class TfidfScorer:
         self._rows: dict[str, int] = {}
         self._negative_rows: NDArray[np.intp] = np.empty(0, dtype=np.intp)
         self._topics: dict[str, _Topic] = {}
-        self._papers: dict[str, tuple[sparse.csr_matrix, Vector]] = {}
-        self._gram: Vector | None = None  # the pool's pairwise similarities, when small
-        self._outside = _OutsideGram()
+        self._rated = RatedPapers(0)
 
     def fit(self, papers: Sequence[Paper]) -> None:
         self._vectorizer = TfidfVectorizer(
@@ -87,14 +83,7 @@ class TfidfScorer:
         n = len(papers)
         self._negative_rows = np.sort(rng.permutation(n)[: min(self.negatives, n)])
         self._topics = {}
-        self._papers = {}
-        self._outside = _OutsideGram()
-        # Dense pool-by-pool cosines (at most GRAM_LIMIT² floats: 72 MB at 3,000): a pool
-        # paper's similarity column is a row of it, and a centroid's length a block sum,
-        # so a reader with feedback costs no sparse matrix work at all.
-        self._gram = None
-        if self._matrix is not None and n <= GRAM_LIMIT:
-            self._gram = np.asarray((self._matrix @ self._matrix.T).toarray())
+        self._rated = RatedPapers(n)
 
     @property
     def features(self) -> int:
@@ -137,102 +126,84 @@ class TfidfScorer:
             self._topics[key] = cached
         return cached
 
-    def _paper(self, paper: Paper) -> tuple[sparse.csr_matrix, Vector]:
-        """A rated paper's vector and the pool's similarity to it (it may predate the pool)."""
-        if (cached := self._papers.get(paper.paper_id)) is None:
-            assert self._matrix is not None
-            row = self._rows.get(paper.paper_id)
-            vector = self._matrix[row] if row is not None else self._transform(paper.text)
-            sims = self._gram[row] if row is not None and self._gram is not None else None
-            cached = (vector, sims if sims is not None else self._sims(vector))
-            self._papers[paper.paper_id] = cached
-        return cached
+    def _topic_sims(self, topic: str) -> Vector:
+        return self._topic(topic).sims
 
-    # -- one reader --------------------------------------------------------------------------
+    def _vectorize(self, paper: Paper) -> tuple[sparse.csr_matrix, Vector]:
+        """A marked paper's vector and the pool's similarity to it (it may predate the
+        pool); cached by ``_Rated``, so once per paper and planning run."""
+        assert self._matrix is not None
+        row = self._rows.get(paper.paper_id)
+        vector = self._matrix[row] if row is not None else self._transform(paper.text)
+        return vector, self._sims(vector)
+
+    # -- readers ----------------------------------------------------------------------------
 
     def score(self, reader: ReaderProfile) -> Relevance:
-        n = len(self._rows)
-        if self._matrix is None:
-            return Relevance(scores=np.zeros(n))
-        topics = _distinct(reader.topics)
-        topic_info = [self._topic(t) for t in topics]
-        liked = _distinct_papers(reader.liked)
-        liked_info = [self._paper(p) for p in liked]
-        topic_sims = np.vstack([t.sims for t in topic_info]) if topic_info else None
-        liked_sims = np.vstack([s for _v, s in liked_info]) if liked_info else None
-
-        if not reader.has_feedback:
-            # Cold start: the best-matching topic decides (a paper on any one of the
-            # reader's topics is for them).
-            scores = topic_sims.max(axis=0) if topic_sims is not None else np.zeros(n)
-        elif self.method == "profile":
-            scores = self._profile(topic_sims, liked, _distinct_papers(reader.disliked))
-        else:
-            scores = self._svm(topic_info, liked, liked_info, _distinct_papers(reader.disliked))
+        """One reader: a batch of one (so a preview scores exactly as planning does)."""
+        batch = self.score_many([reader])
         return Relevance(
-            scores=scores,
-            topics=topics,
-            topic_sims=topic_sims,
-            liked=liked,
-            liked_sims=liked_sims,
+            scores=batch.scores[0],
+            topics=tuple(batch.topic_names[r] for r in batch.topic_rows[0]),
+            topic_sims=batch.topic_matrix[batch.topic_rows[0]]
+            if self._matrix is not None
+            else None,
+            liked=_distinct_papers(reader.liked) if self._matrix is not None else (),
+            liked_sims=batch.liked_matrix[batch.liked_rows[0]]
+            if self._matrix is not None
+            else None,
         )
 
-    def _profile(
-        self, topic_sims: Vector | None, liked: Sequence[Paper], disliked: Sequence[Paper]
-    ) -> Vector:
-        """Rocchio in closed form: the best topic + b·cos(liked centroid) − c·cos(disliked one).
+    def score_many(self, readers: Sequence[ReaderProfile]) -> Relevances:
+        """Many readers' relevance over the pool, as matrices (choosing.choose_many's input).
 
-        Cosines to the *normalised* centroids: a plain mean of many liked papers is a
-        short vector, and its pull would fade as the reader likes more. By linearity the
-        cosine is the sum of the cached per-paper similarity columns over the centroid's
-        length, so a reader costs a few vector additions and a small Gram matrix.
+        Cold start: the best-matching topic (a paper on any one of the reader's topics is
+        for them). With feedback, the profile is in closed form: best topic + b·cos(liked
+        centroid) − c·cos(disliked centroid), every reader at once as (readers × rated)
+        indicator products with the rated papers' similarity rows; the SVM, per reader.
         """
-        a, b, c = ROCCHIO
-        scores = np.zeros(len(self._rows))
-        if topic_sims is not None:
-            scores += a * topic_sims.max(axis=0)
-        if liked:
-            scores += b * self._centroid_sims(liked)
-        if disliked:
-            scores -= c * self._centroid_sims(disliked)
-        return scores
+        n = len(self._rows)
+        m = len(readers)
+        if self._matrix is None:
+            return _nothing(m, n)
+        liked = [_distinct_papers(r.liked) for r in readers]
+        disliked = [_distinct_papers(r.disliked) for r in readers]
+        needed = {p.paper_id for group in (liked, disliked) for ps in group for p in ps}
+        if len(needed) > self._rated.limit and m > 1:  # keep the rated rows bounded
+            half = m // 2
+            return _joined(self.score_many(readers[:half]), self.score_many(readers[half:]))
+        if len(needed - self._rated.index.keys()) > self._rated.limit - len(self._rated.index):
+            self._rated.clear()
+        liked_rows = [self._rated_rows(ps) for ps in liked]
+        disliked_rows = [self._rated_rows(ps) for ps in disliked]
+        topics = TopicBatch(n, self._topic_sims, [r.topics for r in readers])
+        scores = topics.best.copy()  # (readers, pool): cold start, and the profile's first term
+        with_feedback = [i for i, r in enumerate(readers) if r.has_feedback]
+        if with_feedback and self.method == "profile":
+            a, b, c = ROCCHIO
+            profile = a * topics.best[with_feedback]
+            profile += b * self._rated.centroid_sims([liked_rows[i] for i in with_feedback])
+            profile -= c * self._rated.centroid_sims([disliked_rows[i] for i in with_feedback])
+            scores[with_feedback] = profile
+        for i in with_feedback if self.method == "svm" else ():
+            topic_info = [self._topic(t) for t in topics.names_of(i)]
+            scores[i] = self._svm(topic_info, liked[i], disliked[i])
+        return Relevances(
+            scores=scores,
+            topic_matrix=topics.matrix,
+            topic_names=topics.names,
+            topic_rows=topics.rows,
+            liked_matrix=self._rated.sims,
+            liked_titles=tuple(self._rated.titles),  # a copy: the list grows on
+            liked_rows=liked_rows,
+        )
 
-    def _centroid_sims(self, papers: Sequence[Paper]) -> Vector:
-        cached = [self._paper(p) for p in papers]
-        total: Vector = np.add.reduce([s for _v, s in cached])
-        return total / length if (length := self._length(papers, cached)) > 0 else total
-
-    def _length(
-        self, papers: Sequence[Paper], cached: Sequence[tuple[sparse.csr_matrix, Vector]]
-    ) -> float:
-        """|sum of the papers' vectors|, from cached dot products where there are some."""
-        rows = [self._rows.get(p.paper_id) for p in papers]
-        inside = [r for r in rows if r is not None]
-        outside = [(p, c) for p, r, c in zip(papers, rows, cached, strict=True) if r is None]
-        if self._gram is None:
-            stacked = sparse.vstack([v for v, _s in cached]).tocsr()
-            return float(np.sqrt(max((stacked @ stacked.T).sum(), 0.0)))
-        # |a + b|² = a·a + 2 a·b + b·b: pool papers from the Gram matrix, a pool paper with
-        # an outside one from the outside one's cached similarity column, two outside
-        # ones (papers of earlier editions, what readers usually marked) from their own.
-        square = float(self._gram[inside][:, inside].sum()) if inside else 0.0
-        for _paper, (_vector, sims) in outside:
-            square += 2.0 * float(sims[inside].sum()) if inside else 0.0
-        if outside:
-            at = self._outside.rows([(p.paper_id, v) for p, (v, _s) in outside])
-            if at is not None:
-                square += float(self._outside.gram[at][:, at].sum())
-            else:
-                stacked = sparse.vstack([v for _p, (v, _s) in outside]).tocsr()
-                square += float((stacked @ stacked.T).sum())
-        return float(np.sqrt(max(square, 0.0)))
+    def _rated_rows(self, papers: Sequence[Paper]) -> NDArray[np.intp]:
+        rows = [self._rated.add(p, self._vectorize) for p in papers]
+        return np.array(rows, dtype=np.intp) if rows else EMPTY_ROWS
 
     def _svm(
-        self,
-        topic_info: Sequence[_Topic],
-        liked: Sequence[Paper],
-        liked_info: Sequence[tuple[sparse.csr_matrix, Vector]],
-        disliked: Sequence[Paper],
+        self, topic_info: Sequence[_Topic], liked: Sequence[Paper], disliked: Sequence[Paper]
     ) -> Vector:
         """arxiv-sanity-lite's model: a linear SVM trained for this reader alone.
 
@@ -242,16 +213,18 @@ class TfidfScorer:
         many negatives. The score is the signed distance to the separating plane.
         """
         assert self._matrix is not None
-        positives = [v for v, _s in liked_info] + [t.vector for t in topic_info]
+        positives = [self._rated.vector(r) for r in self._rated_rows(liked)]
+        positives += [t.vector for t in topic_info]
+        b, c = ROCCHIO[1:]
         if not positives:
             # Only dislikes: nothing to move towards, so move away from what was disliked.
-            return self._profile(None, (), disliked)
+            return -c * self._rated.centroid_sims([self._rated_rows(disliked)])[0]
         rated = {p.paper_id for p in liked} | {p.paper_id for p in disliked}
         skip = {r for pid in rated if (r := self._rows.get(pid)) is not None}
         unlabeled = [int(r) for r in self._negative_rows if int(r) not in skip]
-        negatives = [self._paper(p)[0] for p in disliked]
+        negatives = [self._rated.vector(r) for r in self._rated_rows(disliked)]
         if not negatives and not unlabeled:  # a pool of only rated papers: nothing to contrast
-            return self._profile(None, liked, ())
+            return b * self._rated.centroid_sims([self._rated_rows(liked)])[0]
         rows = sparse.vstack([*positives, *negatives, self._matrix[unlabeled]]).tocsr()
         labels = np.r_[np.ones(len(positives)), np.zeros(len(negatives) + len(unlabeled))]
         weights = np.r_[
@@ -259,6 +232,8 @@ class TfidfScorer:
             np.full(len(negatives), DISLIKE_WEIGHT),
             np.ones(len(unlabeled)),
         ]
+        from sklearn.svm import LinearSVC  # here: planning (the profile) never loads it
+
         model = LinearSVC(
             C=self.c,
             class_weight="balanced",
@@ -272,58 +247,36 @@ class TfidfScorer:
         return np.asarray(self._matrix @ coef).ravel() + float(model.intercept_[0])
 
 
-class _OutsideGram:
-    """Pairwise dot products of rated papers from outside the pool, each pair computed once.
+def _nothing(readers: int, pool: int) -> Relevances:
+    """All zeros: a pool with not one word to score by."""
+    return Relevances(
+        scores=np.zeros((readers, pool)),
+        topic_matrix=np.zeros((0, pool)),
+        topic_names=(),
+        topic_rows=[EMPTY_ROWS] * readers,
+        liked_matrix=np.zeros((0, pool)),
+        liked_titles=(),
+        liked_rows=[EMPTY_ROWS] * readers,
+    )
 
-    Readers mostly mark papers of earlier editions, so their profiles' lengths need the
-    dots among those; this grows as readers bring new ones (capacity doubling), up to
-    ``limit`` papers (then callers fall back to sparse products).
-    """
 
-    def __init__(self, limit: int = OUTSIDE_LIMIT) -> None:
-        self.limit = limit
-        self.index: dict[str, int] = {}
-        self.matrix: sparse.csr_matrix | None = None
-        self.gram: Vector = np.zeros((0, 0))
-
-    def rows(self, papers: Sequence[tuple[str, sparse.csr_matrix]]) -> list[int] | None:
-        found = []
-        for paper_id, vector in papers:
-            at = self.index.get(paper_id)
-            if at is None:
-                if len(self.index) >= self.limit:
-                    return None
-                at = self._add(paper_id, vector)
-            found.append(at)
-        return found
-
-    def _add(self, paper_id: str, vector: sparse.csr_matrix) -> int:
-        n = len(self.index)
-        if n == self.gram.shape[0]:
-            grown = np.zeros((max(16, 2 * n), max(16, 2 * n)))
-            grown[:n, :n] = self.gram[:n, :n]
-            self.gram = grown
-        stacked = vector if self.matrix is None else sparse.vstack([self.matrix, vector]).tocsr()
-        dots = np.asarray((stacked @ vector.T).toarray()).ravel()  # with every one, itself last
-        self.gram[n, : n + 1] = dots
-        self.gram[: n + 1, n] = dots
-        self.matrix = stacked
-        self.index[paper_id] = n
-        return n
+def _joined(first: Relevances, second: Relevances) -> Relevances:
+    """Two batches as one: each half's rows re-based onto the stacked matrices."""
+    topics, liked = len(first.topic_names), len(first.liked_titles)
+    return Relevances(
+        scores=np.vstack([first.scores, second.scores]),
+        topic_matrix=np.vstack([first.topic_matrix, second.topic_matrix]),
+        topic_names=[*first.topic_names, *second.topic_names],
+        topic_rows=[*first.topic_rows, *(r + topics for r in second.topic_rows)],
+        liked_matrix=np.vstack([first.liked_matrix, second.liked_matrix]),
+        liked_titles=[*first.liked_titles, *second.liked_titles],
+        liked_rows=[*first.liked_rows, *(r + liked for r in second.liked_rows)],
+    )
 
 
 def _normalised(vector: sparse.csr_matrix) -> sparse.csr_matrix:
     norm = float(np.sqrt(vector.multiply(vector).sum()))
     return (vector / norm).tocsr() if norm > 0 else vector
-
-
-def _distinct(terms: Iterable[str]) -> tuple[str, ...]:
-    seen: dict[str, str] = {}
-    for term in terms:
-        cleaned = " ".join(term.split())
-        if cleaned and cleaned.casefold() not in seen:
-            seen[cleaned.casefold()] = cleaned
-    return tuple(seen.values())
 
 
 def _distinct_papers(papers: Iterable[Paper]) -> tuple[Paper, ...]:

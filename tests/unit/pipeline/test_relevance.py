@@ -360,15 +360,24 @@ def test_a_topic_the_pool_never_mentions_changes_nothing() -> None:
 def test_a_profile_from_cached_dot_products_is_the_one_sparse_algebra_gives(
     with_pool_papers: bool,
 ) -> None:
-    # The profile's length comes from cached dots (the pool's Gram matrix, and one grown
-    # for marked papers of earlier editions); the slow sparse path is the reference.
+    # The profile's centroid lengths come from a Gram matrix of the marked papers and
+    # their similarity rows from a cache; the reference is the formula on plain vectors.
     pool = make_pool(per_field=8, seed=3)
     earlier = make_pool(per_field=4, seed=9)  # marked in earlier emails: outside the pool
     liked = tuple(earlier[:5]) + (tuple(pool[:2]) if with_pool_papers else ())
-    reader = ReaderProfile(topics=("robot",), liked=liked, disliked=tuple(earlier[20:23]))
-    _pool, cached = fitted(pool, "profile")
-    cached.score(reader)  # the dots of these papers are computed once...
-    fast = cached.score(reader).scores  # ...and read back here
-    _pool, slow = fitted(pool, "profile")
-    slow._gram = None  # every length by sparse products, as before the caches
-    assert np.allclose(fast, slow.score(reader).scores)
+    disliked = tuple(earlier[12:15])
+    reader = ReaderProfile(topics=("robot",), liked=liked, disliked=disliked)
+    _pool, scorer = fitted(pool, "profile")
+    scorer.score(reader)  # the marked papers are cached...
+    cached = scorer.score(reader).scores  # ...and read back here
+
+    vectors = scorer.encode(pool)
+
+    def centroid_cosines(papers: tuple[Paper, ...]) -> np.ndarray:
+        total = np.asarray(scorer.encode(papers).sum(axis=0)).ravel()
+        return np.asarray(vectors @ total).ravel() / np.linalg.norm(total)
+
+    a, b, c = relevance.ROCCHIO
+    topic = scorer.score(ReaderProfile(topics=("robot",))).scores
+    expected = a * topic + b * centroid_cosines(liked) - c * centroid_cosines(disliked)
+    assert np.allclose(cached, expected)
