@@ -29,7 +29,7 @@ from papermail.models import (
     Subscriber,
     Variant,
 )
-from papermail.pipeline import histories
+from papermail.pipeline import histories, plan_rows
 from papermail.pipeline.claims import claim
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
@@ -413,3 +413,52 @@ def test_planning_with_feedback_picks_as_a_preview_does_and_publishes_committed_
             assert [tuple(pick) for pick in selection] == list(alone)
             liked, disliked = expected[sid]
             assert not {pid for pid, _why in alone} & {*liked, *disliked}
+
+
+def test_a_chunk_that_cannot_be_written_stops_the_plan_and_a_replan_finishes_it(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edition_id = _seed(sessions, readers=50)
+    real, calls = plan_rows.insert_rows, []
+
+    def full_disk(*args: object, **kwargs: object) -> plan_rows.Created:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(plan_rows, "insert_rows", full_disk)
+    published: list[list[int]] = []
+    with sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        with pytest.raises(RuntimeError, match="disk full"):
+            plan_edition(
+                session,
+                edition=edition,
+                now=NOW,
+                batch_size=4,
+                publish=published.append,
+                due_only=False,
+                chunk_size=10,
+            )
+    with sessions() as session:
+        written = set(session.scalars(select(Delivery.id)))
+    sent = {i for batch in published for i in batch}
+    assert len(written) == 20  # the two chunks before the failure, whole
+    assert sent <= written  # nothing published that is not committed
+
+    monkeypatch.setattr(plan_rows, "insert_rows", real)
+    with sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        report = plan_edition(
+            session,
+            edition=edition,
+            now=NOW,
+            batch_size=4,
+            publish=published.append,
+            due_only=False,
+            chunk_size=10,
+        )
+        assert report.planned == 30 and report.deliveries == 50

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import cast as type_cast
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -142,10 +142,12 @@ class ChunkWriter:
     def __init__(self, session: Session, *, edition_id: int, now: dt.datetime) -> None:
         bind = session.get_bind()
         self.edition_id, self.now = edition_id, now
-        self._concurrent = bind.dialect.name == "postgresql"
+        # A session on one connection (a test's transaction) cannot lend it to a thread.
+        self._concurrent = isinstance(bind, Engine) and bind.dialect.name == "postgresql"
         self._session = Session(bind=bind) if self._concurrent else session
         self._thread = ThreadPoolExecutor(1, "plan-writer") if self._concurrent else None
         self._planned = 0
+        self._failed = False
         self._analyze_at = 1  # rows written; then every doubling (see refresh_statistics)
 
     def submit(
@@ -160,10 +162,17 @@ class ChunkWriter:
     def _write(
         self, new_variants: list[dict[str, object]], values: list[tuple[int, str]]
     ) -> Created:
-        created = insert_rows(
-            self._session, new_variants, values, edition_id=self.edition_id, now=self.now
-        )
-        self._session.commit()
+        if self._failed:  # a chunk queued behind a failed one: the plan is stopping
+            raise RuntimeError("not written: an earlier chunk of this plan failed")
+        try:
+            created = insert_rows(
+                self._session, new_variants, values, edition_id=self.edition_id, now=self.now
+            )
+            self._session.commit()
+        except BaseException:
+            self._failed = True
+            self._session.rollback()
+            raise
         self._planned += len(created)
         if created and self._planned >= self._analyze_at:
             refresh_statistics(self._session)
@@ -180,7 +189,7 @@ class ChunkWriter:
         trace: TracebackType | None,
     ) -> None:
         if self._thread is not None:
-            self._thread.shutdown(wait=True)
             if kind is not None:
-                self._session.rollback()
+                self._failed = True  # the planner stopped: write nothing it has not seen done
+            self._thread.shutdown(wait=True)
             self._session.close()
