@@ -55,7 +55,7 @@ class Reader:
     blocked: Collection[int]  # pool rows never to pick: muted, marked, already sent
 
 
-Decorate = Callable[[int, int, str], str]
+Decorate = Callable[[int, str], str]  # (pool row, a trending line) -> the line to show
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ def choose_many(
 
     The rules are relevance.choose's (its docstring says them); ``ids`` are the pool's
     paper ids and ``says(topic, row)`` whether a paper says a topic's words as typed;
-    ``decorate(reader, row, line)`` may add to a trending pick's line ("· 38 upvotes").
+    ``decorate(row, line)`` may add to a trending pick's line ("· 38 upvotes").
     """
     scores = relevances.scores
     m = len(readers)
@@ -191,9 +191,13 @@ def _top(
     return at_reader[keep], at_row[keep]
 
 
+_EVIDENCE = np.array(["trending", "liked", "topic", "followed"], dtype=object)
+
+
 class _Reasons:
     """Why-lines for many picks: which evidence holds is computed for all picks at once,
-    and each distinct line is formatted once (a chunk's picks share a few hundred)."""
+    and each distinct line is formatted once (a chunk's picks share a few hundred), so no
+    Python code runs per pick but for readers who follow someone."""
 
     def __init__(
         self,
@@ -206,65 +210,64 @@ class _Reasons:
     ) -> None:
         self.relevances, self.readers, self.says, self.ranks = relevances, readers, says, ranks
         self.decorate = decorate
-        self._liked_lines: dict[int, str] = {}
-        self._topic_lines: dict[tuple[int, int], str] = {}
-        self._trending_lines: dict[int, str] = {}
 
     def of(
         self, at_reader: Rows, at_row: Rows, *, relevance_leads: NDArray[np.bool_]
     ) -> tuple[list[Evidence], list[str]]:
+        relevances = self.relevances
         liked_sim, liked_at = _best(
-            self.relevances.liked_matrix, self.relevances.liked_rows, at_reader, at_row
+            relevances.liked_matrix, relevances.liked_rows, at_reader, at_row
         )
         topic_sim, topic_at = _best(
-            self.relevances.topic_matrix, self.relevances.topic_rows, at_reader, at_row
+            relevances.topic_matrix, relevances.topic_rows, at_reader, at_row
         )
         liked = relevance_leads & (liked_at >= 0) & (liked_sim > 0) & (liked_sim >= topic_sim)
         topic = relevance_leads & ~liked & (topic_at >= 0) & (topic_sim > 0)
-        kinds = np.where(liked, 1, np.where(topic, 2, 0)).tolist()
-        readers, rows = at_reader.tolist(), at_row.tolist()
-        liked_list, topic_list = liked_at.tolist(), topic_at.tolist()
-        evidence: list[Evidence] = []
-        lines: list[str] = []
-        for i, row, kind, liked_row, topic_row in zip(
-            readers, rows, kinds, liked_list, topic_list, strict=True
-        ):
-            followed = self.readers[i].followed
-            if row in followed:
-                evidence.append("followed")
-                lines.append(followed[row])
-            elif kind == 1:
-                evidence.append("liked")
-                lines.append(self._liked(liked_row))
-            elif kind == 2:
-                evidence.append("topic")
-                lines.append(self._topic(topic_row, row))
-            else:
-                evidence.append("trending")
-                line = self._trending(row)
-                lines.append(self.decorate(i, row, line) if self.decorate else line)
+        kind = np.where(liked, 1, np.where(topic, 2, 0))
+        # One integer per distinct line: the liked paper; the topic and the paper (whether
+        # it says the topic's words); the paper's trending rank.
+        pool, marked = self.ranks.size, len(relevances.liked_titles)
+        topics_end = marked + max(len(relevances.topic_names), 1) * pool
+        codes = np.where(
+            liked, liked_at, np.where(topic, marked + topic_at * pool + at_row, topics_end + at_row)
+        )
+        distinct, inverse = np.unique(codes, return_inverse=True)
+        texts = np.empty(distinct.size, dtype=object)
+        texts[:] = [self._line(int(code), marked, topics_end, pool) for code in distinct.tolist()]
+        lines: list[str] = texts[inverse.ravel()].tolist()
+        evidence: list[Evidence] = _EVIDENCE[kind].tolist()
+        self._followed(at_reader, at_row, evidence, lines)
         return evidence, lines
 
-    def _liked(self, at: int) -> str:
-        if (line := self._liked_lines.get(at)) is None:
-            title = self.relevances.liked_titles[at]
-            line = self._liked_lines[at] = f"Similar to \u201c{title}\u201d, which you liked"
-        return line
+    def _followed(
+        self, at_reader: Rows, at_row: Rows, evidence: list[Evidence], lines: list[str]
+    ) -> None:
+        """Follows come first, whatever else speaks for a paper: only their readers' picks
+        are looked at one by one."""
+        bounds = np.searchsorted(at_reader, np.arange(len(self.readers) + 1)).tolist()
+        rows = at_row.tolist()
+        for i, reader in enumerate(self.readers):
+            if not reader.followed:
+                continue
+            for j in range(bounds[i], bounds[i + 1]):
+                if (line := reader.followed.get(rows[j])) is not None:
+                    evidence[j], lines[j] = "followed", line
 
-    def _topic(self, at: int, row: int) -> str:
-        if (line := self._topic_lines.get((at, row))) is None:
+    def _line(self, code: int, marked: int, topics_end: int, pool: int) -> str:
+        if code < marked:
+            title = self.relevances.liked_titles[code]
+            return f"Similar to \u201c{title}\u201d, which you liked"
+        if code < topics_end:
+            at, row = divmod(code - marked, pool)
             topic = self.relevances.topic_names[at]
             # "Matches" only when the paper says the topic's words as the reader typed them
             # (ranking.select's rule); similar vocabulary alone is "related".
             verb = "Matches your topic" if self.says(topic, row) else "Related to your topic"
-            line = self._topic_lines[(at, row)] = f"{verb} \u201c{topic}\u201d"
-        return line
-
-    def _trending(self, row: int) -> str:
-        if (line := self._trending_lines.get(row)) is None:
-            # 1-based position in the trending order (ties by pool order, as _top breaks them).
-            line = self._trending_lines[row] = f"#{int(self.ranks[row])} trending"
-        return line
+            return f"{verb} \u201c{topic}\u201d"
+        row = code - topics_end
+        # 1-based position in the trending order (ties by pool order, as _top breaks them).
+        line = f"#{int(self.ranks[row])} trending"
+        return self.decorate(row, line) if self.decorate else line
 
 
 def _best(

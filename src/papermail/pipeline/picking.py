@@ -63,7 +63,7 @@ class EditionPicker:
         self._arxiv_only = [i for i, p in enumerate(self.papers) if p.arxiv_only]
         self._follows: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[int, str]] = {}
         self._outside: dict[tuple[str, ...], list[int]] = {}  # by followed categories
-        self._trending_lines: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._arxiv_lines: dict[tuple[int, tuple[str, ...]], str] = {}
 
     def pick(
         self,
@@ -110,11 +110,19 @@ class EditionPicker:
             readers,
             ids=self.pool.ids,
             says=self.pool.says,
-            decorate=lambda i, row, line: self._trending_line(row, asks[i].categories, line),
+            decorate=self._with_votes,
         )
+        reasons = chosen.reasons
+        if self._arxiv_only:  # their line names the reader's category: one by one
+            reasons = list(reasons)
+            for i, ask in enumerate(asks):
+                for j in range(chosen.bounds[i], chosen.bounds[i + 1]):
+                    row = chosen.rows[j]
+                    if chosen.evidence[j] == "trending" and self.papers[row].arxiv_only:
+                        reasons[j] = self._new_on_arxiv(row, ask.categories)
         papers = [self.pool.ids[row] for row in chosen.rows]
         return [
-            tuple(zip(papers[chosen.of(i)], chosen.reasons[chosen.of(i)], strict=True))
+            tuple(zip(papers[chosen.of(i)], reasons[chosen.of(i)], strict=True))
             for i in range(len(asks))
         ]
 
@@ -145,24 +153,21 @@ class EditionPicker:
             rows += outside
         return rows
 
-    def _trending_line(self, row: int, categories: tuple[str, ...], line: str) -> str:
-        """A trending pick's why-line, with what choosing cannot know: the source and the
-        votes. Cached, so a chunk's selections share a few hundred strings."""
+    def _with_votes(self, row: int, line: str) -> str:
+        """A trending pick's why-line with its votes ("#3 trending · 38 upvotes")."""
         paper = self.papers[row]
-        key = (row, categories if paper.arxiv_only else ())
-        if (found := self._trending_lines.get(key)) is None:
-            if len(self._trending_lines) >= CACHE_LIMIT:
-                self._trending_lines.clear()
-            if paper.arxiv_only:
-                shared = [c for c in paper.categories if c in categories]
-                found = (
-                    f"New on arXiv in {shared[0]}, which you follow" if shared else "New on arXiv"
-                )
-            elif paper.upvotes:
-                found = f"{line} · {counted(paper.upvotes, 'upvote')}"
-            else:
-                found = line
-            self._trending_lines[key] = found
+        return f"{line} · {counted(paper.upvotes, 'upvote')}" if paper.upvotes else line
+
+    def _new_on_arxiv(self, row: int, categories: tuple[str, ...]) -> str:
+        """A new-on-arXiv pick's why-line, naming the first of its categories the reader
+        follows. Cached, so a chunk's selections share a few hundred strings."""
+        key = (row, categories)
+        if (found := self._arxiv_lines.get(key)) is None:
+            if len(self._arxiv_lines) >= CACHE_LIMIT:
+                self._arxiv_lines.clear()
+            shared = [c for c in self.papers[row].categories if c in categories]
+            found = f"New on arXiv in {shared[0]}, which you follow" if shared else "New on arXiv"
+            self._arxiv_lines[key] = found
         return found
 
 

@@ -1,17 +1,19 @@
 """Writing a planned chunk: its new variants and delivery rows, then its send batches.
 
 Bulk statements, one per chunk on PostgreSQL (arrays and one JSON document), written
-by ``ChunkWriter`` while the planner picks the next chunk, and the statistics refresh
-that keeps each send batch's claim on the primary key.
+by ``ChunkWriter`` while the planner picks the next chunk (which ``ChunkReader`` has read
+meanwhile), and the statistics refresh that keeps each send batch's claim on the primary
+key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
+from typing import Generic, TypeVar
 from typing import cast as type_cast
 
 from sqlalchemy import Engine, text
@@ -126,6 +128,52 @@ def insert_rows(
 
 
 Created = list[tuple[int, str]]  # (delivery id, variant key) of the rows a chunk inserted
+Chunk = TypeVar("Chunk")
+
+
+def _own_connection(session: Session) -> bool:
+    """Whether work can move to a thread with a session of its own: PostgreSQL through an
+    engine (a session on one connection, a test's transaction, cannot lend it out)."""
+    bind = session.get_bind()
+    return isinstance(bind, Engine) and bind.dialect.name == "postgresql"
+
+
+class ChunkReader(Generic[Chunk]):
+    """Reads the planner's next chunk (``read(session, after_id)``) on a connection and a
+    thread of their own on PostgreSQL, while the planner picks the current one; inline on
+    SQLite. Each read ends its transaction. Use as a context manager."""
+
+    def __init__(self, session: Session, read: Callable[[Session, int], Chunk]) -> None:
+        concurrent = _own_connection(session)
+        self._read = read
+        self._session = Session(bind=session.get_bind()) if concurrent else session
+        self._thread = ThreadPoolExecutor(1, "plan-reader") if concurrent else None
+
+    def submit(self, *, after_id: int) -> Future[Chunk]:
+        if self._thread is not None:
+            return self._thread.submit(self._run, after_id)
+        done: Future[Chunk] = Future()
+        done.set_result(self._run(after_id))
+        return done
+
+    def _run(self, after_id: int) -> Chunk:
+        try:
+            return self._read(self._session, after_id)
+        finally:
+            self._session.commit()  # a read transaction: nothing to keep open
+
+    def __enter__(self) -> ChunkReader[Chunk]:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True, cancel_futures=True)
+            self._session.close()
 
 
 class ChunkWriter:
@@ -140,12 +188,10 @@ class ChunkWriter:
     """
 
     def __init__(self, session: Session, *, edition_id: int, now: dt.datetime) -> None:
-        bind = session.get_bind()
         self.edition_id, self.now = edition_id, now
-        # A session on one connection (a test's transaction) cannot lend it to a thread.
-        self._concurrent = isinstance(bind, Engine) and bind.dialect.name == "postgresql"
-        self._session = Session(bind=bind) if self._concurrent else session
-        self._thread = ThreadPoolExecutor(1, "plan-writer") if self._concurrent else None
+        concurrent = _own_connection(session)
+        self._session = Session(bind=session.get_bind()) if concurrent else session
+        self._thread = ThreadPoolExecutor(1, "plan-writer") if concurrent else None
         self._planned = 0
         self._failed = False
         self._analyze_at = 1  # rows written; then every doubling (see refresh_statistics)

@@ -199,8 +199,13 @@ class TfidfScorer:
         )
 
     def _rated_rows(self, papers: Sequence[Paper]) -> NDArray[np.intp]:
-        rows = [self._rated.add(p, self._vectorize) for p in papers]
-        return np.array(rows, dtype=np.intp) if rows else EMPTY_ROWS
+        if not papers:
+            return EMPTY_ROWS
+        index = self._rated.index
+        rows = [index.get(p.paper_id) for p in papers]
+        if None in rows:  # a first sight: vectorize it (once per planning run)
+            rows = [self._rated.add(p, self._vectorize) for p in papers]
+        return np.array(rows, dtype=np.intp)
 
     def _svm(
         self, topic_info: Sequence[_Topic], liked: Sequence[Paper], disliked: Sequence[Paper]
