@@ -62,6 +62,7 @@ def plan_result(**changes: object) -> PlanResult:
         "feedback_histories": True,
         "feedback_marks": 37181,
         "seed_seconds": 0.7,
+        "model_import_seconds": 2.44,
     }
     figures.update(changes)
     return PlanResult(**figures)  # type: ignore[arg-type]
@@ -110,6 +111,7 @@ def test_the_plan_only_report() -> None:
     assert line(report, "rows planned").endswith("5,000 (50 batches published)")
     assert line(report, "distinct selections").endswith("97.8% (4,892 of 5,000 deliveries)")
     assert line(report, "peak RSS (planner)").endswith("240 MB")
+    assert line(report, "relevance model import").endswith("2.4 s (once a process)")
     assert line(report, "feedback histories").endswith("37,181 marks (7.4 a reader)")
     assert "emails/s" not in report and "baseline" not in report
     figures = json.loads(plan_result().as_json())
