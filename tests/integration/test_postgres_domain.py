@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from alembic import command
@@ -33,7 +33,7 @@ from papermail.pipeline import histories, plan_rows
 from papermail.pipeline.claims import claim
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
-from papermail.pipeline.planning import plan_edition, reader_selection
+from papermail.pipeline.planning import PlanReport, plan_edition, reader_selection
 from papermail.pipeline.ratelimit import Unlimited
 from papermail.pipeline.rendering import EditionStore, make_environment
 from papermail.pipeline.sending import SendPolicy, send_batch
@@ -346,6 +346,28 @@ def test_marks_survive_a_connection_that_forgot_its_prepared_statements(
     assert statuses == {DeliveryStatus.SENT: 20, DeliveryStatus.PENDING: 10}
 
 
+def _plan(
+    sessions: sessionmaker[Session],
+    edition_id: int,
+    *,
+    publish: Callable[[list[int]], None],
+    batch_size: int,
+) -> PlanReport:
+    """Plan the edition for everyone, ten readers a chunk (so chunks overlap in flight)."""
+    with sessions() as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        return plan_edition(
+            session,
+            edition=edition,
+            now=NOW,
+            batch_size=batch_size,
+            publish=publish,
+            due_only=False,
+            chunk_size=10,
+        )
+
+
 def test_planning_with_feedback_picks_as_a_preview_does_and_publishes_committed_rows(
     sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -389,20 +411,12 @@ def test_planning_with_feedback_picks_as_a_preview_does_and_publishes_committed_
         assert visible == len(batch)
         committed.extend(batch)
 
+    report = _plan(sessions, edition_id, publish=publish, batch_size=7)
+    assert report.planned == len(committed) == 90
+    assert report.variants > 30  # feedback and weights tell readers apart
     with sessions() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
-        report = plan_edition(
-            session,
-            edition=edition,
-            now=NOW,
-            batch_size=7,
-            publish=publish,
-            due_only=False,
-            chunk_size=10,
-        )
-        assert report.planned == len(committed) == 90
-        assert report.variants > 30  # feedback and weights tell readers apart
         planned = session.execute(
             select(Delivery.subscriber_id, Variant.selection).join(
                 Variant, Variant.key == Delivery.variant_key
@@ -429,19 +443,8 @@ def test_a_chunk_that_cannot_be_written_stops_the_plan_and_a_replan_finishes_it(
 
     monkeypatch.setattr(plan_rows, "insert_rows", full_disk)
     published: list[list[int]] = []
-    with sessions() as session:
-        edition = session.get(Edition, edition_id)
-        assert edition is not None
-        with pytest.raises(RuntimeError, match="disk full"):
-            plan_edition(
-                session,
-                edition=edition,
-                now=NOW,
-                batch_size=4,
-                publish=published.append,
-                due_only=False,
-                chunk_size=10,
-            )
+    with pytest.raises(RuntimeError, match="disk full"):
+        _plan(sessions, edition_id, publish=published.append, batch_size=4)
     with sessions() as session:
         written = set(session.scalars(select(Delivery.id)))
     sent = {i for batch in published for i in batch}
@@ -449,16 +452,5 @@ def test_a_chunk_that_cannot_be_written_stops_the_plan_and_a_replan_finishes_it(
     assert sent <= written  # nothing published that is not committed
 
     monkeypatch.setattr(plan_rows, "insert_rows", real)
-    with sessions() as session:
-        edition = session.get(Edition, edition_id)
-        assert edition is not None
-        report = plan_edition(
-            session,
-            edition=edition,
-            now=NOW,
-            batch_size=4,
-            publish=published.append,
-            due_only=False,
-            chunk_size=10,
-        )
-        assert report.planned == 30 and report.deliveries == 50
+    report = _plan(sessions, edition_id, publish=published.append, batch_size=4)
+    assert report.planned == 30 and report.deliveries == 50

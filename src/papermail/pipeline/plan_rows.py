@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Generic, Self, TypeVar
 from typing import cast as type_cast
 
 from sqlalchemy import Engine, text
@@ -138,31 +138,27 @@ def _own_connection(session: Session) -> bool:
     return isinstance(bind, Engine) and bind.dialect.name == "postgresql"
 
 
-class ChunkReader(Generic[Chunk]):
-    """Reads the planner's next chunk (``read(session, after_id)``) on a connection and a
-    thread of their own on PostgreSQL, while the planner picks the current one; inline on
-    SQLite. Each read ends its transaction. Use as a context manager."""
+class _OwnThread:
+    """Work done on a connection and a thread of their own on PostgreSQL (so the database
+    works while the planner picks), inline on the planner's session on SQLite. Leaving the
+    ``with`` waits for the work in flight; ``_stopping`` says what to do first."""
 
-    def __init__(self, session: Session, read: Callable[[Session, int], Chunk]) -> None:
+    def __init__(self, session: Session, name: str) -> None:
         concurrent = _own_connection(session)
-        self._read = read
         self._session = Session(bind=session.get_bind()) if concurrent else session
-        self._thread = ThreadPoolExecutor(1, "plan-reader") if concurrent else None
+        self._thread = ThreadPoolExecutor(1, name) if concurrent else None
 
-    def submit(self, *, after_id: int) -> Future[Chunk]:
+    def _call(self, work: Callable[..., Chunk], *args: object) -> Future[Chunk]:
         if self._thread is not None:
-            return self._thread.submit(self._run, after_id)
+            return self._thread.submit(work, *args)
         done: Future[Chunk] = Future()
-        done.set_result(self._run(after_id))
+        done.set_result(work(*args))
         return done
 
-    def _run(self, after_id: int) -> Chunk:
-        try:
-            return self._read(self._session, after_id)
-        finally:
-            self._session.commit()  # a read transaction: nothing to keep open
+    def _stopping(self, failed: bool) -> None:
+        """Called before waiting for the work in flight."""
 
-    def __enter__(self) -> ChunkReader[Chunk]:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -172,26 +168,42 @@ class ChunkReader(Generic[Chunk]):
         trace: TracebackType | None,
     ) -> None:
         if self._thread is not None:
+            self._stopping(kind is not None)
             self._thread.shutdown(wait=True, cancel_futures=True)
             self._session.close()
 
 
-class ChunkWriter:
-    """Writes each planned chunk and commits it, on a connection of its own in a thread of
-    its own on PostgreSQL, so the database inserts one chunk while the planner picks the
-    next (measured: about half of a 100k plan's time was spent waiting on the inserts).
-    SQLite writes inline, on the planner's session.
+class ChunkReader(_OwnThread, Generic[Chunk]):
+    """Reads the planner's next chunk (``read(session, after_id)``) while the planner picks
+    the current one. Each read ends its transaction."""
+
+    def __init__(self, session: Session, read: Callable[[Session, int], Chunk]) -> None:
+        super().__init__(session, "plan-reader")
+        self._read = read
+
+    def submit(self, *, after_id: int) -> Future[Chunk]:
+        return self._call(self._run, after_id)
+
+    def _run(self, after_id: int) -> Chunk:
+        try:
+            return self._read(self._session, after_id)
+        finally:
+            self._session.commit()  # a read transaction: nothing to keep open
+
+
+class ChunkWriter(_OwnThread):
+    """Writes each planned chunk and commits it while the planner picks the next
+    (measured: about half of a 100k plan's time was spent waiting on the inserts).
 
     ``submit`` returns a future of the chunk's created rows; they are committed when it is
     done, and the caller publishes them (from its own thread: the broker's connection is
-    not shared). Use as a context manager: leaving waits for the chunk in flight.
+    not shared). A chunk queued behind a failed one, or after the planner stopped, is not
+    written: nothing committed goes unpublished.
     """
 
     def __init__(self, session: Session, *, edition_id: int, now: dt.datetime) -> None:
+        super().__init__(session, "plan-writer")
         self.edition_id, self.now = edition_id, now
-        concurrent = _own_connection(session)
-        self._session = Session(bind=session.get_bind()) if concurrent else session
-        self._thread = ThreadPoolExecutor(1, "plan-writer") if concurrent else None
         self._planned = 0
         self._failed = False
         self._analyze_at = 1  # rows written; then every doubling (see refresh_statistics)
@@ -199,16 +211,12 @@ class ChunkWriter:
     def submit(
         self, new_variants: list[dict[str, object]], values: list[tuple[int, str]]
     ) -> Future[Created]:
-        if self._thread is not None:
-            return self._thread.submit(self._write, new_variants, values)
-        done: Future[Created] = Future()
-        done.set_result(self._write(new_variants, values))
-        return done
+        return self._call(self._write, new_variants, values)
 
     def _write(
         self, new_variants: list[dict[str, object]], values: list[tuple[int, str]]
     ) -> Created:
-        if self._failed:  # a chunk queued behind a failed one: the plan is stopping
+        if self._failed:
             raise RuntimeError("not written: an earlier chunk of this plan failed")
         try:
             created = insert_rows(
@@ -225,17 +233,5 @@ class ChunkWriter:
             self._analyze_at = 2 * self._planned
         return created
 
-    def __enter__(self) -> ChunkWriter:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if self._thread is not None:
-            if kind is not None:
-                self._failed = True  # the planner stopped: write nothing it has not seen done
-            self._thread.shutdown(wait=True)
-            self._session.close()
+    def _stopping(self, failed: bool) -> None:
+        self._failed = self._failed or failed  # the planner stopped: write no more
