@@ -34,8 +34,9 @@ READERS = {
 def _subscribe_all(rt: Wiring) -> None:
     with session_scope(rt.sessions) as session:
         for address, prefs in READERS.items():
-            # send_hour 0 local: everyone's send hour has come today, whatever the clock says.
-            prefs = prefs.model_copy(update={"send_hour": 0})
+            # 0:00 UTC: everyone's send hour has come on the edition's day, whatever the
+            # clock says (0:00 in New York is 5:00 UTC: not yet due from 0:00 to 5:00 UTC).
+            prefs = prefs.model_copy(update={"send_hour": 0, "timezone": "UTC"})
             add_subscriber(session, email=address, prefs=prefs, now=utcnow(), confirmed=True)
 
 
