@@ -11,9 +11,10 @@ finds Redis empty (restart, eviction) renders the edition itself from the databa
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -22,9 +23,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from papermail.bounces.verp import Verp
+from papermail.delivery.base import OutgoingMessage
 from papermail.models import Edition, EditionItem, MailFormat, Variant
 from papermail.pipeline.encoded import EncodedEdition, ReaderTemplate
-from papermail.pipeline.messages import Layout, list_id
+from papermail.pipeline.messages import Layout, build_message, list_id, random_message_id
 from papermail.pipeline.pieces import Pick, RenderedEdition
 from papermail.pipeline.rendering import (
     DigestContent,
@@ -55,6 +57,34 @@ class Identity:
         if self.verp is None:
             return self.envelope_from
         return self.verp.address(delivery_id=delivery_id, subscriber_id=subscriber_id)
+
+    def single_message(
+        self,
+        *,
+        to: str,
+        subject: str,
+        text: str,
+        html: str | None,
+        now: dt.datetime,
+        envelope: str,
+        sign: Callable[[bytes], bytes] | None = None,
+    ) -> OutgoingMessage:
+        """A one-off message from this sender (a confirmation, a test send), DKIM-signed
+        with ``sign`` as sending signs a digest; ``envelope`` is its MAIL FROM."""
+        message_id = random_message_id(self.domain)
+        data = build_message(
+            sender=self.mail_from,
+            to=to,
+            subject=subject,
+            text=text,
+            html_body=html,
+            message_id=message_id,
+            date=now,
+            reply_to=self.reply_to,
+        )
+        if sign is not None:
+            data = sign(data)
+        return OutgoingMessage(sender=envelope, recipient=to, data=data, message_id=message_id)
 
 
 def edition_cards(session: Session, edition: Edition, links: Links) -> tuple[PaperCard, ...]:

@@ -38,9 +38,8 @@ from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from papermail.delivery.base import MailBackend, OutgoingMessage
+from papermail.delivery.base import MailBackend
 from papermail.models import Subscriber, SubscriberStatus
-from papermail.pipeline.messages import build_message, random_message_id
 from papermail.pipeline.rendering import render_confirmation
 from papermail.pipeline.sending import Outcome, Sign, send_one
 from papermail.pipeline.variants import Identity
@@ -121,24 +120,14 @@ def send_confirmation(
         topics=list(subscriber.topics or []),
         frequency=subscriber.frequency.value,
     )
-    message_id = random_message_id(identity.domain)
-    data = build_message(
-        sender=identity.mail_from,
+    message = identity.single_message(
         to=subscriber.email,
         subject=rendered.subject,
         text=rendered.text,
-        html_body=rendered.html,
-        message_id=message_id,
-        date=now,
-        reply_to=identity.reply_to,
-    )
-    if sign is not None:
-        data = sign(data)
-    message = OutgoingMessage(
-        sender=identity.envelope_for(subscriber_id=subscriber.id),
-        recipient=subscriber.email,
-        data=data,
-        message_id=message_id,
+        html=rendered.html,
+        now=now,
+        envelope=identity.envelope_for(subscriber_id=subscriber.id),
+        sign=sign,
     )
     outcome = send_one(
         session,

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 import jinja2
 from sqlalchemy.orm import Session
 
-from papermail.delivery.base import MailBackend, OutgoingMessage
+from papermail.delivery.base import MailBackend
 from papermail.models import Subscriber
-from papermail.pipeline.messages import build_message, random_message_id
 from papermail.pipeline.preview import render_preview
 from papermail.pipeline.variants import Identity
 from papermail.subscribers.desk import Action, record
@@ -67,21 +66,14 @@ def send_test(
         personal_links=False,
     )
     subject = TEST_SUBJECT_PREFIX + preview.subject
-    message_id = random_message_id(identity.domain)
-    data = build_message(
-        sender=identity.mail_from,
+    message = identity.single_message(
         to=address,
         subject=subject,
         text=preview.text,
-        html_body=preview.html,
-        message_id=message_id,
-        date=now,
-        reply_to=identity.reply_to,
-    )
-    if sign is not None:
-        data = sign(data)
-    message = OutgoingMessage(
-        sender=identity.envelope_from, recipient=address, data=data, message_id=message_id
+        html=preview.html,
+        now=now,
+        envelope=identity.envelope_from,
+        sign=sign,
     )
     with closing(backend.open()) as connection:
         connection.send(message)
@@ -94,4 +86,4 @@ def send_test(
         detail={"to": address, "subject": subject[:200]},
     )
     session.flush()
-    return SentTest(to=address, subject=subject, message_id=message_id)
+    return SentTest(to=address, subject=subject, message_id=message.message_id)
