@@ -154,7 +154,9 @@ class TemplateSource:
     An edition is encoded once per process (from this process's memory, else Redis, else
     a fresh render) and every reader's template is joined from it; selections are read a
     batch at a time (``prefetch``). The edition cache is bounded in bytes, the selection
-    cache in entries: with per-reader selections most are used once.
+    cache in entries: with per-reader selections most are used once, so it holds a few
+    batches' worth (a selection is ~2 KB: 50,000 of them were 100 MB a process), and
+    shared selections (readers without feedback: hundreds an edition) all stay.
     """
 
     def __init__(
@@ -165,7 +167,7 @@ class TemplateSource:
         links: Links,
         identity: Identity,
         max_bytes: int = 64 * 2**20,
-        max_selections: int = 50_000,
+        max_selections: int = 2_000,
     ) -> None:
         self.store, self.env, self.links, self.identity = store, env, links, identity
         self.max_bytes, self.max_selections = max_bytes, max_selections
@@ -176,6 +178,9 @@ class TemplateSource:
     def prefetch(self, session: Session, keys: Iterable[str]) -> None:
         """Read the selections of ``keys`` not yet held, in one query."""
         missing = sorted(set(keys) - self._selections.keys())
+        # Room for all of them first: a batch bigger than the bound keeps its own.
+        while self._selections and len(self._selections) + len(missing) > self.max_selections:
+            self._selections.popitem(last=False)
         for start in range(0, len(missing), 1000):
             rows = session.execute(
                 select(Variant.key, Variant.edition_id, Variant.format, Variant.selection).where(
@@ -184,7 +189,7 @@ class TemplateSource:
             )
             typed = cast(Iterable[tuple[str, int, str, object]], rows)
             for key, edition_id, fmt, selection in typed:
-                self._hold(key, Selection(edition_id, MailFormat(fmt), _picks(selection)))
+                self._selections[key] = Selection(edition_id, MailFormat(fmt), _picks(selection))
 
     def get(self, session: Session, key: str, *, edition: Edition) -> ReaderTemplate:
         selection = self._selections.get(key)
@@ -228,11 +233,6 @@ class TemplateSource:
         self._editions[key] = encoded
         self._bytes += encoded.size
         return encoded
-
-    def _hold(self, key: str, selection: Selection) -> None:
-        while len(self._selections) >= self.max_selections:
-            self._selections.popitem(last=False)
-        self._selections[key] = selection
 
 
 def _picks(raw: object) -> tuple[Pick, ...]:

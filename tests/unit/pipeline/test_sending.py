@@ -28,10 +28,12 @@ from papermail.models import (
     Delivery,
     DeliveryStatus,
     Edition,
+    EditionItem,
     EditionKind,
     MailFormat,
     Subscriber,
     SubscriberStatus,
+    Variant,
 )
 from papermail.pipeline import rendering
 from papermail.pipeline.claims import claim
@@ -749,3 +751,31 @@ def test_a_process_encodes_each_edition_once_however_many_readers(world: World) 
     encoded = templates.encoded(world.session, world.edition, MailFormat.HTML)
     world.send(ids[1:], templates=templates)
     assert templates.encoded(world.session, world.edition, MailFormat.HTML) is encoded
+
+
+def test_the_selection_cache_keeps_a_few_batches_and_never_splits_one(
+    world: World, session: Session
+) -> None:
+    """Per-reader selections are read once each: held without bound, a sending process
+    grew by ~2 KB a reader. A batch larger than the bound still keeps all of its own."""
+    paper = session.scalars(select(EditionItem.paper_id)).first()
+    keys = [f"reader-{n}" for n in range(7)]
+    session.add_all(
+        Variant(key=k, edition_id=world.edition.id, format="html", selection=[[paper, k]])
+        for k in keys
+    )
+    session.commit()
+    templates = TemplateSource(
+        store=world.store,
+        env=world.env,
+        links=world.links,
+        identity=world.identity,
+        max_selections=3,
+    )
+    templates.prefetch(session, keys[:5])  # one batch of five: all five held
+    assert set(templates._selections) == set(keys[:5])
+    templates.prefetch(session, keys[5:])  # the next batch: the oldest make room
+    assert list(templates._selections) == [keys[4], keys[5], keys[6]]
+    template = templates.get(session, keys[0], edition=world.edition)  # read again when asked
+    assert template._reasons == [keys[0]]
+    assert len(templates._selections) == 3
