@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from papermail.dispatch import PIPELINE_QUEUE, QUEUES, SEND_QUEUE
 from tests.conftest import service_missing
 from tests.support.services import ROOT
 
@@ -23,7 +24,7 @@ SECRETS = {
     "POSTGRES_PASSWORD": "compose-test-db-password",
     "FLOWER_BASIC_AUTH": "ops:compose-test",
 }
-LONG_RUNNING = ("postgres", "redis", "web", "worker", "beat", "flower")
+LONG_RUNNING = ("postgres", "redis", "web", "worker", "pipeline", "beat", "flower")
 
 
 def compose(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -78,6 +79,7 @@ def test_every_service_a_deployment_needs_is_there(config: dict) -> None:  # typ
         "migrate",
         "web",
         "worker",
+        "pipeline",
         "beat",
         "flower",
         "mailpit",
@@ -97,7 +99,7 @@ def test_every_service_a_deployment_needs_is_there(config: dict) -> None:  # typ
 
 
 def test_app_services_wait_for_the_database_redis_and_migrations(config: dict) -> None:  # type: ignore[type-arg]
-    for name in ("web", "worker", "beat", "flower"):
+    for name in ("web", "worker", "pipeline", "beat", "flower"):
         deps = config["services"][name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["postgres"]["condition"] == "service_healthy", name
@@ -111,8 +113,24 @@ def test_workers_scale_and_run_in_production_mode(config: dict) -> None:  # type
     assert worker["command"][:4] == ["celery", "-A", "workers.celery_app", "worker"]
     env = worker["environment"]
     assert env["PAPERMAIL_ENVIRONMENT"] == "production"
+    assert env == config["services"]["pipeline"]["environment"]
     assert env["PAPERMAIL_REDIS_URL"] == "redis://redis:6379/0"
     assert env["PAPERMAIL_DATABASE_URL"].startswith("postgresql+psycopg://papermail:")
+
+
+def test_every_queue_has_a_worker_and_only_the_pipeline_worker_plans(config: dict) -> None:  # type: ignore[type-arg]
+    """Send workers scale and stay small: planning (scikit-learn, a chunk of readers) runs in
+    the one pipeline worker, one task at a time."""
+    services = config["services"]
+
+    def queues(name: str) -> set[str]:
+        [option] = [a for a in services[name]["command"] if a.startswith("--queues=")]
+        return set(option.removeprefix("--queues=").split(","))
+
+    assert queues("worker") == {SEND_QUEUE}
+    assert queues("pipeline") == {PIPELINE_QUEUE}
+    assert "--concurrency=1" in services["pipeline"]["command"]
+    assert queues("worker") | queues("pipeline") == set(QUEUES)
 
 
 def test_only_the_web_app_is_published_beyond_loopback(config: dict) -> None:  # type: ignore[type-arg]

@@ -16,8 +16,16 @@ from papermail.cli.common import Fail, console
 
 @click.command()
 @click.option("--subscribers", "-n", type=int, default=10_000, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="Celery worker processes.")
-@click.option("--concurrency", type=int, default=4, show_default=True, help="Pool size per worker.")
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Send workers (one pipeline worker plans beside them).",
+)
+@click.option(
+    "--concurrency", type=int, default=4, show_default=True, help="Pool size per send worker."
+)
 @click.option("--batch-size", type=int, default=100, show_default=True)
 @click.option(
     "--pg-admin-url",

@@ -27,7 +27,12 @@ WORKER_PATTERN = "workers.celery_app worker.*-n bench"
 
 
 def start_worker(
-    env: dict[str, str], *, name: str, concurrency: int, log_path: Path
+    env: dict[str, str],
+    *,
+    name: str,
+    concurrency: int,
+    log_path: Path,
+    queues: tuple[str, ...] = QUEUES,
 ) -> psutil.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:  # the child has its own copy
@@ -46,7 +51,7 @@ def start_worker(
                 "--without-gossip",
                 "--without-mingle",
                 "-Q",
-                ",".join(QUEUES),
+                ",".join(queues),
             ],
             env={**os.environ, **env},
             stdout=log,

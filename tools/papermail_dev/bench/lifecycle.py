@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
+from papermail.dispatch import QUEUES
 from papermail_dev.bench.celery_workers import (
     WORKER_PATTERN,
     kill_group,
@@ -131,9 +132,17 @@ class RunResources:
         return self.sink
 
     def start_worker(
-        self, env: dict[str, str], *, name: str, concurrency: int, log_path: Path
+        self,
+        env: dict[str, str],
+        *,
+        name: str,
+        concurrency: int,
+        log_path: Path,
+        queues: tuple[str, ...] = QUEUES,
     ) -> psutil.Popen:
-        proc = start_worker(env, name=name, concurrency=concurrency, log_path=log_path)
+        proc = start_worker(
+            env, name=name, concurrency=concurrency, log_path=log_path, queues=queues
+        )
         self.workers.append(proc)
         return proc
 

@@ -16,6 +16,7 @@ from papermail import stages
 from papermail.cli.common import Fail
 from papermail.clock import utcnow
 from papermail.db import make_engine, make_session_factory
+from papermail.dispatch import PIPELINE_QUEUE, SEND_QUEUE
 from papermail.wiring import Wiring
 from papermail_dev.bench.baseline import raw_baseline, sample_message
 from papermail_dev.bench.celery_workers import answering_workers, refusal, wait_workers
@@ -48,8 +49,11 @@ PLAN_TASK = "papermail.plan_deliveries"
 @dataclass
 class BenchConfig:
     subscribers: int
-    workers: int = 1  # worker processes (celery -A workers.celery_app worker), each prefork
-    concurrency: int = 4  # pool processes per worker
+    # Send workers (celery -A workers.celery_app worker -Q papermail.send), each prefork;
+    # beside them one pipeline worker (-Q papermail.pipeline, one process) plans, as in
+    # docker-compose.yml, so the send workers never load the relevance model.
+    workers: int = 1
+    concurrency: int = 4  # pool processes per send worker
     batch_size: int = 100
     baseline_connections: int = 4
     baseline_messages: int = 20_000
@@ -76,8 +80,8 @@ class BenchResult:
     planning_seconds: float
     total_seconds: float  # plan start -> last message accepted by the sink
     emails_per_second: float
-    cpu_ms_per_email: float  # worker processes' user+system CPU / delivered
-    peak_rss_mb_per_worker: float
+    cpu_ms_per_email: float  # every worker process's user+system CPU (planning too) / delivered
+    peak_rss_mb_per_worker: float  # of any send worker process
     baseline_emails_per_second: float
     ratio_to_baseline: float
     variants: int
@@ -93,6 +97,9 @@ class BenchResult:
     distinct_share: float = 0.0
     feedback_histories: bool = False
     feedback_marks: int = 0  # feedback rows seeded
+    # The pipeline worker (its main process and its one pool process): planning's cost.
+    planner_cpu_seconds: float = 0.0
+    planner_peak_rss_mb: float = 0.0
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -157,10 +164,12 @@ def report_lines(result: BenchResult | PlanResult) -> str:
     out.write(_line("plan+deliver", f"{r.total_seconds:.1f} s"))
     out.write(_line("emails/s", f"{r.emails_per_second:,.0f}"))
     out.write(_line("pipeline CPU per email", f"{r.cpu_ms_per_email:.2f} ms (worker processes)"))
+    out.write(_line("  of which planning", f"{r.planner_cpu_seconds:.1f} s (the pipeline worker)"))
     out.write(_line("  PostgreSQL CPU/email", f"{r.postgres_cpu_ms_per_email:.2f} ms"))
     out.write(_line("  Redis CPU/email", f"{r.redis_cpu_ms_per_email:.2f} ms"))
     out.write(_line("  SMTP sink CPU/email", f"{r.sink_cpu_ms_per_email:.2f} ms"))
-    out.write(_line("peak RSS per worker", f"{r.peak_rss_mb_per_worker:.0f} MB"))
+    out.write(_line("peak RSS per send worker", f"{r.peak_rss_mb_per_worker:.0f} MB"))
+    out.write(_line("peak RSS (pipeline worker)", f"{r.planner_peak_rss_mb:.0f} MB"))
     out.write(_line("raw SMTP baseline", f"{r.baseline_emails_per_second:,.0f} emails/s"))
     out.write(_line("ratio to baseline", f"{r.ratio_to_baseline:.2f}"))
     out.write(_line("variants", f"{r.variants}"))
@@ -270,19 +279,31 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         app = make_celery(settings)
         env = settings_env(settings)
         try:
+            planner = resources.start_worker(
+                env,
+                name="benchplan@%h",
+                concurrency=1,
+                log_path=config.log_dir / "worker-pipeline.log",
+                queues=(PIPELINE_QUEUE,),
+            )
             procs = [
                 resources.start_worker(
                     env,
                     name=f"bench{i}@%h",
                     concurrency=config.concurrency,
                     log_path=config.log_dir / f"worker-{i}.log",
+                    queues=(SEND_QUEUE,),
                 )
                 for i in range(config.workers)
             ]
-            wait_workers(app, config.workers, timeout=60)
-            log(f"{config.workers} worker(s) up: planning and delivering...")
-            with ProcessSampler([psutil.Process(p.pid) for p in procs]) as sampler:
+            wait_workers(app, config.workers + 1, timeout=60)
+            log(f"the pipeline worker and {config.workers} send worker(s) up: planning, sending...")
+            with (
+                ProcessSampler([psutil.Process(p.pid) for p in procs]) as sampler,
+                ProcessSampler([psutil.Process(planner.pid)]) as planner_sampler,
+            ):
                 cpu_before = dict(sampler.cpu)
+                planner_before = dict(planner_sampler.cpu)
                 services = service_processes(sink.pid)
                 services_before = {k: cpu_seconds(v) for k, v in services.items()}
                 start = time.perf_counter()
@@ -291,7 +312,10 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
                 elapsed = time.perf_counter() - start
                 # The last 250s are in; let their ledger marks land before stopping workers.
                 wait_for(lambda: sent_count_url(db_url) >= config.subscribers, timeout=30)
-            cpu = sum(v - cpu_before.get(pid, 0.0) for pid, v in sampler.cpu.items())
+            planner_cpu = sum(
+                v - planner_before.get(pid, 0.0) for pid, v in planner_sampler.cpu.items()
+            )
+            cpu = planner_cpu + sum(v - cpu_before.get(pid, 0.0) for pid, v in sampler.cpu.items())
             # Backends started during the run count from zero.
             service_cpu = {
                 kind: sum(
@@ -301,6 +325,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
                 for kind in services
             }
             peak_rss = max(sampler.peak_rss.values(), default=0)
+            planner_rss = max(planner_sampler.peak_rss.values(), default=0)
             resources.stop_workers()
         finally:
             app.close()
@@ -343,6 +368,8 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         distinct_share=distinct / deliveries if deliveries else 0.0,
         feedback_histories=config.feedback_histories,
         feedback_marks=prepared.feedback_marks,
+        planner_cpu_seconds=planner_cpu,
+        planner_peak_rss_mb=planner_rss / 2**20,
     )
 
 
