@@ -15,7 +15,7 @@ from functools import lru_cache
 from celery import Task
 from redis import RedisError
 
-from papermail import stages
+from papermail import bounce_stages, stages
 from papermail.clock import utcnow
 from papermail.config import get_settings
 from papermail.db import session_scope
@@ -23,8 +23,8 @@ from papermail.delivery.base import TransientError
 from papermail.dispatch import QUEUES
 from papermail.logging_setup import log_context
 from papermail.models import EditionKind
-from papermail.ops import metrics
 from papermail.ops.history import sample_now
+from papermail.ops.send_tally import SendTally
 from papermail.sources.base import SourceError, SourceUnreachable
 from papermail.subscribers.confirmations import expire_pending as expire_signups
 from papermail.wiring import Wiring
@@ -131,9 +131,9 @@ def send_batch(self: Task, delivery_ids: list[int]) -> dict[str, int]:
 
 
 @lru_cache(maxsize=1)
-def send_tally() -> metrics.SendTally:
+def send_tally() -> SendTally:
     """This process's send counts since the last flush (one per worker process)."""
-    return metrics.SendTally()
+    return SendTally()
 
 
 def ship_send_metrics() -> None:
@@ -167,7 +167,7 @@ def expire_pending() -> int:
 def poll_bounces() -> dict[str, int]:
     """Read the bounce mailbox into the bounce processor (scheduled when one is configured)."""
     with exclusive("poll-bounces", timeout=900) as mine:
-        report = stages.poll_bounces(wiring()) if mine else None
+        report = bounce_stages.poll_bounces(wiring()) if mine else None
     return report.as_dict() if report else {}
 
 

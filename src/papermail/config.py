@@ -26,12 +26,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from papermail.secret_policy import DEFAULT_SECRET, MAKE_SECRET, secret_weakness
 from papermail.sources.arxiv_taxonomy import parse_categories
 
 if TYPE_CHECKING:
-    from papermail.delivery.dkim import PrivateKey
+    from papermail.delivery.dkim_keys import PrivateKey
 
-DEFAULT_SECRET = "papermail-development-secret-change-me"  # noqa: S105 (refused in production)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,31 +39,6 @@ def default_templates_dir() -> Path:
     """The templates shipped in the wheel (papermail/templates), or the checkout's own."""
     installed = Path(__file__).resolve().parent / "templates"
     return installed if (installed / "email").is_dir() else PROJECT_ROOT / "templates"
-
-
-MIN_SECRET_BITS = 128
-MIN_SECRET_DISTINCT = 12
-MAKE_SECRET = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 (advice, not a secret)
-
-
-def secret_weakness(secret: str) -> str | None:
-    """Why this secret is too weak to sign links with, or None.
-
-    The estimate is length × log2(distinct characters): 32 spaces count 0 bits, a
-    repeated "abc" about 1.6 bits a character, token_urlsafe(32) over 200.
-    """
-    if secret == DEFAULT_SECRET:
-        return "is the development default"
-    if len(secret) < 32:
-        return f"has {len(secret)} characters; it needs at least 32"
-    distinct = len(set(secret))
-    bits = len(secret) * math.log2(distinct) if distinct > 1 else 0.0
-    if distinct < MIN_SECRET_DISTINCT or bits < MIN_SECRET_BITS:
-        return (
-            f"is too predictable ({distinct} distinct characters, about {bits:.0f} bits; "
-            f"it needs {MIN_SECRET_DISTINCT}+ distinct characters and {MIN_SECRET_BITS}+ bits)"
-        )
-    return None
 
 
 _DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
@@ -293,45 +268,18 @@ class Settings(BaseSettings):
                     "PAPERMAIL_DKIM_PRIVATE_KEY_PATH (make one with `papermail dkim keygen`)"
                 )
             return self
-        from papermail.delivery.dkim import (
-            DkimKeyError,
-            algorithm_of,
-            check_dns_name,
-            load_private_key,
-        )
+        from papermail.delivery.dkim_keys import configured_key
 
-        if key_path is not None and inline is not None:
-            raise ValueError(
-                "set PAPERMAIL_DKIM_PRIVATE_KEY_PATH or PAPERMAIL_DKIM_PRIVATE_KEY, not both"
-            )
-        if not self.dkim_selector:
-            raise ValueError(
-                "PAPERMAIL_DKIM_SELECTOR is not set: a DKIM key needs the selector its public "
-                "key is published under (SELECTOR._domainkey.DOMAIN)"
-            )
-        check_dns_name(self.dkim_selector, "PAPERMAIL_DKIM_SELECTOR")
-        check_dns_name(
-            self.effective_dkim_domain,
-            "PAPERMAIL_DKIM_DOMAIN" if self.dkim_domain else "the PAPERMAIL_MAIL_FROM domain",
+        self._dkim_key = configured_key(
+            key_path=key_path,
+            inline=None if inline is None else inline.get_secret_value(),
+            selector=self.dkim_selector,
+            domain=self.effective_dkim_domain,
+            domain_setting=(
+                "PAPERMAIL_DKIM_DOMAIN" if self.dkim_domain else "the PAPERMAIL_MAIL_FROM domain"
+            ),
+            algorithm=self.dkim_algorithm,
         )
-        where = "PAPERMAIL_DKIM_PRIVATE_KEY"
-        try:
-            if key_path is not None:
-                where = f"PAPERMAIL_DKIM_PRIVATE_KEY_PATH ({key_path})"
-                data = key_path.read_bytes()
-            else:  # an environment variable may carry the PEM's line breaks as "\n"
-                data = inline.get_secret_value().replace("\\n", "\n").encode()  # type: ignore[union-attr]
-            key = load_private_key(data)
-        except OSError as exc:
-            raise ValueError(f"{where}: cannot read it: {exc.strerror or exc}") from None
-        except (DkimKeyError, UnicodeError) as exc:
-            raise ValueError(f"{where} {exc}") from None
-        if self.dkim_algorithm and self.dkim_algorithm != algorithm_of(key):
-            raise ValueError(
-                f"PAPERMAIL_DKIM_ALGORITHM is {self.dkim_algorithm} but {where} is an "
-                f"{'RSA' if algorithm_of(key) == 'rsa' else 'Ed25519'} key"
-            )
-        self._dkim_key = key
         return self
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dkim
 
-from papermail.delivery.dkim import PrivateKey, dns_record_name, dns_record_value
+from papermail.delivery.dkim_keys import PrivateKey, dns_record_name, dns_record_value
 
 
 def dns_with(records: dict[str, str]):  # type: ignore[no-untyped-def]

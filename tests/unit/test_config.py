@@ -8,12 +8,12 @@ import pytest
 from pydantic import ValidationError
 
 from papermail.config import (
-    DEFAULT_SECRET,
     InsecureConfiguration,
     Settings,
     describe_errors,
     min_lease_seconds,
 )
+from papermail.secret_policy import DEFAULT_SECRET
 from papermail.wiring import Wiring
 
 GOOD = {

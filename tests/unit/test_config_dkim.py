@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
 from papermail.config import Settings, describe_errors
-from papermail.delivery.dkim import generate_private_key, private_key_pem, write_new_key
+from papermail.delivery.dkim_keys import generate_private_key, private_key_pem, write_new_key
 from papermail.wiring import Wiring, make_dkim_signer
 from tests.support.dkim import verifies
 

@@ -8,7 +8,7 @@ import threading
 import click
 from rich.markup import escape
 
-from papermail import stages
+from papermail import bounce_stages
 from papermail.bounces.receiver import make_server
 from papermail.cli.common import Fail, console, wiring
 from papermail.models import BounceSource
@@ -31,7 +31,7 @@ def serve(host: str | None, port: int | None, lmtp: bool) -> None:
     s = w.settings
     server = make_server(
         verp=w.verp,
-        process=lambda raw, rcpt: stages.take_bounce(
+        process=lambda raw, rcpt: bounce_stages.take_bounce(
             w, raw, source=BounceSource.SMTP, envelope_recipient=rcpt
         ),
         host=host or s.bounce_listen_host,
@@ -67,7 +67,7 @@ def poll() -> None:
     """Read the bounce mailbox once (IMAP or POP3, PAPERMAIL_BOUNCE_MAILBOX_*)."""
     w = wiring()
     try:
-        report = stages.poll_bounces(w)
+        report = bounce_stages.poll_bounces(w)
     except OSError as exc:  # imaplib and poplib errors, TLS, DNS, refused connections
         raise Fail(f"bounce mailbox: {type(exc).__name__}: {exc}") from exc
     if report is None:

@@ -24,7 +24,7 @@ from papermail.clock import utcnow
 from papermail.db import session_scope
 from papermail.delivery.base import DeliveryError
 from papermail.models import Subscriber, SubscriberStatus
-from papermail.subscribers import desk, exports, imports, trial_send
+from papermail.subscribers import audit, desk, exports, imports, trial_send
 from papermail.subscribers.subscriptions import InvalidEmail
 from papermail.wiring import Wiring
 
@@ -153,7 +153,7 @@ def suppress(subscriber: str, reason: str) -> None:
             found = _subscriber(session, subscriber)
             desk.suppress(session, found, actor=actor(), reason=reason, now=utcnow())
             address = found.email
-    except desk.DeskRefused as exc:
+    except audit.DeskRefused as exc:
         raise Fail(str(exc)) from exc
     console.print(f"suppressed {escape(address)}")
 
@@ -169,7 +169,7 @@ def unsuppress(subscriber: str, reason: str) -> None:
             found = _subscriber(session, subscriber)
             status = desk.unsuppress(session, found, actor=actor(), reason=reason, now=utcnow())
             address = found.email
-    except desk.DeskRefused as exc:
+    except audit.DeskRefused as exc:
         raise Fail(str(exc)) from exc
     console.print(f"unsuppressed {escape(address)}: now {status.value}")
 

@@ -35,7 +35,7 @@ def dkim() -> None:
 def keygen(algorithm: str, selector: str | None, domain: str | None, out: Path | None) -> None:
     """Write a new private key (mode 0600) and print the TXT record to publish."""
     # Here, not at the top: dkimpy and cryptography load in ~0.1 s, every command would pay it.
-    from papermail.delivery.dkim import check_dns_name, txt_record, write_new_key
+    from papermail.delivery.dkim_keys import check_dns_name, txt_record, write_new_key
 
     settings = get_settings()
     selector = selector or f"papermail{dt.date.today():%Y%m}"

@@ -18,7 +18,7 @@ class OutgoingMessage:
     data: bytes  # the full RFC 5322 message, CRLF line endings
     message_id: str  # "<...@domain>", also in data
     # True when no line of ``data`` starts with ".": SMTP can skip dot-stuffing, a search
-    # of the whole message. MessageTemplate output guarantees it (see messages.py).
+    # of the whole message. The digests encoding.py makes guarantee it.
     dot_safe: bool = False
 
 

@@ -12,32 +12,25 @@ and only for messages off the fast path:
 * the signed headers are canonicalized and hashed directly, and the DKIM-Signature field
   is built and folded by a port of dkimpy's ``fold``, not by its generic helpers.
 
-Keys are PEM (PKCS#8 or PKCS#1; ``papermail dkim keygen`` writes PKCS#8), or an Ed25519
-seed in base64 as dkimpy's ``dknewkey`` writes it.
+Keys: dkim_keys.py.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Literal
 
 import dkim
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.canonicalization import Relaxed, correct_empty_body, strip_trailing_lines
 
-Algorithm = Literal["rsa", "ed25519"]
-PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+from papermail.delivery.dkim_keys import Algorithm, PrivateKey, algorithm_of, check_dns_name
 
 # Every one of these that a message has is signed, and signed once more than it occurs
 # ("oversigned"), so nobody can add a second one without breaking the signature. Gmail's
@@ -56,77 +49,11 @@ SIGNED_HEADERS: tuple[str, ...] = (
     "mime-version",
     "content-type",
 )
-RSA_BITS = 2048  # what keygen makes
-MIN_RSA_BITS = 1024  # RFC 8301: verifiers ignore signatures with shorter keys
 _HEADER_NAME = b"DKIM-Signature"
-# A DNS name: labels of letters, digits and inner hyphens (underscores too, as in
-# subdomain selectors some providers hand out), at most 63 characters each.
-_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
-_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-
-
-class DkimKeyError(ValueError):
-    """A private key DKIM cannot sign with; the message says why, as "is ..." ."""
 
 
 class DkimError(ValueError):
     """A message that cannot be signed (no From header, unparsable header section)."""
-
-
-def load_private_key(data: bytes) -> PrivateKey:
-    """An RSA (>= 1024 bits) or Ed25519 private key from PEM or a base64 Ed25519 seed."""
-    text = data.strip()
-    if not text:
-        raise DkimKeyError("is empty")
-    if not text.startswith(b"-----BEGIN"):
-        return _ed25519_seed(text)
-    try:
-        key = serialization.load_pem_private_key(text, password=None)
-    except TypeError:
-        raise DkimKeyError("is encrypted with a passphrase; DKIM needs it unencrypted") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise DkimKeyError("is not a PEM private key papermail can read") from None
-    if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise DkimKeyError(
-                f"is a {key.key_size}-bit RSA key; DKIM needs at least {MIN_RSA_BITS} bits "
-                f"({RSA_BITS} recommended)"
-            )
-        return key
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key
-    raise DkimKeyError(f"is {_describe(key)}; DKIM signs with RSA or Ed25519 keys only")
-
-
-def _ed25519_seed(text: bytes) -> ed25519.Ed25519PrivateKey:
-    try:
-        seed = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        seed = b""
-    if len(seed) != 32:
-        raise DkimKeyError("is neither a PEM private key nor a base64 Ed25519 seed (32 bytes)")
-    return ed25519.Ed25519PrivateKey.from_private_bytes(seed)
-
-
-def _describe(key: object) -> str:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return f"an EC ({key.curve.name}) key"
-    if isinstance(key, dsa.DSAPrivateKey):
-        return "a DSA key"
-    if isinstance(key, ed448.Ed448PrivateKey):
-        return "an Ed448 key"
-    return f"a {type(key).__name__} key"
-
-
-def algorithm_of(key: PrivateKey) -> Algorithm:
-    return "rsa" if isinstance(key, rsa.RSAPrivateKey) else "ed25519"
-
-
-def check_dns_name(value: str, what: str) -> str:
-    """``value`` if it is a DNS name (a selector, a domain); ValueError otherwise."""
-    if len(value) > 253 or not _DNS_NAME.fullmatch(value):
-        raise ValueError(f"{what} must be a DNS name like mail2026 or example.org, got {value!r}")
-    return value
 
 
 # --- signing ----------------------------------------------------------------------------
@@ -344,57 +271,3 @@ def _dkimpy_parse(message: bytes) -> tuple[_Fields, bytes]:
     except (dkim.MessageFormatError, IndexError) as error:
         raise DkimError(f"cannot parse the message's headers: {error}") from None
     return [(name, value) for name, value in headers], body
-
-
-# --- keys and DNS -------------------------------------------------------------------------
-
-
-def generate_private_key(algorithm: Algorithm = "rsa") -> PrivateKey:
-    if algorithm == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
-    return ed25519.Ed25519PrivateKey.generate()
-
-
-def private_key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def write_new_key(path: Path, algorithm: Algorithm = "rsa") -> PrivateKey:
-    """Generate a key and write it to ``path`` (mode 0600). FileExistsError if it exists."""
-    key = generate_private_key(algorithm)
-    pem = private_key_pem(key)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, pem)
-    finally:
-        os.close(fd)
-    return key
-
-
-def dns_record_value(key: PrivateKey) -> str:
-    """The TXT record's text: ``v=DKIM1; k=rsa; p=<base64 public key>``."""
-    public = key.public_key()
-    if isinstance(public, rsa.RSAPublicKey):
-        der = public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode('ascii')}"
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode('ascii')}"
-
-
-def dns_record_name(selector: str, domain: str) -> str:
-    return f"{selector}._domainkey.{domain}"
-
-
-def txt_record(selector: str, domain: str, key: PrivateKey) -> str:
-    """The record as a zone file line; the text is cut into the 255-character strings
-    DNS requires (resolvers join them: ``"v=DKIM1; k=rsa; p=MIIB..." "...IDAQAB"``)."""
-    value = dns_record_value(key)
-    strings = " ".join(f'"{value[i : i + 255]}"' for i in range(0, len(value), 255))
-    return f"{dns_record_name(selector, domain)}. IN TXT {strings}"

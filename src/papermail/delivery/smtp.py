@@ -302,7 +302,7 @@ def _data_payload(data: bytes, *, dot_safe: bool = False) -> tuple[bytes, ...]:
 
     smtplib does this with a regex that costs ~0.25 ms per 60 KB message while holding
     the GIL. Here: nothing at all for a ``dot_safe`` message (papermail's own digests
-    never have a line starting with ".", see messages.py), else a search and a replace
+    never have a line starting with ".": pipeline/encoding.py), else a search and a replace
     only when needed; the terminator stays its own piece rather than being appended to
     (so copying) the whole message.
     """

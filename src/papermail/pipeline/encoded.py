@@ -2,7 +2,7 @@
 
 ``EncodedEdition`` quoted-printable-encodes every literal of a rendered edition's pieces
 (pieces.py) once per sending process. Every encoded literal ends on a (soft) line break
-(messages.py), so pieces encoded apart join into valid quoted-printable in any order: a
+(encoding.py), so pieces encoded apart join into valid quoted-printable in any order: a
 reader's message is the head, their cards and the foot, joined in one pass with the
 per-selection values (intro, preview line, card numbers, why-lines: encoded once and
 remembered, readers share most) and the per-message ones (address, signed links).
@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
-from papermail.pipeline.messages import (
+from papermail.pipeline.encoding import (
     DateHeaders,
     Layout,
     check_tokens,

@@ -1,13 +1,8 @@
-"""Sending mail: one path, whether a digest batch or a single message.
+"""Sending digests: a batch of planned deliveries, exactly once each.
 
-Every message ends one way of four, decided by ``classify`` for all mail alike:
-sent; bounced (a ``PermanentError``: the bounce policy of
-``papermail.subscribers.bounces`` counts it); retried later (a ``TransientError``, or
-anything unexpected); or not attempted because the relay is down as a whole
-(``BackendUnavailable``).
-
-``send_one`` sends a single message on a connection of its own (confirmations).
-``send_batch`` sends a batch of planned digests, exactly once each: it claims ledger
+Each message ends one way of four, as ``outcomes.classify`` decides for all mail alike
+(outcomes.py also sends single messages: confirmations, test sends).
+``send_batch`` claims ledger
 rows (see claims.py), and after the server's 250 marks a row sent and commits at once,
 so the only window in which a crash can cause a second copy is between that 250 and
 that commit, one message wide. A batch that runs past its lease stops, so a reclaimed
@@ -17,7 +12,6 @@ row is never sent by two workers at once.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import logging
 import random
 import time
@@ -28,18 +22,15 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from papermail.bounces.events import store_session_bounce
-from papermail.clock import Clock, utcnow
+from papermail.clock import Clock
 from papermail.delivery.base import (
-    BackendUnavailable,
     DeliveryError,
     MailBackend,
     MailConnection,
     OutgoingMessage,
-    PermanentError,
 )
 from papermail.logging_setup import log_context
-from papermail.models import Edition, Subscriber, SubscriberStatus
+from papermail.models import Edition, SubscriberStatus
 from papermail.pipeline.claims import (
     Row,
     RowOutcomes,
@@ -48,8 +39,10 @@ from papermail.pipeline.claims import (
     load,
     no_longer_active,
 )
+from papermail.pipeline.encoding import DateHeaders
 from papermail.pipeline.ledger import LedgerError
-from papermail.pipeline.messages import DateHeaders, make_message_id
+from papermail.pipeline.messages import make_message_id
+from papermail.pipeline.outcomes import Outcome, classify
 from papermail.pipeline.ratelimit import RateLimiter
 from papermail.pipeline.variants import Identity, TemplateSource
 from papermail.subscribers.bounces import BouncePolicy
@@ -60,62 +53,6 @@ log = logging.getLogger(__name__)
 PAUSE_CHECK_EVERY = 10  # messages; a pause takes effect within this many sends
 # Unsubscribes mid-batch: a database round trip, so less often (a batch lasts ~1 s).
 STATUS_CHECK_EVERY = 25
-
-
-class Outcome(enum.StrEnum):
-    """How sending one message went."""
-
-    SENT = "sent"
-    BOUNCED = "bounced"  # PermanentError: never again; the bounce policy counts it
-    RETRY = "retry"  # TransientError, or an unexpected error: try again later
-    BACKEND_DOWN = "backend_down"  # BackendUnavailable: nothing can go; this was not tried
-
-
-def classify(error: Exception) -> Outcome:
-    """What a failure to send means, for every kind of mail."""
-    if isinstance(error, PermanentError):
-        return Outcome.BOUNCED
-    if isinstance(error, BackendUnavailable):
-        return Outcome.BACKEND_DOWN
-    return Outcome.RETRY
-
-
-def send_one(
-    session: Session,
-    message: OutgoingMessage,
-    *,
-    backend: MailBackend,
-    subscriber: Subscriber,
-    bounces: BouncePolicy,
-    clock: Clock = utcnow,
-) -> Outcome:
-    """Send one message to ``subscriber`` on a connection of its own.
-
-    Returns SENT, or BOUNCED once the bounce policy has counted it (in the session's
-    transaction, not committed). Anything else propagates (TransientError and BackendUnavailable
-    included) for the caller to retry later.
-    """
-    sent_as = subscriber.status
-    with closing(backend.open()) as connection:
-        try:
-            connection.send(message)
-        except Exception as error:
-            if classify(error) is not Outcome.BOUNCED:
-                raise
-            log.warning("message to subscriber %s bounced: %s", subscriber.id, error)
-            refusal = error
-        else:
-            return Outcome.SENT
-    bounces.record(session, subscriber.id, sent_as=sent_as)
-    store_session_bounce(
-        session,
-        subscriber_id=subscriber.id,
-        delivery_id=None,
-        recipient=message.recipient,
-        error=refusal,
-        now=clock(),
-    )
-    return Outcome.BOUNCED
 
 
 @dataclass(frozen=True, slots=True)

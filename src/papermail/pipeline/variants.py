@@ -26,7 +26,8 @@ from papermail.bounces.verp import Verp
 from papermail.delivery.base import OutgoingMessage
 from papermail.models import Edition, EditionItem, MailFormat, Variant
 from papermail.pipeline.encoded import EncodedEdition, ReaderTemplate
-from papermail.pipeline.messages import Layout, build_message, list_id, random_message_id
+from papermail.pipeline.encoding import Layout
+from papermail.pipeline.messages import build_message, list_id, random_message_id
 from papermail.pipeline.pieces import Pick, RenderedEdition
 from papermail.pipeline.rendering import (
     DigestContent,

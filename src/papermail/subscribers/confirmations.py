@@ -40,8 +40,9 @@ from sqlalchemy.orm import Session
 
 from papermail.delivery.base import MailBackend
 from papermail.models import Subscriber, SubscriberStatus
+from papermail.pipeline.outcomes import Outcome, send_one
 from papermail.pipeline.rendering import render_confirmation
-from papermail.pipeline.sending import Outcome, Sign, send_one
+from papermail.pipeline.sending import Sign
 from papermail.pipeline.variants import Identity
 from papermail.subscribers.bounces import BouncePolicy
 from papermail.subscribers.preferences import Preferences

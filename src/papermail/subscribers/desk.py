@@ -3,9 +3,9 @@ send a test of their next digest. /ops/subscribers and `papermail subscribers` a
 shells over these functions; CSV export and import live beside them (exports.py,
 imports.py).
 
-Every change an operator makes here is an :class:`~papermail.models.AuditEntry`: who
-(the /ops operator's name, or ``cli:$USER``), when, what, and the reason they gave. The
-functions flush and never commit: the caller commits, then dispatches.
+Every change an operator makes here is an :class:`~papermail.models.AuditEntry` (audit.py):
+who (the /ops operator's name, or ``cli:$USER``), when, what, and the reason they gave.
+The functions flush and never commit: the caller commits, then dispatches.
 
 Suppression rules:
 
@@ -21,7 +21,6 @@ Suppression rules:
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +38,7 @@ from papermail.models import (
     SubscriberStatus,
 )
 from papermail.ops.monitoring import BOUNCE_PREFIX, SUPPRESSED_SKIP_REASON
+from papermail.subscribers.audit import Action, DeskRefused, clean_reason, record
 from papermail.subscribers.feedback import Mark, marked
 from papermail.subscribers.subscriptions import find, skip_unsent
 
@@ -47,20 +47,6 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 DELIVERIES_SHOWN = 50
 MAX_QUERY = 320  # an address is at most this long: a longer search finds nothing anyway
-MAX_REASON = 500
-
-
-class Action(enum.StrEnum):
-    """What an audit entry records."""
-
-    SUPPRESS = "suppress"
-    UNSUPPRESS = "unsuppress"
-    IMPORT = "import"
-    TEST_SEND = "test_send"
-
-
-class DeskRefused(ValueError):
-    """An operator's action that was refused, nothing changed; the message says why."""
 
 
 # --- finding --------------------------------------------------------------------------------
@@ -318,38 +304,6 @@ def _delivery_lines(
 
 
 # --- suppress and unsuppress ----------------------------------------------------------------
-
-
-def clean_reason(reason: str | None) -> str:
-    """The reason an operator gave, on one line; DeskRefused when there is none."""
-    text = " ".join((reason or "").split())
-    if not text:
-        raise DeskRefused("Give a reason: it is kept in the audit log with your name.")
-    if len(text) > MAX_REASON:
-        raise DeskRefused(f"Keep the reason under {MAX_REASON} characters.")
-    return text
-
-
-def record(
-    session: Session,
-    *,
-    actor: str,
-    action: Action,
-    now: dt.datetime,
-    subscriber_id: int | None,
-    reason: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> AuditEntry:
-    entry = AuditEntry(
-        at=now,
-        actor=actor[:200],
-        action=action.value,
-        subscriber_id=subscriber_id,
-        reason=reason,
-        detail=detail or {},
-    )
-    session.add(entry)
-    return entry
 
 
 def suppress(

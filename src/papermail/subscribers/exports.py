@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from papermail.models import AuditEntry, Subscriber, SubscriberStatus
-from papermail.subscribers.desk import Action
+from papermail.subscribers.audit import Action
 from papermail.subscribers.preferences import blend_of
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -36,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from papermail.models import Subscriber, SubscriberStatus
-from papermail.subscribers.desk import Action, record
+from papermail.subscribers.audit import Action, record
 from papermail.subscribers.preferences import Preferences, field_errors
 from papermail.subscribers.subscriptions import InvalidEmail, apply_preferences, normalize_email
 

@@ -15,7 +15,7 @@ from papermail.delivery.base import MailBackend
 from papermail.models import Subscriber
 from papermail.pipeline.preview import render_preview
 from papermail.pipeline.variants import Identity
-from papermail.subscribers.desk import Action, record
+from papermail.subscribers.audit import Action, record
 from papermail.subscribers.subscriptions import normalize_email
 from papermail.subscribers.tokens import Links
 

@@ -1,7 +1,7 @@
 """Bounce and complaint webhooks: POST /webhooks/ses (SNS) and POST /webhooks/postmark.
 
 Thin: authenticate and parse (papermail.bounces.sns, .postmark), hand the reports to the
-processor (stages.take_bounce_reports), answer. A webhook that is not configured is a
+processor (bounce_stages.take_bounce_reports), answer. A webhook not configured is a
 404. The answers say what happened in JSON, for the provider's delivery log:
 
 - 200: taken (stored, already seen, or refused by the processor for a reason that a retry
@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from papermail import stages
+from papermail import bounce_stages
 from papermail.bounces import postmark, sns
 from papermail.bounces.processor import Outcome
 from papermail.bounces.reports import Refused
@@ -113,7 +113,7 @@ def _ses(hooks: Webhooks, body: bytes, topics: frozenset[str]) -> JSONResponse:
         reports = sns.reports(message)
     except Refused as refused:
         return _refused(400, refused.reason)
-    outcome = stages.take_bounce_reports(
+    outcome = bounce_stages.take_bounce_reports(
         hooks.wiring, reports, source=BounceSource.SES, clock=hooks.clock
     )
     return _answer(outcome)
@@ -138,7 +138,7 @@ async def postmark_hook(request: Request) -> JSONResponse:
     except Refused as refused:
         return _refused(400, refused.reason)
     outcome = await run_in_threadpool(
-        stages.take_bounce_reports,
+        bounce_stages.take_bounce_reports,
         hooks.wiring,
         reports,
         source=BounceSource.POSTMARK,

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from papermail import stages
-from papermail.bounces.mailbox import ImapMailbox, MailboxConfig, Pop3Mailbox, poll
+from papermail import bounce_stages
+from papermail.bounces.mailbox import ImapMailbox, Mailbox, MailboxConfig, Pop3Mailbox, poll
 from papermail.bounces.processor import Outcome
 from papermail.bounces.verp import Verp
 from papermail.config import Settings
@@ -195,7 +195,7 @@ def test_the_poll_stage_takes_bounces_from_the_configured_mailbox(
             else Pop3Mailbox(FakePop3([raw]))
         )  # type: ignore[arg-type]
 
-    report = stages.poll_bounces(w, open_mailbox=open_mailbox)
+    report = bounce_stages.poll_bounces(w, open_mailbox=open_mailbox)
 
     assert report is not None and report.as_dict()["stored"] == 1
     assert opened[0].host == "imap.example.org" and opened[0].protocol == protocol
@@ -210,6 +210,7 @@ def test_the_poll_stage_takes_bounces_from_the_configured_mailbox(
 def test_without_a_mailbox_the_poll_stage_does_nothing(
     settings: Settings, session: Session
 ) -> None:
-    assert (
-        stages.poll_bounces(Wiring(settings), open_mailbox=lambda c: pytest.fail("opened")) is None
-    )
+    def never(_config: MailboxConfig) -> Mailbox:
+        pytest.fail("opened")
+
+    assert bounce_stages.poll_bounces(Wiring(settings), open_mailbox=never) is None

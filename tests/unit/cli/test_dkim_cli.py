@@ -12,7 +12,8 @@ from click.testing import CliRunner, Result
 
 from papermail.cli.main import main
 from papermail.config import get_settings
-from papermail.delivery.dkim import DkimSigner, load_private_key
+from papermail.delivery.dkim import DkimSigner
+from papermail.delivery.dkim_keys import load_private_key
 from tests.support.dkim import dns_with
 
 MESSAGE = b"From: digest@papermail.localhost\r\nTo: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"

@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from dkim.util import parse_tag_value
 
 from papermail.delivery import dkim as papermail_dkim
-from papermail.delivery.dkim import (
-    SIGNED_HEADERS,
-    DkimError,
+from papermail.delivery.dkim import SIGNED_HEADERS, DkimError, DkimSigner
+from papermail.delivery.dkim_keys import (
+    Algorithm,
     DkimKeyError,
-    DkimSigner,
     PrivateKey,
+    algorithm_of,
     generate_private_key,
     load_private_key,
     private_key_pem,
@@ -373,7 +373,7 @@ def test_keys_load_from_pkcs8_pkcs1_and_dknewkeys_ed25519_seed(rsa_key: PrivateK
     assert load_private_key(pkcs1).private_numbers() == rsa_key.private_numbers()
     assert load_private_key(private_key_pem(rsa_key)).key_size == 2048
     seed = base64.b64encode(bytes(range(32)))
-    assert papermail_dkim.algorithm_of(load_private_key(seed + b"\n")) == "ed25519"
+    assert algorithm_of(load_private_key(seed + b"\n")) == "ed25519"
 
 
 # Too short to sign with, and too short for cryptography to make (a throwaway test key).
@@ -428,7 +428,7 @@ def test_unusable_keys_are_refused_saying_why(data: Callable[[], bytes], complai
 
 @pytest.mark.parametrize("algorithm", ["rsa", "ed25519"])
 def test_a_new_key_is_0600_never_overwritten_and_its_record_verifies(
-    tmp_path: Path, algorithm: papermail_dkim.Algorithm
+    tmp_path: Path, algorithm: Algorithm
 ) -> None:
     path = tmp_path / "dkim.pem"
     key = write_new_key(path, algorithm)

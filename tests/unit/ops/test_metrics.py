@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from papermail import __version__
 from papermail.models import DeliveryStatus
-from papermail.ops import metrics
+from papermail.ops import metrics, send_tally
 from papermail.ops.broker import BeatStatus, QueueDepth
 from papermail.ops.http_metrics import HttpMetrics
-from papermail.ops.metrics import SendTally
 from papermail.ops.monitoring import Snapshot, StageRun
+from papermail.ops.send_tally import SendTally
 from tests.conftest import FIXED_NOW
 from tests.support.ledger import seed_delivery, seed_edition
 
@@ -65,7 +65,7 @@ def snapshot(**overrides: object) -> Snapshot:
 
 
 def scrape(
-    snap: Snapshot, totals: metrics.SendTotals | None = None, **options: object
+    snap: Snapshot, totals: send_tally.SendTotals | None = None, **options: object
 ) -> dict[str, object]:
     registry = metrics.make_registry(
         snapshot=lambda: snap,
@@ -146,7 +146,7 @@ def test_sends_are_tallied_flushed_to_redis_and_exposed_as_a_histogram(
     worker_b.flush(redis)
     worker_b.flush(redis)  # nothing new: a no-op
 
-    families = scrape(snapshot(), metrics.read_send_totals(redis))
+    families = scrape(snapshot(), send_tally.read_send_totals(redis))
 
     assert values(families["papermail_sends"], "outcome") == {
         "sent": 4,
@@ -174,7 +174,7 @@ def test_a_failed_flush_keeps_the_tally_for_next_time(redis: fakeredis.FakeRedis
     with pytest.raises(redis_lib.RedisError):
         tally.flush(dead)
     tally.flush(redis)
-    assert metrics.read_send_totals(redis).outcomes == {"sent": 1}
+    assert send_tally.read_send_totals(redis).outcomes == {"sent": 1}
 
 
 def test_observe_refuses_an_outcome_nobody_would_graph() -> None:
@@ -183,13 +183,13 @@ def test_observe_refuses_an_outcome_nobody_would_graph() -> None:
 
 
 def test_the_module_keeps_no_tally_of_its_own(redis: fakeredis.FakeRedis) -> None:
-    assert not any(isinstance(v, SendTally) for v in vars(metrics).values())
+    assert not any(isinstance(v, SendTally) for v in vars(send_tally).values())
     tally = SendTally()
     tally.observe("sent", 0.2)
     tally.observe("skipped")  # no SMTP time: counted, no latency
     tally.flush(redis)
-    assert metrics.read_send_totals(redis).outcomes == {"sent": 1, "skipped": 1}
-    assert metrics.read_send_totals(redis).latency_count == 1
+    assert send_tally.read_send_totals(redis).outcomes == {"sent": 1, "skipped": 1}
+    assert send_tally.read_send_totals(redis).latency_count == 1
 
 
 def test_the_redis_hash_keeps_its_field_names(redis: fakeredis.FakeRedis) -> None:
@@ -200,9 +200,9 @@ def test_the_redis_hash_keeps_its_field_names(redis: fakeredis.FakeRedis) -> Non
     tally.flush(redis)
     raw = {
         k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
-        for k, v in redis.hgetall(metrics.SENDS_KEY).items()
+        for k, v in redis.hgetall(send_tally.SENDS_KEY).items()
     }
-    assert metrics.SENDS_KEY == "papermail:metrics:sends"
+    assert send_tally.SENDS_KEY == "papermail:metrics:sends"
     assert raw == {
         "outcome:sent": "1",
         "outcome:retry": "1",
@@ -219,7 +219,7 @@ def test_the_redis_hash_keeps_its_field_names(redis: fakeredis.FakeRedis) -> Non
 def test_no_precomputed_rates_and_no_today_gauges() -> None:
     # Rates are PromQL's job (rate() over a counter), and a "today" gauge that drops to 0 at
     # midnight is neither a counter nor current state.
-    families = scrape(snapshot(), metrics.SendTotals())
+    families = scrape(snapshot(), send_tally.SendTotals())
     papermail = {name for name in families if name.startswith("papermail_")}
     assert not {name for name in papermail if "today" in name or "rate" in name}
     assert families["papermail_sends"].type == "counter"  # exposed as papermail_sends_total
@@ -256,7 +256,7 @@ def test_embedded_send_counts_come_from_the_ledger(
         seed_delivery(session, edition=edition, status=DeliveryStatus.RETRY)
         session.commit()
 
-    totals = metrics.ledger_send_totals(session_factory)
+    totals = send_tally.ledger_send_totals(session_factory)
     families = scrape(snapshot(embedded=True), totals, send_source="database")
 
     assert values(families["papermail_sends"], "outcome") == {
@@ -270,8 +270,8 @@ def test_embedded_send_counts_come_from_the_ledger(
 
 def test_send_metrics_wait_for_the_source_they_read() -> None:
     down = snapshot(errors=("database: OperationalError: gone",))
-    assert "papermail_sends" not in scrape(down, metrics.SendTotals(), send_source="database")
-    assert "papermail_sends" in scrape(down, metrics.SendTotals(), send_source="redis")
+    assert "papermail_sends" not in scrape(down, send_tally.SendTotals(), send_source="database")
+    assert "papermail_sends" in scrape(down, send_tally.SendTotals(), send_source="redis")
 
 
 def test_http_requests_are_counted_by_route_template_and_method() -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from papermail.config import Settings
 from papermail.pipeline.encoded import EncodedEdition, NotInEdition
-from papermail.pipeline.messages import DateHeaders, Layout
+from papermail.pipeline.encoding import DateHeaders, Layout
 from papermail.pipeline.pieces import RenderedEdition
 from papermail.pipeline.rendering import fill, make_environment, render_edition
 from tests.unit.pipeline.test_rendering import HOSTILE, make_card, make_content

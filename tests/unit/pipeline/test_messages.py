@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 
+from papermail.pipeline.encoding import DateHeaders, MessageTemplate
 from papermail.pipeline.messages import (
-    DateHeaders,
     HeaderInjection,
     ListHeaders,
-    MessageTemplate,
     build_message,
     list_id,
     make_message_id,

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from papermail.delivery.dkim import DkimSigner, PrivateKey, generate_private_key
+from papermail.delivery.dkim import DkimSigner
+from papermail.delivery.dkim_keys import PrivateKey, generate_private_key
 from papermail.delivery.memory import MemoryBackend
 from papermail.models import SubscriberStatus
 from papermail.pipeline.ratelimit import Unlimited

@@ -22,10 +22,11 @@ from papermail.delivery.memory import MemoryBackend
 from papermail.models import EditionKind, Subscriber, SubscriberStatus
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
+from papermail.pipeline.outcomes import Outcome, classify
 from papermail.pipeline.planning import plan_edition
 from papermail.pipeline.ratelimit import Unlimited
 from papermail.pipeline.rendering import EditionStore, make_environment
-from papermail.pipeline.sending import Outcome, SendPolicy, classify, send_batch
+from papermail.pipeline.sending import SendPolicy, send_batch
 from papermail.pipeline.variants import Identity, TemplateSource
 from papermail.sources.hf import load_sample
 from papermail.subscribers import confirmations

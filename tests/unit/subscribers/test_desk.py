@@ -33,7 +33,7 @@ from papermail.models import (
 )
 from papermail.pipeline.rendering import make_environment
 from papermail.pipeline.variants import Identity
-from papermail.subscribers import desk, trial_send
+from papermail.subscribers import audit, desk, trial_send
 from papermail.subscribers.bounces import BouncePolicy
 from papermail.subscribers.confirmations import request_subscription, subscriber_for_token
 from papermail.subscribers.preferences import Preferences
@@ -107,9 +107,9 @@ def test_lookup_by_id_or_address(session: Session) -> None:
 def test_suppress_needs_a_reason_and_changes_nothing_without_one(session: Session) -> None:
     ada = seed_subscriber(session, email="ada@example.org")
     for reason in ("", "   ", "\n\t"):
-        with pytest.raises(desk.DeskRefused, match="Give a reason"):
+        with pytest.raises(audit.DeskRefused, match="Give a reason"):
             desk.suppress(session, ada, actor=ACTOR, reason=reason, now=NOW)
-    with pytest.raises(desk.DeskRefused, match="under 500"):
+    with pytest.raises(audit.DeskRefused, match="under 500"):
         desk.suppress(session, ada, actor=ACTOR, reason="x" * 501, now=NOW)
     assert ada.status is SubscriberStatus.ACTIVE and entries(session) == []
 
@@ -134,7 +134,7 @@ def test_suppress_records_who_when_why_and_skips_what_was_planned(session: Sessi
     )
     assert entry.reason == "spam trap reported"
     assert entry.detail == {"from": "active", "bounce_count": 0}
-    with pytest.raises(desk.DeskRefused, match="already suppressed"):
+    with pytest.raises(audit.DeskRefused, match="already suppressed"):
         desk.suppress(session, ada, actor=ACTOR, reason="again", now=NOW)
 
 
@@ -152,7 +152,7 @@ def test_unsuppress_returns_an_active_address_to_active(session: Session) -> Non
     last = entries(session)[-1]
     assert (last.action, last.actor, last.reason) == ("unsuppress", "ops", "they emptied it")
     assert last.detail == {"to": "active", "bounce_count": 2}
-    with pytest.raises(desk.DeskRefused, match="not suppressed"):
+    with pytest.raises(audit.DeskRefused, match="not suppressed"):
         desk.unsuppress(session, ada, actor="ops", reason="again", now=NOW)
 
 

@@ -26,7 +26,7 @@ from papermail.config import Settings
 from papermail.models import Base, Delivery, DeliveryStatus, SubscriberStatus
 from papermail.ops.control import pause_sending, sending_paused
 from papermail.ops.jobs import recorded
-from papermail.ops.metrics import SendTally
+from papermail.ops.send_tally import SendTally
 from papermail.ops.throttle import FixedWindow, client_key
 from papermail.stages import InlineDispatcher
 from papermail.subscribers.tokens import Purpose

@@ -1,5 +1,5 @@
 """The bounce mailbox is polled on beat's schedule only when one is configured, by a thin
-task over stages.poll_bounces."""
+task over bounce_stages.poll_bounces."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_the_task_returns_the_polls_figures(monkeypatch: pytest.MonkeyPatch) -> 
     import workers.tasks as tasks
 
     report = PollReport(read=3, refused=1, outcome=Outcome(stored=2))
-    monkeypatch.setattr(tasks.stages, "poll_bounces", lambda w: report)
+    monkeypatch.setattr(tasks.bounce_stages, "poll_bounces", lambda w: report)
     monkeypatch.setattr(tasks, "wiring", lambda: _FakeWiring())
 
     assert tasks.poll_bounces.run() == {

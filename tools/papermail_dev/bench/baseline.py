@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from papermail.config import Settings
 from papermail.models import Delivery, Edition
-from papermail.pipeline.messages import DateHeaders
+from papermail.pipeline.encoding import DateHeaders
 from papermail.wiring import Wiring
 from papermail_dev.bench.sink_process import SinkProcess
 

@@ -33,7 +33,7 @@ from papermail.db import session_scope
 from papermail.delivery.base import DeliveryError
 from papermail.models import Subscriber, SubscriberStatus
 from papermail.ops.throttle import FixedWindow
-from papermail.subscribers import desk, exports, imports, trial_send
+from papermail.subscribers import audit, desk, exports, imports, trial_send
 from papermail.subscribers.subscriptions import InvalidEmail
 from papermail.web import csrf
 from papermail.web.ops import auth
@@ -455,7 +455,7 @@ def _suppression(
             else:
                 desk.suppress(session, subscriber, actor=operator.name, reason=reason, now=utcnow())
                 done = "suppressed"
-        except desk.DeskRefused as exc:
+        except audit.DeskRefused as exc:
             session.rollback()
             which = "unsuppress" if lift else "suppress"
             return _subscriber_page(
@@ -465,7 +465,7 @@ def _suppression(
                 subscriber,
                 notice=("error", str(exc)),
                 code=400 if not reason.strip() else 409,
-                form={f"{which}_reason": reason[: desk.MAX_REASON * 2]},
+                form={f"{which}_reason": reason[: audit.MAX_REASON * 2]},
             )
     return _back(f"{BASE}/{subscriber_id}", done)
 

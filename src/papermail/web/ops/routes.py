@@ -26,7 +26,7 @@ from papermail import stages
 from papermail.clock import utcnow
 from papermail.dispatch import QUEUES, Dispatcher
 from papermail.ops import actions as operations
-from papermail.ops import bounce_rates, metrics, monitoring, phrasing
+from papermail.ops import bounce_rates, metrics, monitoring, phrasing, send_tally
 from papermail.ops import history as ops_history
 from papermail.ops.broker import CeleryLike
 from papermail.ops.http_metrics import HttpMetrics
@@ -363,14 +363,14 @@ def _make_registry(ops: OpsContext) -> CollectorRegistry:
         # and this process's fakeredis has no workers' tally: count them from the ledger.
         return metrics.make_registry(
             snapshot=lambda: ops.snapshot(worker_timeout=0.5),
-            send_totals=lambda: metrics.ledger_send_totals(w.sessions),
+            send_totals=lambda: send_tally.ledger_send_totals(w.sessions),
             send_source="database",
             sources=ops.sources,
         )
     return metrics.make_registry(
         # A scrape must stay fast: a short worker ping (Prometheus times out at 10 s).
         snapshot=lambda: ops.snapshot(worker_timeout=0.5),
-        send_totals=lambda: metrics.read_send_totals(w.redis),
+        send_totals=lambda: send_tally.read_send_totals(w.redis),
         send_source="redis",
         sources=ops.sources,
     )
