@@ -13,11 +13,14 @@ from alembic import command
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from papermail.bounces.events import store
 from papermail.config import PROJECT_ROOT
 from papermail.db import make_engine, make_session_factory
 from papermail.dbadmin import alembic_config
 from papermail.delivery.memory import MemoryBackend
 from papermail.models import (
+    BounceKind,
+    BounceSource,
     Delivery,
     DeliveryStatus,
     Edition,
@@ -27,6 +30,7 @@ from papermail.models import (
     Paper,
     PaperSnapshot,
     Subscriber,
+    SubscriberStatus,
     Variant,
 )
 from papermail.pipeline import histories, plan_rows
@@ -39,6 +43,8 @@ from papermail.pipeline.rendering import EditionStore, make_environment
 from papermail.pipeline.sending import SendPolicy, send_batch
 from papermail.pipeline.variants import Identity, TemplateSource
 from papermail.sources.hf import SAMPLE_DAY, load_sample
+from papermail.subscribers import desk
+from papermail.subscribers.bounces import BouncePolicy
 from papermail.subscribers.preferences import Preferences
 from papermail.subscribers.subscriptions import add_subscriber
 from papermail.subscribers.tokens import Links, TokenSigner
@@ -454,3 +460,38 @@ def test_a_chunk_that_cannot_be_written_stops_the_plan_and_a_replan_finishes_it(
     monkeypatch.setattr(plan_rows, "insert_rows", real)
     report = _plan(sessions, edition_id, publish=published.append, batch_size=4)
     assert report.planned == 30 and report.deliveries == 50
+
+
+def test_an_unsuppressed_address_starts_its_soft_score_again_on_postgres(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The score's query reads the audit log (timestamptz against timestamptz)."""
+    policy = BouncePolicy(score_threshold=2.5, soft_weight=1.0, decay_days=7.0)
+    with sessions() as session:
+        ada = Subscriber(email="ada@example.org", status=SubscriberStatus.ACTIVE, confirmed_at=NOW)
+        session.add(ada)
+        session.flush()
+
+        def soft(at: dt.datetime) -> tuple[float, bool]:
+            store(
+                session,
+                kind=BounceKind.SOFT,
+                source=BounceSource.IMAP,
+                subscriber_id=ada.id,
+                delivery_id=None,
+                recipient=ada.email,
+                status="4.2.2",
+                diagnostic="mailbox full",
+                message=f"m-{at.isoformat()}",
+                now=at,
+            )
+            return policy.record_soft(session, ada.id, sent_as=(SubscriberStatus.ACTIVE,), now=at)
+
+        hour = dt.timedelta(hours=1)
+        assert [soft(NOW + n * hour)[1] for n in (1, 2, 3)] == [False, False, True]
+        session.refresh(ada)
+        desk.unsuppress(session, ada, actor="ops", reason="emptied", now=NOW + 4 * hour)
+        session.commit()
+        score, suppressed = soft(NOW + 5 * hour)
+        assert score == pytest.approx(1.0) and not suppressed
+        session.commit()

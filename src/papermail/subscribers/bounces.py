@@ -19,14 +19,15 @@ papermail/bounces/):
   session; a late one (a 4.x.x DSN: mailbox full, delayed) adds ``soft_weight`` to a
   score in which each soft bounce's weight halves every ``decay_days``; the subscriber is
   suppressed once the score reaches ``score_threshold`` (Mailman's scoring, with a smooth
-  decay in place of its reset after a quiet week);
+  decay in place of its reset after a quiet week). An operator's unsuppress starts the
+  score again from zero, as it does the count;
 - a complaint (the reader pressed "spam") unsubscribes and suppresses at once.
 
 Suppression replaces only the status the message was sent under: if the subscriber's
 status changed while the message was out (an unsubscribe racing a digest's bounce),
 their newer word stands. The count goes up either way.
 
-Which failure is which is decided in one place too: ``papermail.pipeline.sending.classify``
+Which failure is which is decided in one place too: ``papermail.pipeline.outcomes.classify``
 in the session, ``papermail.bounces.reports`` afterwards.
 """
 
@@ -36,10 +37,11 @@ import datetime as dt
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, select, update
+from sqlalchemy import ColumnElement, Connection, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from papermail.models import BounceEvent, BounceKind, Subscriber, SubscriberStatus
+from papermail.models import AuditEntry, BounceEvent, BounceKind, Subscriber, SubscriberStatus
+from papermail.subscribers.audit import Action
 from papermail.subscribers.subscriptions import unsubscribe
 
 # The enhanced status codes (RFC 3463) that say the address itself is bad.
@@ -48,6 +50,7 @@ ADDRESS_GONE_CODES = frozenset({"5.2.1"})
 # Soft bounces older than this many half-lives weigh under 0.1%: not read.
 SCORE_HORIZON_HALF_LIVES = 10
 DAY_SECONDS = 86400.0
+UNSUPPRESS = Action.UNSUPPRESS.value
 
 
 def address_gone(status: str | None) -> bool:
@@ -110,11 +113,18 @@ class BouncePolicy:
         them if the score reaches the threshold: (the score, whether that suppressed them).
         Does not commit."""
         horizon = now - dt.timedelta(days=self.decay_days * SCORE_HORIZON_HALF_LIVES)
+        # Soft bounces from before an operator unsuppressed them were forgiven with it.
+        unsuppressed = (
+            select(func.max(AuditEntry.at))
+            .where(AuditEntry.subscriber_id == subscriber_id, AuditEntry.action == UNSUPPRESS)
+            .scalar_subquery()
+        )
         seen = db.execute(
             select(BounceEvent.received_at).where(
                 BounceEvent.subscriber_id == subscriber_id,
                 BounceEvent.kind == BounceKind.SOFT,
                 BounceEvent.received_at > horizon,
+                or_(unsuppressed.is_(None), BounceEvent.received_at > unsuppressed),
             )
         ).scalars()
         score = self.soft_score(now - at for at in seen)

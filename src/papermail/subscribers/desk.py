@@ -14,8 +14,9 @@ Suppression rules:
 - unsuppress: back to the status the address had before it was suppressed, and only
   that: active only if it was active, pending if it never confirmed, and an address that
   unsubscribed (before, or while suppressed) stays unsubscribed: leaving is the
-  reader's word, never undone by an operator. The bounce count starts again from 0, so
-  the next single bounce does not suppress it again.
+  reader's word, never undone by an operator. The bounce count and the soft-bounce score
+  start again from 0 (the score counts only soft bounces after it), so the next single
+  bounce does not suppress it again.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from papermail.bounces.events import store
 from papermail.models import BounceKind, BounceSource, Subscriber, SubscriberStatus
+from papermail.subscribers import desk
 from papermail.subscribers.bounces import BouncePolicy, address_gone
 
 DAY = dt.timedelta(days=1)
@@ -94,3 +95,26 @@ def test_the_soft_score_suppresses_only_the_status_the_mail_went_out_under(
     assert score == 1.0 and not suppressed
     session.refresh(subscriber)
     assert subscriber.status is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_unsuppressing_starts_the_soft_score_again_from_zero(session: Session) -> None:
+    """An operator who unsuppresses an address forgives its soft bounces, as its count:
+    the next soft bounce alone must not suppress it again."""
+    policy = BouncePolicy(score_threshold=2.5, soft_weight=1.0, decay_days=7.0)
+    ada = Subscriber(
+        email="ada@example.org", status=SubscriberStatus.ACTIVE, confirmed_at=T0 - 30 * DAY
+    )
+    session.add(ada)
+    session.flush()
+    for hours in (1, 2, 3):
+        score, suppressed = _soft(session, policy, ada, T0 + hours * dt.timedelta(hours=1))
+    session.refresh(ada)
+    assert suppressed and ada.status is SubscriberStatus.SUPPRESSED
+
+    desk.unsuppress(session, ada, actor="ops", reason="mailbox emptied", now=T0 + DAY)
+    assert ada.status is SubscriberStatus.ACTIVE
+    score, suppressed = _soft(session, policy, ada, T0 + DAY + dt.timedelta(hours=1))
+    assert score == pytest.approx(1.0) and not suppressed  # only the bounce after it counts
+    for hours in (2, 3):
+        score, suppressed = _soft(session, policy, ada, T0 + DAY + hours * dt.timedelta(hours=1))
+    assert suppressed  # three new ones: the policy still works after a reset
