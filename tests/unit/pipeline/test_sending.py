@@ -43,7 +43,12 @@ from papermail.pipeline.messages import make_message_id
 from papermail.pipeline.planning import plan_edition
 from papermail.pipeline.ratelimit import RateLimiter, Unlimited
 from papermail.pipeline.rendering import EditionStore, make_environment
-from papermail.pipeline.sending import BatchReport, SendPolicy, send_batch
+from papermail.pipeline.sending import (
+    STATUS_CHECK_INTERVAL,
+    BatchReport,
+    SendPolicy,
+    send_batch,
+)
 from papermail.pipeline.variants import Identity, TemplateSource, render_once
 from papermail.sources.hf import load_sample
 from papermail.subscribers.tokens import Links, Purpose
@@ -698,7 +703,7 @@ def test_a_relay_outage_stops_the_batch_without_spending_anyones_attempts(world:
 
 
 def test_someone_who_unsubscribes_mid_batch_gets_nothing_more(world: World) -> None:
-    ids = planned(world, 30)  # statuses are re-read every 25 messages
+    ids = planned(world, 30)
     backend = MemoryBackend()
     leaver = world.row(ids[-1]).subscriber_id
 
@@ -711,6 +716,7 @@ def test_someone_who_unsubscribes_mid_batch_gets_nothing_more(world: World) -> N
                     .values(status=SubscriberStatus.UNSUBSCRIBED)
                 )
                 other.commit()
+            world.clock.advance(STATUS_CHECK_INTERVAL)  # statuses are read once a second
         return None
 
     backend.fail = unsubscribe_after_the_third
