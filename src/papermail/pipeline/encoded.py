@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from itertools import chain
 
 from papermail.pipeline.encoding import (
     DateHeaders,
@@ -91,46 +92,51 @@ class ReaderTemplate:
         plain = {name: encode_value(values[name]) for name in MESSAGE_SLOTS}
         plain.update({name: encode_value(values[name]) for name in self.feedback_slots})
         out = [self.subject, edition.layout.head, personal, edition.before_text]
-        self._part(out, edition.text, plain, html=False)
-        if edition.html is not None:
+        self._part(out, edition.split_text, plain, html=False)
+        if edition.split_html is not None:
             marked = dict(plain)  # tokens read the same in HTML; addresses and URLs may not
             for name in MESSAGE_SLOTS:
                 value = values[name]
                 if (escaped := html_value(value)) != value:
                     marked[name] = encode_value(escaped)
             out.append(edition.before_html)
-            self._part(out, edition.html, marked, html=True)
+            self._part(out, edition.split_html, marked, html=True)
         out.append(edition.after)
         return b"".join(out)
 
     def _part(
-        self, out: list[bytes], pieces: Pieces[bytes], values: dict[str, bytes], *, html: bool
+        self, out: list[bytes], pieces: Pieces[Split], values: dict[str, bytes], *, html: bool
     ) -> None:
         edition = self._edition
-        heads = {name: edition.value(text, html=html) for name, text in self._heads.items()}
+        value = edition.value
+        heads = {name: value(text, html=html) for name, text in self._heads.items()}
         _splice(out, pieces.head, heads)
-        for position, (card, why) in enumerate(zip(self._cards, self._reasons, strict=True), 1):
-            more, less = (
-                FEEDBACK_SLOTS[position - 1] if position <= len(FEEDBACK_SLOTS) else ("", "")
-            )
-            fills = {
-                "rank": edition.value(str(position), html=html),
-                "why": edition.value(why, html=html),
-            }
-            if more in values:
-                fills["more"], fills["less"] = values[more], values[less]
+        ranks = edition.ranks
+        for position, (card, why) in enumerate(zip(self._cards, self._reasons, strict=True)):
+            fills = {"rank": ranks[position], "why": value(why, html=html)}
+            if position < len(FEEDBACK_SLOTS):
+                more, less = FEEDBACK_SLOTS[position]
+                if more in values:
+                    fills["more"], fills["less"] = values[more], values[less]
             _splice(out, pieces.cards[card], fills)
         _splice(out, pieces.foot, values)
 
 
-def _splice(
-    out: list[bytes], segments: tuple[bytes | str, ...], fills: Mapping[str, bytes]
-) -> None:
-    for i, segment in enumerate(segments):
-        if i % 2:
-            out.append(fills[segment])  # type: ignore[index]  # odd: a slot name
-        elif segment:
-            out.append(segment)  # type: ignore[arg-type]  # even: encoded bytes
+# A piece as literals and the slots between them: literals[i] comes before slots[i], and
+# a last literal may follow the last slot.
+Split = tuple[tuple[bytes, ...], tuple[str, ...]]
+
+
+def _split(segments: tuple[bytes | str, ...]) -> Split:
+    return tuple(segments[0::2]), tuple(segments[1::2])  # type: ignore[return-value]
+
+
+def _splice(out: list[bytes], piece: Split, fills: Mapping[str, bytes]) -> None:
+    literals, slots = piece
+    # One C-level pass; the last literal, if any, has no slot after it (hence not strict).
+    out += chain.from_iterable(zip(literals, map(fills.__getitem__, slots), strict=False))
+    if len(literals) > len(slots):
+        out.append(literals[-1])
 
 
 class EncodedEdition:
@@ -145,6 +151,10 @@ class EncodedEdition:
         if (layout.boundary is None) != (self.html is None):
             raise ValueError("an HTML part needs a multipart layout, and only it")
         self.before_text, self.before_html, self.after = layout.frame()
+        self.split_text = _split_pieces(self.text)
+        self.split_html = None if self.html is None else _split_pieces(self.html)
+        # Card numbers read the same in both parts (digits): encoded once.
+        self.ranks = tuple(encode_value(str(n)) for n in range(1, len(FEEDBACK_SLOTS) + 1))
         self._subjects: dict[int, bytes] = {}  # folded lazily: a reader's lead card only
         self._values: dict[tuple[str, bool], bytes] = {}  # encoded why-lines, numbers...
         self._payloads = tuple(
@@ -193,6 +203,14 @@ class EncodedEdition:
             text = self.rendered.subjects[card] if card >= 0 else self.rendered.empty_subject
             line = self._subjects[card] = subject_header(text)
         return line
+
+
+def _split_pieces(pieces: Pieces[bytes]) -> Pieces[Split]:
+    return Pieces(
+        head=_split(pieces.head),  # type: ignore[arg-type]
+        cards=tuple(_split(card) for card in pieces.cards),  # type: ignore[misc]
+        foot=_split(pieces.foot),  # type: ignore[arg-type]
+    )
 
 
 def _encoded(pieces: Pieces[str]) -> Pieces[bytes]:
