@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause, and_, bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -39,10 +40,33 @@ class Row:
     message_id: str | None  # set by an operator's resend; else made from the ids
 
 
+_LOADED = (
+    Delivery.id,
+    Delivery.subscriber_id,
+    Delivery.edition_id,
+    Delivery.variant_key,
+    Delivery.attempts,
+    Delivery.message_id,
+)
+
+
 def claim(
     session: Session, *, ids: Sequence[int], now: dt.datetime, lease: dt.timedelta
 ) -> list[int]:
     """Atomically take the claimable rows among ``ids``; commits."""
+    return [d.id for d in _claim(session, ids, now, lease)]
+
+
+def claim_rows(
+    session: Session, *, ids: Sequence[int], now: dt.datetime, lease: dt.timedelta
+) -> list[Row]:
+    """``claim``, then ``load``, with the rows' own columns read by the claim itself."""
+    return _with_subscribers(session, _claim(session, ids, now, lease))
+
+
+def _claim(
+    session: Session, ids: Sequence[int], now: dt.datetime, lease: dt.timedelta
+) -> list[Any]:
     stmt = (
         update(Delivery)
         .where(
@@ -62,30 +86,25 @@ def claim(
             next_attempt_at=None,
             dispatched_at=None,  # picked up: no longer waiting in a queue
         )
-        .returning(Delivery.id)
+        .returning(*_LOADED)
         .execution_options(synchronize_session=False)
     )
-    claimed = sorted(session.scalars(stmt))
+    claimed = sorted(session.execute(stmt).all(), key=lambda d: d.id)
     session.commit()
     return claimed
 
 
 def load(session: Session, ids: list[int]) -> list[Row]:
     """The claimed rows, in id order; a subscriber erased mid-flight takes theirs along."""
-    # Two primary-key lookups rather than a join: with statistics that lag a bulk load,
-    # PostgreSQL would hash-join the whole subscribers table for every batch.
     deliveries = session.execute(
-        select(
-            Delivery.id,
-            Delivery.subscriber_id,
-            Delivery.edition_id,
-            Delivery.variant_key,
-            Delivery.attempts,
-            Delivery.message_id,
-        )
-        .where(Delivery.id.in_(ids))
-        .order_by(Delivery.id)
+        select(*_LOADED).where(Delivery.id.in_(ids)).order_by(Delivery.id)
     ).all()
+    return _with_subscribers(session, deliveries)
+
+
+def _with_subscribers(session: Session, deliveries: Sequence[Any]) -> list[Row]:
+    # Primary-key lookups rather than a join: with statistics that lag a bulk load,
+    # PostgreSQL would hash-join the whole subscribers table for every batch.
     people = {
         row.id: row
         for row in session.execute(

@@ -34,9 +34,8 @@ from papermail.models import Edition, SubscriberStatus
 from papermail.pipeline.claims import (
     Row,
     RowOutcomes,
-    claim,
+    claim_rows,
     ledger_connection,
-    load,
     no_longer_active,
 )
 from papermail.pipeline.encoding import DateHeaders
@@ -141,11 +140,10 @@ def send_batch(
         return report
     claimed_at = clock()
     lease = dt.timedelta(seconds=policy.lease_seconds)
-    ids = claim(session, ids=delivery_ids, now=claimed_at, lease=lease)
-    report.claimed = len(ids)
-    if not ids:
+    rows = claim_rows(session, ids=delivery_ids, now=claimed_at, lease=lease)
+    report.claimed = len(rows)
+    if not rows:
         return report
-    rows = load(session, ids)
     editions = {
         e.id: e
         for e in session.scalars(
