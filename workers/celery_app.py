@@ -14,10 +14,11 @@ import datetime as dt
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import celeryd_init, setup_logging
+from celery.signals import celeryd_init, setup_logging, worker_process_init
 from kombu import Exchange, Queue
 from pydantic import ValidationError
 
+from papermail import gc_tuning
 from papermail.config import Settings, describe_errors, get_settings
 from papermail.dispatch import PIPELINE_QUEUE, QUEUES, SEND_QUEUE
 from papermail.logging_setup import configure_logging
@@ -168,6 +169,11 @@ def _configure_logging(**_kwargs: object) -> None:
     """Celery hands logging to us: papermail's format (JSON when configured) everywhere."""
     settings = settings_or_exit()
     configure_logging(json=settings.log_json, level=settings.log_level)
+
+
+@worker_process_init.connect
+def _tune_the_garbage_collector(**_kwargs: object) -> None:
+    gc_tuning.tune()  # each pool process, after the fork: see papermail/gc_tuning.py
 
 
 @celeryd_init.connect

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from papermail import stages
+from papermail import gc_tuning, stages
 from papermail.cli.common import Fail
 from papermail.clock import utcnow
 from papermail.db import make_engine, make_session_factory
@@ -430,6 +430,7 @@ def run_plan_only(config: BenchConfig, *, log: Callable[[str], None] = print) ->
         started = time.perf_counter()
         importlib.import_module("papermail.pipeline.tfidf")
         model_import_seconds = time.perf_counter() - started
+        gc_tuning.tune()  # as every Celery pool process is (workers/celery_app.py)
         w = Wiring(settings)
         try:
             counter = CountingDispatcher()
