@@ -13,14 +13,11 @@ from alembic import command
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from papermail.bounces.events import store
 from papermail.config import PROJECT_ROOT
 from papermail.db import make_engine, make_session_factory
 from papermail.dbadmin import alembic_config
 from papermail.delivery.memory import MemoryBackend
 from papermail.models import (
-    BounceKind,
-    BounceSource,
     Delivery,
     DeliveryStatus,
     Edition,
@@ -48,6 +45,7 @@ from papermail.subscribers.bounces import BouncePolicy
 from papermail.subscribers.preferences import Preferences
 from papermail.subscribers.subscriptions import add_subscriber
 from papermail.subscribers.tokens import Links, TokenSigner
+from tests.support.bounces import soft_bounce
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 27, 7, 30, tzinfo=dt.UTC)
@@ -473,19 +471,7 @@ def test_an_unsuppressed_address_starts_its_soft_score_again_on_postgres(
         session.flush()
 
         def soft(at: dt.datetime) -> tuple[float, bool]:
-            store(
-                session,
-                kind=BounceKind.SOFT,
-                source=BounceSource.IMAP,
-                subscriber_id=ada.id,
-                delivery_id=None,
-                recipient=ada.email,
-                status="4.2.2",
-                diagnostic="mailbox full",
-                message=f"m-{at.isoformat()}",
-                now=at,
-            )
-            return policy.record_soft(session, ada.id, sent_as=(SubscriberStatus.ACTIVE,), now=at)
+            return soft_bounce(session, policy, ada, at)
 
         hour = dt.timedelta(hours=1)
         assert [soft(NOW + n * hour)[1] for n in (1, 2, 3)] == [False, False, True]

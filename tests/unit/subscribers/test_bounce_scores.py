@@ -8,14 +8,13 @@ import datetime as dt
 import pytest
 from sqlalchemy.orm import Session
 
-from papermail.bounces.events import store
-from papermail.models import BounceKind, BounceSource, Subscriber, SubscriberStatus
+from papermail.models import Subscriber, SubscriberStatus
 from papermail.subscribers import desk
 from papermail.subscribers.bounces import BouncePolicy, address_gone
+from tests.support.bounces import soft_bounce
 
 DAY = dt.timedelta(days=1)
 T0 = dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
-ACTIVE = (SubscriberStatus.ACTIVE,)
 
 
 @pytest.mark.parametrize(
@@ -46,35 +45,19 @@ def test_a_soft_bounces_weight_halves_every_decay_period() -> None:
     assert policy.soft_score([-DAY]) == 2.0  # a clock running behind never adds weight
 
 
-def _soft(session: Session, policy: BouncePolicy, subscriber: Subscriber, at: dt.datetime):  # type: ignore[no-untyped-def]
-    store(
-        session,
-        kind=BounceKind.SOFT,
-        source=BounceSource.IMAP,
-        subscriber_id=subscriber.id,
-        delivery_id=None,
-        recipient=subscriber.email,
-        status="4.2.2",
-        diagnostic="mailbox full",
-        message=f"m-{at.isoformat()}",
-        now=at,
-    )
-    return policy.record_soft(session, subscriber.id, sent_as=ACTIVE, now=at)
-
-
 def test_the_score_read_at_a_later_now_has_decayed(session: Session) -> None:
     policy = BouncePolicy(score_threshold=3.0, soft_weight=1.0, decay_days=1.0)
     subscriber = Subscriber(email="ada@example.org", status=SubscriberStatus.ACTIVE)
     session.add(subscriber)
     session.flush()
 
-    assert _soft(session, policy, subscriber, T0) == (1.0, False)
-    score, suppressed = _soft(session, policy, subscriber, T0 + DAY)
+    assert soft_bounce(session, policy, subscriber, T0) == (1.0, False)
+    score, suppressed = soft_bounce(session, policy, subscriber, T0 + DAY)
     assert score == pytest.approx(1.5) and not suppressed
-    score, suppressed = _soft(session, policy, subscriber, T0 + 30 * DAY)  # a month of quiet
+    score, suppressed = soft_bounce(session, policy, subscriber, T0 + 30 * DAY)  # a month of quiet
     assert score == pytest.approx(1.0, abs=1e-6) and not suppressed
     for hours in (1, 2, 3):
-        score, suppressed = _soft(
+        score, suppressed = soft_bounce(
             session, policy, subscriber, T0 + 30 * DAY + hours * dt.timedelta(hours=1)
         )
     assert score >= 3.0 and suppressed
@@ -90,7 +73,7 @@ def test_the_soft_score_suppresses_only_the_status_the_mail_went_out_under(
     session.add(subscriber)
     session.flush()
 
-    score, suppressed = _soft(session, policy, subscriber, T0)
+    score, suppressed = soft_bounce(session, policy, subscriber, T0)
 
     assert score == 1.0 and not suppressed
     session.refresh(subscriber)
@@ -107,14 +90,15 @@ def test_unsuppressing_starts_the_soft_score_again_from_zero(session: Session) -
     session.add(ada)
     session.flush()
     for hours in (1, 2, 3):
-        score, suppressed = _soft(session, policy, ada, T0 + hours * dt.timedelta(hours=1))
+        score, suppressed = soft_bounce(session, policy, ada, T0 + hours * dt.timedelta(hours=1))
     session.refresh(ada)
     assert suppressed and ada.status is SubscriberStatus.SUPPRESSED
 
     desk.unsuppress(session, ada, actor="ops", reason="mailbox emptied", now=T0 + DAY)
     assert ada.status is SubscriberStatus.ACTIVE
-    score, suppressed = _soft(session, policy, ada, T0 + DAY + dt.timedelta(hours=1))
+    score, suppressed = soft_bounce(session, policy, ada, T0 + DAY + dt.timedelta(hours=1))
     assert score == pytest.approx(1.0) and not suppressed  # only the bounce after it counts
     for hours in (2, 3):
-        score, suppressed = _soft(session, policy, ada, T0 + DAY + hours * dt.timedelta(hours=1))
+        at = T0 + DAY + hours * dt.timedelta(hours=1)
+        score, suppressed = soft_bounce(session, policy, ada, at)
     assert suppressed  # three new ones: the policy still works after a reset
