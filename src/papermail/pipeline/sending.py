@@ -2,11 +2,11 @@
 
 Each message ends one way of four, as ``outcomes.classify`` decides for all mail alike
 (outcomes.py also sends single messages: confirmations, test sends).
-``send_batch`` claims ledger
-rows (see claims.py), and after the server's 250 marks a row sent and commits at once,
-so the only window in which a crash can cause a second copy is between that 250 and
-that commit, one message wide. A batch that runs past its lease stops, so a reclaimed
-row is never sent by two workers at once.
+
+``send_batch`` claims ledger rows (see claims.py), and after the server's 250 marks a row
+sent and commits at once, so the only window in which a crash can cause a second copy is
+between that 250 and that commit, one message wide. A batch that runs past its lease
+stops, so a reclaimed row is never sent by two workers at once.
 """
 
 from __future__ import annotations
