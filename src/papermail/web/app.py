@@ -32,7 +32,7 @@ from papermail.subscribers.tokens import InvalidToken
 from papermail.web import archive, feedback, manage, signup
 from papermail.web.context import Clock, Pages, SendConfirmation, WebContext
 from papermail.web.csrf import CsrfGuard
-from papermail.web.ops import desk
+from papermail.web.ops import desk_csv
 from papermail.web.ops.routes import attach_ops
 from papermail.web.webhooks import attach_webhooks
 from papermail.wiring import Wiring
@@ -46,7 +46,7 @@ MAX_BODY = 64 * 1024  # our forms are a few hundred bytes
 # message may be 256 KB; Postmark's can carry the bounced message's content).
 WEBHOOK_MAX_BODY = 512 * 1024
 LARGE_BODIES = {
-    desk.IMPORT_PATH: desk.IMPORT_MAX_BODY,
+    desk_csv.IMPORT_PATH: desk_csv.IMPORT_MAX_BODY,
     "/webhooks/ses": WEBHOOK_MAX_BODY,
     "/webhooks/postmark": WEBHOOK_MAX_BODY,
 }

@@ -22,6 +22,7 @@ from papermail.models import AuditEntry, DeliveryStatus, Subscriber, SubscriberS
 from papermail.ops.control import sending_paused
 from papermail.subscribers import imports
 from papermail.web.ops import desk as desk_routes
+from papermail.web.ops import desk_csv
 from papermail.wiring import Wiring
 from tests.support.desk import seed_papers_edition
 from tests.support.ledger import seed_delivery, seed_edition, seed_subscriber
@@ -128,7 +129,7 @@ def test_get_changes_nothing(rt: Wiring, client: TestClient) -> None:
     for path in POSTS:
         assert client.get(path, auth=AUTH).status_code in (404, 405), path
     assert state(rt) == before
-    assert rt.redis.keys(desk_routes.IMPORT_PREFIX + "*") == []
+    assert rt.redis.keys(desk_csv.IMPORT_PREFIX + "*") == []
 
 
 def test_the_pages_are_not_cached_and_run_under_the_dashboards_csp(
@@ -167,7 +168,7 @@ def test_an_action_without_a_valid_token_changes_nothing(rt: Wiring, client: Tes
     )
     assert response.status_code == 403
     assert state(rt) == before
-    assert rt.redis.keys(desk_routes.IMPORT_PREFIX + "*") == []
+    assert rt.redis.keys(desk_csv.IMPORT_PREFIX + "*") == []
 
 
 def test_a_cross_site_post_or_download_is_refused_even_with_a_token(
@@ -384,8 +385,8 @@ def test_an_import_is_previewed_then_confirmed_and_emails_confirmations(
     assert re.search(r'id="count-added">2<', preview.text)
     assert "Already subscribed (active)" in preview.text
     assert state(rt)[0] == [("known@example.org", "active", 0)]  # nothing changed yet
-    [key] = rt.redis.keys(desk_routes.IMPORT_PREFIX + "*")
-    assert 0 < rt.redis.ttl(key) <= desk_routes.IMPORT_TTL_SECONDS
+    [key] = rt.redis.keys(desk_csv.IMPORT_PREFIX + "*")
+    assert 0 < rt.redis.ttl(key) <= desk_csv.IMPORT_TTL_SECONDS
     form_key = re.search(r'name="key" value="([^"]+)"', preview.text)
     assert form_key is not None
 
@@ -412,7 +413,7 @@ def test_an_import_is_previewed_then_confirmed_and_emails_confirmations(
     assert isinstance(backend, MemoryBackend)
     assert sorted(backend.recipients) == ["new@example.org", "other@example.org"]
     assert [(e.actor, e.action) for e in audit(rt)] == [("ops", "import"), ("ops", "import")]
-    assert rt.redis.keys(desk_routes.IMPORT_PREFIX + "*") == []  # used, and gone
+    assert rt.redis.keys(desk_csv.IMPORT_PREFIX + "*") == []  # used, and gone
     again = client.post(
         "/ops/subscribers/import/confirm",
         data={"csrf_token": token_from(preview.text), "key": form_key[1]},
@@ -425,7 +426,7 @@ def test_an_active_import_needs_a_consent_source(rt: Wiring, client: TestClient)
     data = b"email\nnew@example.org\n"
     refused = upload(client, data, mode="active", consent_source="")
     assert refused.status_code == 400 and "consent source" in refused.text
-    assert rt.redis.keys(desk_routes.IMPORT_PREFIX + "*") == []
+    assert rt.redis.keys(desk_csv.IMPORT_PREFIX + "*") == []
 
     preview = upload(client, data, mode="active", consent_source="<b>open day</b> sheet")
     assert "&lt;b&gt;open day&lt;/b&gt; sheet" in preview.text
@@ -452,7 +453,7 @@ def test_an_import_with_row_errors_offers_nothing_to_confirm(
     assert "Nothing can be imported" in preview.text
     assert "Choose daily or weekly." in preview.text and "<b>@x" not in preview.text
     assert "/import/confirm" not in preview.text
-    assert rt.redis.keys(desk_routes.IMPORT_PREFIX + "*") == []
+    assert rt.redis.keys(desk_csv.IMPORT_PREFIX + "*") == []
 
 
 def test_an_unreadable_file_is_refused_in_words(client: TestClient) -> None:
@@ -466,7 +467,7 @@ def test_a_kept_upload_is_only_for_the_operator_who_previewed_it(
     rt: Wiring, client: TestClient
 ) -> None:
     kept = {"operator": "someone-else", "active": False, "consent_source": "", "data": ""}
-    rt.redis.set(desk_routes.IMPORT_PREFIX + "k", json.dumps(kept))
+    rt.redis.set(desk_csv.IMPORT_PREFIX + "k", json.dumps(kept))
     response = client.post(
         "/ops/subscribers/import/confirm", data={"csrf_token": token(client), "key": "k"}, auth=AUTH
     )
@@ -487,7 +488,7 @@ def test_the_real_app_lets_an_upload_through_up_to_the_imports_own_limit(
         )
         assert refused.status_code == 400
         assert "at most 1,000,000 bytes" in refused.text
-        huge = b"email\n" + b"x" * desk_routes.IMPORT_MAX_BODY
+        huge = b"email\n" + b"x" * desk_csv.IMPORT_MAX_BODY
         assert (
             web.client.post(
                 "/ops/subscribers/import",

@@ -4,28 +4,21 @@ Behind the same sign-in as the dashboard (auth.gate). Pages are GETs that change
 nothing (CSV downloads included); every action is a POST form carrying the operator's
 CSRF token (auth.csrf_ok), answered with a redirect back (POST-redirect-GET) or, when
 refused, the page again with the reason. Domain rules live in papermail.subscribers
-(desk, imports, exports); this module parses, calls, renders.
-
-An import is two POSTs: the upload shows what it would do (nothing changes), the
-confirmation does it. Between the two the file waits in Redis under a random key for
-``IMPORT_TTL_SECONDS``, bound to the operator, and is deleted when used: never on disk.
-Test sends are limited per operator (``TEST_SEND_LIMIT`` per ``TEST_SEND_WINDOW_SECONDS``).
+(desk, imports, exports); this module parses, calls, renders. CSV export and import:
+desk_csv.py. Test sends are limited per operator (``TEST_SEND_LIMIT`` per
+``TEST_SEND_WINDOW_SECONDS``).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import secrets
-from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlencode
 
 import redis as redis_lib
-from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from papermail.clock import utcnow
@@ -33,26 +26,16 @@ from papermail.db import session_scope
 from papermail.delivery.base import DeliveryError
 from papermail.models import Subscriber, SubscriberStatus
 from papermail.ops.throttle import FixedWindow
-from papermail.subscribers import audit, desk, exports, imports, trial_send
+from papermail.subscribers import audit, desk, imports, trial_send
 from papermail.subscribers.subscriptions import InvalidEmail
-from papermail.web import csrf
 from papermail.web.ops import auth
 from papermail.web.ops.auth import Operator
-from papermail.web.ops.routes import NO_STORE, OpsContext, get_ops
+from papermail.web.ops.routes import NO_STORE, get_ops
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 BASE = "/ops/subscribers"
-IMPORT_PATH = f"{BASE}/import"
-# The upload's whole body: the file at its limit plus the form around it. web/app.py lets
-# this path (only) send that much; a file over the import's limit but under this is
-# refused here, in words. At most Starlette's in-memory spool size (1 MiB), so the upload
-# is never written to a temporary file.
-IMPORT_MAX_BODY = 1024 * 1024
-IMPORT_TTL_SECONDS = 15 * 60
-IMPORT_PREFIX = "papermail:ops:import:"
-PREVIEW_SHOWN = 200  # rows of each list an import preview shows; the counts are complete
 TEST_SEND_LIMIT = 5
 TEST_SEND_WINDOW_SECONDS = 10 * 60
 TEST_SEND_PREFIX = "papermail:ops:test-sends"
@@ -88,13 +71,13 @@ DONE = MappingProxyType(
 # --- plumbing -------------------------------------------------------------------------------
 
 
-def _gate(request: Request) -> Operator | Response:
+def gate(request: Request) -> Operator | Response:
     w = get_ops(request).wiring
     return auth.gate(request, w.settings, w.redis)
 
 
-def _action_gate(request: Request, token: str) -> Operator | Response:
-    operator = _gate(request)
+def action_gate(request: Request, token: str) -> Operator | Response:
+    operator = gate(request)
     if isinstance(operator, Response):
         return operator
     if not auth.csrf_ok(request, get_ops(request).wiring.settings, operator, token):
@@ -105,11 +88,11 @@ def _action_gate(request: Request, token: str) -> Operator | Response:
             "This form had expired or did not come from this page, so nothing was done. "
             "Please try again."
         )
-        return _list(request, operator, notice=("error", message), code=403)
+        return list_page(request, operator, notice=("error", message), code=403)
     return operator
 
 
-def _render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     ops = get_ops(request)
     operator: Operator = context["operator"]
     html = ops.wiring.env.get_template(f"web/{template}").render(
@@ -139,7 +122,7 @@ class _Missing(dict[str, str]):
         return "?"
 
 
-def _status(value: str) -> SubscriberStatus | None:
+def parse_status(value: str) -> SubscriberStatus | None:
     try:
         return SubscriberStatus(value) if value else None
     except ValueError:
@@ -155,13 +138,13 @@ def _page_number(value: str) -> int:
 
 @router.get(BASE, response_class=HTMLResponse, include_in_schema=False)
 def subscribers_page(request: Request, q: str = "", status: str = "", page: str = "1") -> Response:
-    operator = _gate(request)
+    operator = gate(request)
     if isinstance(operator, Response):
         return operator
-    return _list(request, operator, q=q, status=status, page=page)
+    return list_page(request, operator, q=q, status=status, page=page)
 
 
-def _list(
+def list_page(
     request: Request,
     operator: Operator,
     *,
@@ -172,7 +155,7 @@ def _list(
     code: int = 200,
     upload: dict[str, str] | None = None,
 ) -> Response:
-    chosen = _status(status)
+    chosen = parse_status(status)
     with get_ops(request).wiring.sessions() as session:
         found = desk.search(
             session, query=q[: desk.MAX_QUERY], status=chosen, page=_page_number(page)
@@ -182,7 +165,7 @@ def _list(
         query = {"q": q, "status": chosen.value if chosen else "", "page": str(number)}
         return f"{BASE}?" + urlencode({k: v for k, v in query.items() if v})
 
-    return _render(
+    return render(
         request,
         "ops_subscribers.html.j2",
         status=code,
@@ -198,184 +181,7 @@ def _list(
     )
 
 
-# --- CSV ------------------------------------------------------------------------------------
-
-
-def _csv(request: Request, name: str, lines: Any) -> Response:
-    return StreamingResponse(
-        lines,
-        media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
-
-
-def _download_gate(request: Request) -> Operator | Response:
-    operator = _gate(request)
-    if isinstance(operator, Response):
-        return operator
-    # A download changes nothing, but it is every address we have: only for our own pages.
-    if csrf.cross_site(request.headers.get("sec-fetch-site")):
-        return auth.plain(403, "Download it from the subscriber desk.\n")
-    return operator
-
-
-@router.get(f"{BASE}/export.csv", include_in_schema=False)
-def export_csv(request: Request, status: str = "") -> Response:
-    operator = _download_gate(request)
-    if isinstance(operator, Response):
-        return operator
-    chosen = _status(status)
-    log.warning("operator %s exported subscribers (%s)", operator.name, chosen or "all")
-    sessions = get_ops(request).wiring.sessions
-
-    def lines() -> Iterator[str]:
-        with sessions() as session:
-            yield from exports.export_subscribers(session, status=chosen)
-
-    name = f"subscribers-{chosen.value if chosen else 'all'}-{utcnow():%Y%m%d}.csv"
-    return _csv(request, name, lines())
-
-
-@router.get(f"{BASE}/suppressed.csv", include_in_schema=False)
-def suppressed_csv(request: Request) -> Response:
-    operator = _download_gate(request)
-    if isinstance(operator, Response):
-        return operator
-    log.warning("operator %s exported the suppression list", operator.name)
-    sessions = get_ops(request).wiring.sessions
-
-    def lines() -> Iterator[str]:
-        with sessions() as session:
-            yield from exports.export_suppressions(session)
-
-    return _csv(request, f"suppression-list-{utcnow():%Y%m%d}.csv", lines())
-
-
-# --- import ---------------------------------------------------------------------------------
-
-
-@router.post(IMPORT_PATH, include_in_schema=False)
-def import_preview(
-    request: Request,
-    csrf_token: str = Form(""),
-    mode: str = Form("pending"),
-    consent_source: str = Form(""),
-    file: UploadFile | None = File(None),
-) -> Response:
-    operator = _action_gate(request, csrf_token)
-    if isinstance(operator, Response):
-        return operator
-    upload = {"mode": "active" if mode == "active" else "pending", "consent_source": consent_source}
-    if file is None or not file.filename:
-        return _list(
-            request,
-            operator,
-            notice=("error", "Choose a CSV file to import."),
-            code=400,
-            upload=upload,
-        )
-    data = file.file.read(imports.MAX_IMPORT_BYTES + 1)
-    ops = get_ops(request)
-    try:
-        with ops.wiring.sessions() as session:
-            plan = _plan(
-                ops, session, data, active=upload["mode"] == "active", consent=consent_source
-            )
-    except imports.ImportRefused as exc:
-        return _list(request, operator, notice=("error", str(exc)), code=400, upload=upload)
-    key = ""
-    if plan.ready and plan.additions:
-        key = _keep_upload(
-            ops, operator, data, active=upload["mode"] == "active", consent=consent_source
-        )
-    return _render(
-        request,
-        "ops_import_preview.html.j2",
-        operator=operator,
-        notice=None,
-        plan=plan,
-        filename=file.filename[:200],
-        import_key=key,
-        shown=PREVIEW_SHOWN,
-        ttl_minutes=IMPORT_TTL_SECONDS // 60,
-    )
-
-
-def _plan(
-    ops: OpsContext, session: Session, data: bytes, *, active: bool, consent: str
-) -> imports.ImportPlan:
-    return imports.plan_import(
-        session,
-        data,
-        active=active,
-        consent_source=consent,
-        default_max_papers=ops.wiring.settings.default_max_papers,
-    )
-
-
-def _keep_upload(
-    ops: OpsContext, operator: Operator, data: bytes, *, active: bool, consent: str
-) -> str:
-    key = secrets.token_urlsafe(18)
-    kept = {
-        "operator": operator.name,
-        "active": active,
-        "consent_source": consent,
-        "data": base64.b64encode(data).decode(),
-    }
-    ops.wiring.redis.set(IMPORT_PREFIX + key, json.dumps(kept), ex=IMPORT_TTL_SECONDS)
-    return key
-
-
-@router.post(f"{IMPORT_PATH}/confirm", include_in_schema=False)
-def import_confirm(request: Request, csrf_token: str = Form(""), key: str = Form("")) -> Response:
-    operator = _action_gate(request, csrf_token)
-    if isinstance(operator, Response):
-        return operator
-    ops = get_ops(request)
-    kept = _take_upload(ops, key)
-    if kept is None or kept.get("operator") != operator.name:
-        message = (
-            f"That import preview has expired ({IMPORT_TTL_SECONDS // 60} minutes) or was "
-            "used already: nothing was imported. Upload the file again."
-        )
-        return _list(request, operator, notice=("error", message), code=409)
-    try:
-        with session_scope(ops.wiring.sessions) as session:
-            plan = _plan(
-                ops,
-                session,
-                base64.b64decode(kept["data"]),
-                active=bool(kept["active"]),
-                consent=str(kept["consent_source"]),
-            )
-            result = imports.apply_import(session, plan, actor=operator.name, now=utcnow())
-    except imports.ImportRefused as exc:
-        return _list(request, operator, notice=("error", str(exc)), code=400)
-    counts = {"n": len(result.added), "skipped": len(result.skipped)}
-    if result.status is not SubscriberStatus.PENDING:
-        return _back(BASE, "imported", **counts)
-    failed = imports.send_confirmations(result.added, send=ops.dispatcher.send_confirmation)
-    if failed:
-        return _back(BASE, "imported-unsent", failed=len(failed), **counts)
-    return _back(BASE, "imported-pending", emailed=len(result.added), **counts)
-
-
-def _take_upload(ops: OpsContext, key: str) -> dict[str, Any] | None:
-    if not key or len(key) > 64:
-        return None
-    raw = ops.wiring.redis.getdel(IMPORT_PREFIX + key)  # used once, whatever happens next
-    if raw is None:
-        return None
-    kept = json.loads(raw)
-    return kept if isinstance(kept, dict) else None
-
-
-def _back(path: str, done: str, **values: int) -> RedirectResponse:
+def back_to(path: str, done: str, **values: int) -> RedirectResponse:
     query = urlencode({"done": done, **{k: str(v) for k, v in values.items()}})
     return RedirectResponse(f"{path}?{query}", status_code=303)
 
@@ -393,7 +199,7 @@ def _subscriber_page(
     code: int = 200,
     form: dict[str, str] | None = None,
 ) -> Response:
-    return _render(
+    return render(
         request,
         "ops_subscriber.html.j2",
         status=code,
@@ -407,12 +213,12 @@ def _subscriber_page(
 
 
 def _missing(request: Request, operator: Operator) -> Response:
-    return _list(request, operator, notice=("error", "No such subscriber."), code=404)
+    return list_page(request, operator, notice=("error", "No such subscriber."), code=404)
 
 
 @router.get(BASE + "/{subscriber_id:int}", response_class=HTMLResponse, include_in_schema=False)
 def subscriber_page(request: Request, subscriber_id: int) -> Response:
-    operator = _gate(request)
+    operator = gate(request)
     if isinstance(operator, Response):
         return operator
     with get_ops(request).wiring.sessions() as session:
@@ -439,7 +245,7 @@ def unsuppress(
 def _suppression(
     request: Request, subscriber_id: int, token: str, reason: str, *, lift: bool
 ) -> Response:
-    operator = _action_gate(request, token)
+    operator = action_gate(request, token)
     if isinstance(operator, Response):
         return operator
     with session_scope(get_ops(request).wiring.sessions) as session:
@@ -467,7 +273,7 @@ def _suppression(
                 code=400 if not reason.strip() else 409,
                 form={f"{which}_reason": reason[: audit.MAX_REASON * 2]},
             )
-    return _back(f"{BASE}/{subscriber_id}", done)
+    return back_to(f"{BASE}/{subscriber_id}", done)
 
 
 @router.post(BASE + "/{subscriber_id:int}/test-send", include_in_schema=False)
@@ -478,7 +284,7 @@ def test_send(
     to: str = Form(""),
     edition: str = Form(""),
 ) -> Response:
-    operator = _action_gate(request, csrf_token)
+    operator = action_gate(request, csrf_token)
     if isinstance(operator, Response):
         return operator
     w = get_ops(request).wiring
@@ -531,7 +337,7 @@ def test_send(
         except DeliveryError as exc:
             log.warning("test send for subscriber %s failed: %s", subscriber_id, exc)
             return refuse(f"The mail server did not take it: {exc}", 502)
-    return _back(f"{BASE}/{subscriber_id}", "test-sent")
+    return back_to(f"{BASE}/{subscriber_id}", "test-sent")
 
 
 def _test_send_budget(redis: redis_lib.Redis, operator: Operator) -> int | None:

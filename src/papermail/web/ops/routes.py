@@ -1,10 +1,11 @@
-"""The operator's dashboard (/ops), Prometheus metrics (/metrics) and readiness (/readyz).
+"""The operator's dashboard (/ops); Prometheus metrics (/metrics) and readiness (/readyz) are
+machines.py's.
 
 ``attach_ops(app, wiring=..., dispatcher=..., celery=...)`` includes the router and
 gives it what it needs: the process's Wiring, where actions dispatch work, and the
 Celery app to watch (None when embedded).
 
-Who gets in is auth.py's business (basic auth; /readyz is always open); the charts'
+Who gets in is auth.py's business (basic auth); the charts'
 geometry is charts.py's. Actions are POST forms carrying a CSRF token bound to the
 operator (auth.csrf_ok). Success redirects back to /ops (POST-redirect-GET); a
 refusal re-renders the page.
@@ -19,14 +20,12 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from prometheus_client import CollectorRegistry
-from sqlalchemy import text
 
 from papermail import stages
 from papermail.clock import utcnow
 from papermail.dispatch import QUEUES, Dispatcher
 from papermail.ops import actions as operations
-from papermail.ops import bounce_rates, metrics, monitoring, phrasing, send_tally
+from papermail.ops import bounce_rates, monitoring, phrasing
 from papermail.ops import history as ops_history
 from papermail.ops.broker import CeleryLike
 from papermail.ops.http_metrics import HttpMetrics
@@ -75,15 +74,20 @@ def attach_ops(
 ) -> HttpMetrics:
     """Include /ops, /metrics and /readyz; returns the request metrics for the app's
     middleware to feed (web/app.py), registered with what /metrics serves."""
+    # /metrics and /readyz (machines.py) and the subscriber desk (/ops/subscribers) build
+    # on this module: imported here, not at the top, so none imports another at load time.
+    from papermail.web.ops.desk import router as desk_router
+    from papermail.web.ops.desk_csv import router as desk_csv_router
+    from papermail.web.ops.machines import make_registry
+    from papermail.web.ops.machines import router as machines_router
+
     ops = OpsContext(wiring=wiring, dispatcher=dispatcher, celery=celery)
     app.state.ops = ops
-    app.state.ops_metrics = _make_registry(ops)
+    app.state.ops_metrics = make_registry(ops)
     app.include_router(router)
-    # The subscriber desk (/ops/subscribers) builds on this module: imported here, not at
-    # the top, so the two never import each other at load time.
-    from papermail.web.ops.desk import router as desk_router
-
+    app.include_router(machines_router)
     app.include_router(desk_router)
+    app.include_router(desk_csv_router)
     return HttpMetrics(app.state.ops_metrics)
 
 
@@ -351,61 +355,3 @@ def reingest(request: Request, csrf_token: str = Form("")) -> Response:
         log.warning("ops reingest failed: %s", exc)
         return _refused(request, operator, f"Ingest failed, nothing was written: {exc}", status=502)
     return _back("ingested", n=report.fetched, new=report.inserted)
-
-
-# --- machines -------------------------------------------------------------------------------
-
-
-def _make_registry(ops: OpsContext) -> CollectorRegistry:
-    w = ops.wiring
-    if w.settings.embedded:
-        # Embedded: the sends were made by another process (`papermail demo`) or inline,
-        # and this process's fakeredis has no workers' tally: count them from the ledger.
-        return metrics.make_registry(
-            snapshot=lambda: ops.snapshot(worker_timeout=0.5),
-            send_totals=lambda: send_tally.ledger_send_totals(w.sessions),
-            send_source="database",
-            sources=ops.sources,
-        )
-    return metrics.make_registry(
-        # A scrape must stay fast: a short worker ping (Prometheus times out at 10 s).
-        snapshot=lambda: ops.snapshot(worker_timeout=0.5),
-        send_totals=lambda: send_tally.read_send_totals(w.redis),
-        send_source="redis",
-        sources=ops.sources,
-    )
-
-
-@router.get("/metrics", include_in_schema=False)
-def prometheus_metrics(request: Request) -> Response:
-    operator = _gate(request)
-    if isinstance(operator, Response):
-        return operator
-    body = metrics.render(request.app.state.ops_metrics)
-    return Response(body, media_type=metrics.CONTENT_TYPE, headers={"Cache-Control": "no-store"})
-
-
-@router.get("/readyz", include_in_schema=False)
-def readyz(request: Request) -> Response:
-    """Ready to serve: the database and Redis both answer (load balancers poll this)."""
-    w = get_ops(request).wiring
-    checks = {"database": _probe(lambda: _db_answers(w)), "redis": _probe(w.redis.ping)}
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", **checks},
-        status_code=200 if ready else 503,
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-def _db_answers(w: Wiring) -> bool:
-    with w.sessions() as session:
-        return session.execute(text("SELECT 1")).scalar() == 1
-
-
-def _probe(check: Any) -> str:
-    try:
-        return "ok" if check() else "failing"
-    except Exception as exc:
-        log.warning("readiness check failed: %s", type(exc).__name__)
-        return "failing"
