@@ -217,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--disconnect-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
+    # Ctrl-C stops it whatever this process inherited: a parent that ignores SIGINT (as the
+    # bench's sink process does) or blocks it passes that on through fork and exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     faults = FaultPlan(transient_rate=args.transient_rate, disconnect_rate=args.disconnect_rate)
     # Keeping messages would grow without bound in a long-running sink.
     sink = SmtpSink(
