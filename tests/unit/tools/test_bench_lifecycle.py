@@ -340,6 +340,9 @@ def test_plan_only_plans_in_process_and_cleans_up_however_it_ends(
         return [PlanReport(edition_id=3, considered=10, planned=10, batches=1)]
 
     monkeypatch.setattr(run.stages, "plan", plan)
+    # The run tunes its process's collector as a worker's; not this test process's.
+    tuned: list[bool] = []
+    monkeypatch.setattr(run.gc_tuning, "tune", lambda: tuned.append(True))
     logged: list[str] = []
     config = BenchConfig(
         subscribers=10, plan_only=True, feedback_histories=True, redis_url="redis://r/10"
@@ -350,6 +353,7 @@ def test_plan_only_plans_in_process_and_cleans_up_however_it_ends(
             run.run_plan_only(config, log=logged.append)
     else:
         result = run.run_plan_only(config, log=logged.append)
+        assert tuned == [True]
         assert (result.planned, result.batches, result.batch_rows) == (10, 1, 10)
         assert (result.deliveries, result.distinct_selections) == (10, 9)
         assert result.distinct_share == pytest.approx(0.9)
