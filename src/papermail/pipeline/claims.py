@@ -1,4 +1,4 @@
-"""The ledger rows a send batch works on: claim them, load them, mark them, hand them back.
+"""The ledger rows a send batch works on: claim and read them, mark them, hand them back.
 
 A ``deliveries`` row is the truth about one planned message. A batch *claims* its rows
 with one conditional UPDATE (pending/retry, or sending with an expired lease ->
@@ -60,7 +60,8 @@ def claim(
 def claim_rows(
     session: Session, *, ids: Sequence[int], now: dt.datetime, lease: dt.timedelta
 ) -> list[Row]:
-    """``claim``, then ``load``, with the rows' own columns read by the claim itself."""
+    """``claim``, returning the claimed rows in id order with what sending needs of their
+    subscribers (a subscriber erased mid-flight takes their rows along)."""
     return _with_subscribers(session, _claim(session, ids, now, lease))
 
 
@@ -92,14 +93,6 @@ def _claim(
     claimed = sorted(session.execute(stmt).all(), key=lambda d: d.id)
     session.commit()
     return claimed
-
-
-def load(session: Session, ids: list[int]) -> list[Row]:
-    """The claimed rows, in id order; a subscriber erased mid-flight takes theirs along."""
-    deliveries = session.execute(
-        select(*_LOADED).where(Delivery.id.in_(ids)).order_by(Delivery.id)
-    ).all()
-    return _with_subscribers(session, deliveries)
 
 
 def _with_subscribers(session: Session, deliveries: Sequence[Any]) -> list[Row]:

@@ -193,7 +193,7 @@ def _send_rows(
     deadline: dt.datetime,
 ) -> None:
     report, clock = batch.report, batch.clock
-    statuses_read = clock()  # load() read them just now
+    statuses_read = clock()  # the claim read them just now
     for index, row in enumerate(rows):
         try:
             if row.subscriber_status is SubscriberStatus.ACTIVE:
