@@ -53,6 +53,7 @@ def as_relevance_paper(paper: Paper) -> relevance.Paper:
         keywords=tuple(paper.ai_keywords or ()),
         authors=tuple(paper.authors or ()),
         organization=paper.organization,
+        categories=tuple(paper.categories or ()),
     )
 
 

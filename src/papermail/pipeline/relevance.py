@@ -55,6 +55,8 @@ class Paper:
     keywords: tuple[str, ...] = ()
     authors: tuple[str, ...] = ()
     organization: str | None = None
+    # arXiv's, primary first; none for a paper arXiv has not described (category_features)
+    categories: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:

@@ -15,6 +15,7 @@ from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from papermail.pipeline.batch_scoring import RatedPapers, TopicBatch
+from papermail.pipeline.category_features import CategoryBlock, combined
 from papermail.pipeline.choosing import EMPTY_ROWS, Relevances
 from papermail.pipeline.relevance import (
     DISLIKE_WEIGHT,
@@ -37,7 +38,8 @@ class _Topic:
 
 
 class TfidfScorer:
-    """tf-idf over title + keywords + abstract; a linear SVM (or Rocchio profile) per reader.
+    """tf-idf over title + keywords + abstract, beside the paper's arXiv categories
+    (category_features.py); a linear SVM (or Rocchio profile) per reader.
 
     What many readers share is computed once per pool and cached: each distinct topic's
     pseudo-document and each marked paper's vector and similarity row (``_Rated``). So a
@@ -59,6 +61,7 @@ class TfidfScorer:
         self.seed = seed
         self._vectorizer: TfidfVectorizer | None = None
         self._matrix: sparse.csr_matrix | None = None
+        self._categories = CategoryBlock([])
         self._rows: dict[str, int] = {}
         self._negative_rows: NDArray[np.intp] = np.empty(0, dtype=np.intp)
         self._topics: dict[str, _Topic] = {}
@@ -72,10 +75,13 @@ class TfidfScorer:
             max_df=0.5,  # words in half the pool tell nobody's papers apart
             dtype=np.float64,
         )
+        self._categories = CategoryBlock([p.categories for p in papers])
         try:
-            self._matrix = self._vectorizer.fit_transform([p.text for p in papers]).tocsr()
+            words = self._vectorizer.fit_transform([p.text for p in papers]).tocsr()
         except ValueError:  # no pool, or not one word that is not a stop word
             self._matrix = None
+        else:
+            self._matrix = combined(words, self._categories.rows([p.categories for p in papers]))
         self._rows = {p.paper_id: i for i, p in enumerate(papers)}
         # The same unlabeled sample for every reader: deterministic, and its rows are
         # sliced once instead of once per reader.
@@ -87,21 +93,23 @@ class TfidfScorer:
 
     @property
     def features(self) -> int:
-        """The vocabulary's size (words and word pairs) after the last fit."""
+        """The vocabulary's size (words, word pairs, categories) after the last fit."""
         return 0 if self._matrix is None else int(self._matrix.shape[1])
 
     def encode(self, papers: Sequence[Paper]) -> sparse.csr_matrix:
         """Papers as L2-normalised rows in the fitted space (for tools that train on them)."""
         if self._vectorizer is None or self._matrix is None:
             return sparse.csr_matrix((len(papers), 0))
-        return self._vectorizer.transform([p.text for p in papers]).tocsr()
+        # Words and categories the pool never uses are dropped: they cannot make any pool
+        # paper similar.
+        words = self._vectorizer.transform([p.text for p in papers]).tocsr()
+        return combined(words, self._categories.rows([p.categories for p in papers]))
 
     # -- what readers share, cached per pool --------------------------------------------------
 
     def _transform(self, text: str) -> sparse.csr_matrix:
-        # Words the pool never uses are dropped: they cannot make any pool paper similar.
-        assert self._vectorizer is not None
-        return self._vectorizer.transform([text]).tocsr()
+        """Typed words (a topic): words only, no category."""
+        return self.encode([Paper(paper_id="", title="", abstract=text)])
 
     def _sims(self, vector: sparse.csr_matrix) -> Vector:
         assert self._matrix is not None
@@ -134,7 +142,7 @@ class TfidfScorer:
         pool); cached by ``_Rated``, so once per paper and planning run."""
         assert self._matrix is not None
         row = self._rows.get(paper.paper_id)
-        vector = self._matrix[row] if row is not None else self._transform(paper.text)
+        vector = self._matrix[row] if row is not None else self.encode([paper])
         return vector, self._sims(vector)
 
     # -- readers ----------------------------------------------------------------------------

@@ -15,9 +15,13 @@ from papermail.models import (
     Delivery,
     DeliveryStatus,
     Edition,
+    EditionItem,
     EditionKind,
+    Feedback,
+    FeedbackDirection,
     Frequency,
     MailFormat,
+    Paper,
     Subscriber,
     SubscriberStatus,
     Variant,
@@ -626,3 +630,54 @@ def test_the_edition_is_prepared_once_committed_and_before_any_batch(
         prepare=prepare,
     )
     assert replan.planned == 0 and len(events) == 3  # nothing new: not called again
+
+
+# --- arXiv categories ---------------------------------------------------------------------
+
+
+def _label_pool(session: Session, edition: Edition) -> dict[str, str]:
+    """Half the edition's papers cs.CV, half cs.RO, whatever their words say."""
+    ids = list(
+        session.scalars(
+            select(EditionItem.paper_id)
+            .where(EditionItem.edition_id == edition.id)
+            .order_by(EditionItem.rank)
+        )
+    )
+    field = {pid: ("cs.CV" if i % 2 else "cs.RO") for i, pid in enumerate(ids)}
+    for paper in session.scalars(select(Paper).where(Paper.id.in_(ids))):
+        paper.categories = [field[paper.id], "cs.LG"]
+    session.commit()
+    return field
+
+
+def test_liking_a_fields_papers_fills_the_next_digest_with_that_field(
+    session: Session, edition: Edition
+) -> None:
+    field = _label_pool(session, edition)
+    reader = subscriber(session, "cv@example.org", relevance_weight=1.0)
+    liked = [pid for pid, code in field.items() if code == "cs.CV"][:3]
+    for minute, pid in enumerate(liked):
+        session.add(
+            Feedback(
+                subscriber_id=reader.id,
+                paper_id=pid,
+                direction=FeedbackDirection.MORE,
+                created_at=AFTER_BUILD - dt.timedelta(hours=2, minutes=-minute),
+            )
+        )
+    session.commit()
+
+    def cv_share() -> int:
+        picks = reader_selection(session, edition=edition, subscriber_id=reader.id)
+        return sum(field[pid] == "cs.CV" for pid, _reason in picks)
+
+    described = cv_share()
+    for paper in session.scalars(select(Paper)):
+        paper.categories = []
+    session.commit()
+    words_only = cv_share()
+
+    # The three liked papers are never sent again; of the ten others, the field fills them.
+    assert described >= 9
+    assert described > words_only

@@ -189,3 +189,66 @@ def test_timings_report_each_reader_kind(corpus_file: Path) -> None:
     assert timings["first_sight"]["topics"] > 0
     for kind in ("cold_start", "feedback_svm", "feedback_profile"):
         assert 0 < timings[kind]["score_median_ms"] <= timings[kind]["score_and_choose_median_ms"]
+
+
+def test_papermail_learns_fields_from_categories_when_words_cannot_tell_them_apart(
+    tmp_path: Path,
+) -> None:
+    """Every field's papers use every field's words: only arXiv's categories say which
+    field a paper is in. papermail sees them and learns a reader's fields from the clicks;
+    words only (``--no-categories``) it cannot."""
+    path = write_corpus(tmp_path / "mixed.jsonl")
+    everything = " ".join(VOCABULARY.values()).split()
+    rng = np.random.default_rng(1)
+    lines = []
+    for line in path.read_text().splitlines():
+        paper = json.loads(line)
+        paper["title"] = "Towards " + " ".join(rng.choice(everything, 3, replace=False))
+        paper["abstract"] = " ".join(rng.choice(everything, 30))
+        lines.append(json.dumps(paper))
+    path.write_text("\n".join(lines) + "\n")
+    corpus = load(path)
+
+    seen = evaluate(corpus, EvalConfig(readers=30, seed=2))["summary"]["at_checkpoint"]
+    blind = evaluate(corpus, EvalConfig(readers=30, seed=2, categories=False))["summary"][
+        "at_checkpoint"
+    ]
+
+    assert blind["papermail"] < 0.5
+    assert seen["papermail"] >= 0.8
+    assert seen["papermail"] >= 2 * blind["papermail"]
+
+
+def test_papermail_sees_the_categories_primary_first_and_never_the_reader() -> None:
+    paper = CorpusPaper(
+        id="2501.00001",
+        title="T",
+        abstract="A",
+        authors=("A",),
+        categories=("cs.LG", "cs.RO"),
+        primary="cs.RO",
+        listed="2025-01-06",
+    )
+    assert paper.paper.categories == ("cs.RO", "cs.LG")
+    assert paper.words_only.categories == ()
+    assert paper.words_only.text == paper.paper.text
+
+
+def test_no_categories_flag_reaches_the_report(corpus_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    assert (
+        main(
+            [
+                str(corpus_file),
+                "--readers",
+                "5",
+                "--days",
+                "1",
+                "--no-categories",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(out.read_text())["parameters"]["categories"] is False

@@ -38,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also the reference curve of an SVM trained on every earlier paper's true label",
     )
     parser.add_argument(
+        "--no-categories",
+        dest="categories",
+        action="store_false",
+        help="papermail sees words only, as for a paper arXiv has not described",
+    )
+    parser.add_argument(
         "--timings", action="store_true", help="also time per-reader scoring on a 2,000-paper pool"
     )
     args = parser.parse_args(argv)
@@ -64,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p_dislike=args.p_dislike,
         method=args.method,
         supervised=args.supervised,
+        categories=args.categories,
     )
     try:
         report = evaluate(corpus, config)

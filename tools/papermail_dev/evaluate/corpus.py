@@ -32,7 +32,20 @@ class CorpusPaper:
 
     @property
     def paper(self) -> Paper:
-        """What papermail sees: text and authors, never the category (that is the answer)."""
+        """What papermail sees: what arXiv publishes (text, authors, categories with the
+        primary first), never the reader's interests."""
+        rest = tuple(c for c in self.categories if c != self.primary)
+        return Paper(
+            paper_id=self.id,
+            title=self.title,
+            abstract=self.abstract,
+            authors=self.authors,
+            categories=(self.primary, *rest),
+        )
+
+    @property
+    def words_only(self) -> Paper:
+        """As a paper arXiv has not described: text and authors (``--no-categories``)."""
         return Paper(
             paper_id=self.id, title=self.title, abstract=self.abstract, authors=self.authors
         )

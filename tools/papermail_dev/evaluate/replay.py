@@ -16,7 +16,7 @@ papermail's curve shows what feedback buys and the others stay flat but for the 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -48,6 +48,12 @@ class EvalConfig:
     # Also the "supervised" reference: an SVM per reader trained on every earlier paper's
     # true label. No reader gives that much feedback; it bounds what tf-idf can learn.
     supervised: bool = False
+    # papermail sees the papers' arXiv categories; False: words only, as for a Hugging Face
+    # paper the arXiv ingest has not described.
+    categories: bool = True
+
+    def seen(self, paper: CorpusPaper) -> Paper:
+        return paper.paper if self.categories else paper.words_only
 
 
 @dataclass(slots=True)
@@ -121,7 +127,7 @@ def _replay_day(
     order = popularity.trending(papers, votes, day=edition.day)
     trend_rank = {s.paper_id: i for i, s in enumerate(order, 1)}
     # papermail's view of the edition: its papers, and a trending score in pool order.
-    pool = relevance.Pool([p.paper for p in papers])
+    pool = relevance.Pool([config.seen(p) for p in papers])
     scorer = TfidfScorer(method=config.method, seed=config.seed)
     scorer.fit(pool.papers)
     score_of = {s.paper_id: s.score for s in order}
@@ -143,7 +149,9 @@ def _replay_day(
     everyone = [by_id[s.paper_id] for s in order[: config.k]]
 
     hits: dict[str, list[float]] = {name: [] for name in (*SYSTEMS, "ceiling")}
-    supervised = _Supervised(scorer, earlier, papers) if config.supervised and earlier else None
+    supervised = (
+        _Supervised(scorer, earlier, papers, config.seen) if config.supervised and earlier else None
+    )
     likes = dislikes = 0
     for state in states:
         reader = state.reader
@@ -162,8 +170,8 @@ def _replay_day(
         # The reader reads papermail's email and clicks as a person would.
         rng = np.random.default_rng([config.seed, reader.number, number, 7])
         liked, disliked = clicks.react(reader, mine, rng)
-        state.liked.extend(p.paper for p in liked)
-        state.disliked.extend(p.paper for p in disliked)
+        state.liked.extend(map(config.seen, liked))
+        state.disliked.extend(map(config.seen, disliked))
         likes += len(liked)
         dislikes += len(disliked)
     return {
@@ -187,11 +195,12 @@ class _Supervised:
         scorer: TfidfScorer,
         earlier: Sequence[CorpusPaper],
         today: Sequence[CorpusPaper],
+        seen: Callable[[CorpusPaper], Paper],
     ) -> None:
         self.earlier = earlier
         self.today = today
-        self.train = scorer.encode([p.paper for p in earlier])
-        self.pool = scorer.encode([p.paper for p in today])
+        self.train = scorer.encode([seen(p) for p in earlier])
+        self.pool = scorer.encode([seen(p) for p in today])
 
     def top(self, reader: readers.SimReader, k: int) -> list[CorpusPaper]:
         labels = np.array([reader.wants(p) for p in self.earlier])
