@@ -15,7 +15,7 @@ from functools import lru_cache
 from celery import Task
 from redis import RedisError
 
-from papermail import bounce_stages, stages
+from papermail import bounce_stages, ingest_stages, stages
 from papermail.clock import utcnow
 from papermail.config import get_settings
 from papermail.db import session_scope
@@ -59,13 +59,15 @@ def exclusive(name: str, *, timeout: int = 1800) -> Iterator[bool]:
 @app.task(name="papermail.ingest_papers", bind=True, max_retries=3)
 def ingest_papers(self: Task, day: str | None = None) -> dict[str, int]:
     w, today = wiring(), utcnow().date()
-    days = [dt.date.fromisoformat(day)] if day else stages.default_ingest_days(w, today=today)
+    days = (
+        [dt.date.fromisoformat(day)] if day else ingest_stages.default_ingest_days(w, today=today)
+    )
     with exclusive("ingest") as mine:
         if not mine:
             log.info("another ingest is running; skipping this one")
             return {"fetched": 0, "inserted": 0, "rejected": 0}
         try:
-            report = stages.ingest(w, days=days)
+            report = ingest_stages.ingest(w, days=days)
         except SourceUnreachable as exc:
             raise self.retry(exc=exc, countdown=300) from exc
         except SourceError:
@@ -81,12 +83,16 @@ def ingest_papers(self: Task, day: str | None = None) -> dict[str, int]:
 @app.task(name="papermail.ingest_arxiv", bind=True, max_retries=3)
 def ingest_arxiv(self: Task, day: str | None = None) -> dict[str, int]:
     """Once a day after arXiv's announcement; shares the ingest lock (one paper, one row)."""
-    days = [dt.date.fromisoformat(day)] if day else stages.default_arxiv_days(today=utcnow().date())
+    days = (
+        [dt.date.fromisoformat(day)]
+        if day
+        else ingest_stages.default_arxiv_days(today=utcnow().date())
+    )
     with exclusive("ingest") as mine:
         if not mine:  # the half-hourly HF ingest is running: come back once it is done
             raise self.retry(countdown=120)
         try:
-            report = stages.ingest_arxiv(wiring(), days=days)
+            report = ingest_stages.ingest_arxiv(wiring(), days=days)
         except SourceUnreachable as exc:  # network, or arXiv asking us to slow down
             raise self.retry(exc=exc, countdown=600) from exc
         except SourceError:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from papermail import stages
+from papermail import ingest_stages, stages
 from papermail.config import Settings
 from papermail.db import session_scope
 from papermail.models import EditionKind
@@ -151,8 +151,8 @@ def prepare(w: Wiring, *, papers: Papers, now: dt.datetime) -> Prepared:
     """Store both sources' papers (journaled as ingests), add the demo's readers and build
     the edition. Live, the arXiv sample's day is outside the edition: stored, not sent."""
     source = "Hugging Face API" if papers.live else "bundled sample"
-    hf = stages.store_papers(w, result=papers.result, source=source)
-    arxiv = stages.store_papers(w, result=load_arxiv_sample(), source=ARXIV_SOURCE)
+    hf = ingest_stages.store_papers(w, result=papers.result, source=source)
+    arxiv = ingest_stages.store_papers(w, result=load_arxiv_sample(), source=ARXIV_SOURCE)
     with session_scope(w.sessions) as session:
         for email, prefs in DEMO_SUBSCRIBERS:
             prefs_in = Preferences.model_validate(prefs)

@@ -40,7 +40,7 @@ from tests.support.services import (
     wait_until,
 )
 
-from papermail import stages
+from papermail import ingest_stages, stages
 from papermail.clock import utcnow
 from papermail.config import Settings
 from papermail.db import make_engine, session_scope
@@ -145,7 +145,7 @@ def _seed(site: Site, *, day: dt.date, id_prefix: str | None = None) -> int:
     if id_prefix:  # fresh papers for a later edition (a daily never repeats a paper)
         for n, item in enumerate(items):
             item["paper"]["id"] = f"{id_prefix}.{n:05d}"
-    stages.store_papers(site.runtime, result=parse_page(items), source="test")
+    ingest_stages.store_papers(site.runtime, result=parse_page(items), source="test")
     summary = stages.build_edition(site.runtime, day=day, kind=EditionKind.DAILY, rank_hour=6)
     assert summary.edition_id is not None
     return summary.edition_id

@@ -27,7 +27,7 @@ from tests.support.browser import ARTIFACTS as BROWSER_ARTIFACTS
 from tests.support.browser import snap as shared_snap
 from tests.support.server import listening_socket, serving, url_of
 
-from papermail import stages
+from papermail import ingest_stages, stages
 from papermail.clock import utcnow
 from papermail.config import Settings
 from papermail.db import session_scope
@@ -105,7 +105,7 @@ def _sample_items(day: dt.date) -> list[dict[str, object]]:
 def _send_digest(site: Site) -> EmailMessage:
     today = utcnow().date()
     items = _sample_items(today - dt.timedelta(days=1))
-    stages.store_papers(site.runtime, result=parse_page(items), source="test")
+    ingest_stages.store_papers(site.runtime, result=parse_page(items), source="test")
     summary = stages.build_edition(site.runtime, day=today, kind=EditionKind.DAILY, rank_hour=6)
     assert summary.edition_id is not None
     with session_scope(site.runtime.sessions) as session:

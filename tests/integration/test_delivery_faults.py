@@ -30,9 +30,10 @@ from workers.celery_app import PIPELINE_QUEUE, make_celery
 from papermail.clock import utcnow
 from papermail.config import Settings
 from papermail.dbadmin import upgrade
+from papermail.ingest_stages import store_papers
 from papermail.models import EditionKind
 from papermail.sources.hf import parse_page
-from papermail.stages import build_edition, plan, store_papers
+from papermail.stages import build_edition, plan
 from papermail.wiring import Wiring
 from papermail_dev.bench import prepare, seed_subscribers
 from papermail_dev.smtpsink import FaultPlan

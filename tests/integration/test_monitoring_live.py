@@ -24,12 +24,13 @@ from workers.dispatch import CeleryDispatcher
 from papermail.clock import utcnow
 from papermail.config import Settings
 from papermail.db import session_scope
+from papermail.ingest_stages import store_papers
 from papermail.models import EditionKind
 from papermail.ops import actions as operations
 from papermail.ops import history as ops_history
 from papermail.ops import monitoring
 from papermail.sources.hf import SAMPLE_DAY, load_sample
-from papermail.stages import build_edition, plan, snapshot, store_papers
+from papermail.stages import build_edition, plan, snapshot
 from papermail.subscribers.preferences import Preferences
 from papermail.subscribers.subscriptions import add_subscriber
 from papermail.web.ops.routes import attach_ops

@@ -10,7 +10,7 @@ import logging
 import click
 from rich.markup import escape
 
-from papermail import stages
+from papermail import ingest_stages, stages
 from papermail.cli.common import Fail, console, dispatcher, wiring
 from papermail.clock import utcnow
 from papermail.ops import actions as operations
@@ -119,7 +119,9 @@ def reingest() -> None:
         return
     try:
         with console.status("ingesting..."):
-            report = stages.ingest(w, days=stages.default_ingest_days(w, today=utcnow().date()))
+            report = ingest_stages.ingest(
+                w, days=ingest_stages.default_ingest_days(w, today=utcnow().date())
+            )
     except SourceError as exc:
         raise Fail(f"ingest failed, nothing was written: {exc}") from exc
     console.print(

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import func, select
 
-from papermail import stages
+from papermail import ingest_stages, stages
 from papermail.cli.common import Fail, console, cut, parse_date, plain, sending, wiring
 from papermail.clock import utcnow
 from papermail.models import Delivery, DeliveryStatus, Edition, EditionKind
@@ -58,28 +58,34 @@ def ingest(day: str | None, source: str, categories: tuple[str, ...], sample: bo
     today = utcnow().date()
     runs: list[tuple[str, Callable[[], IngestReport]]] = []
     if source in ("hf", "all"):
-        hf_days = [chosen] if chosen else stages.default_ingest_days(w, today=today)
+        hf_days = [chosen] if chosen else ingest_stages.default_ingest_days(w, today=today)
         runs.append(
             (
                 "Hugging Face",
-                (lambda: stages.store_papers(w, result=load_sample(), source="bundled sample"))
+                (
+                    lambda: ingest_stages.store_papers(
+                        w, result=load_sample(), source="bundled sample"
+                    )
+                )
                 if sample
-                else (lambda: stages.ingest(w, days=hf_days)),
+                else (lambda: ingest_stages.ingest(w, days=hf_days)),
             )
         )
     if source in ("arxiv", "all"):
-        arxiv_days = [chosen] if chosen else stages.default_arxiv_days(today=today)
+        arxiv_days = [chosen] if chosen else ingest_stages.default_arxiv_days(today=today)
         runs.append(
             (
                 "arXiv",
                 (
-                    lambda: stages.store_papers(
+                    lambda: ingest_stages.store_papers(
                         w, result=load_arxiv_sample(), source="bundled arXiv sample"
                     )
                 )
                 if sample
                 else (
-                    lambda: stages.ingest_arxiv(w, days=arxiv_days, categories=categories or None)
+                    lambda: ingest_stages.ingest_arxiv(
+                        w, days=arxiv_days, categories=categories or None
+                    )
                 ),
             )
         )

@@ -140,8 +140,8 @@ def fetch_new(
     if not is_absolute_http(url):
         raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
     query = search_query(categories)
-    pacer = _Pacer(pause=pause_seconds, sleep=sleep, budget=budget)
-    collected = _Collected(window)
+    pacer = Pacer(pause=pause_seconds, sleep=sleep, budget=budget)
+    collected = Collected(window)
     seen = pages = 0
     for _ in range(max_pages):
         params: dict[str, str | int] = {
@@ -151,7 +151,7 @@ def fetch_new(
             "start": seen,
             "max_results": page_size,
         }
-        feed = _get(
+        feed = get_feed(
             client,
             url=url,
             params=params,
@@ -199,12 +199,12 @@ def load_arxiv_sample() -> FetchResult:
     feed = read_feed(content, what=SAMPLE_RESOURCE)
     if not is_atom(feed):
         raise SourceError(f"{SAMPLE_RESOURCE} is not an Atom feed")
-    collected = _Collected(Window.of(SAMPLE_DAYS))
+    collected = Collected(Window.of(SAMPLE_DAYS))
     collected.add(feed.entries, start=0)
     return collected.result(pages=1)
 
 
-class _Collected:
+class Collected:
     """The window's papers so far, one per id at its highest version, and the rejections."""
 
     def __init__(self, window: Window) -> None:
@@ -270,7 +270,7 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-class _Pacer:
+class Pacer:
     """One request at a time, ``pause`` seconds apart, every wait inside the budget."""
 
     def __init__(self, *, pause: float, sleep: Callable[[float], None], budget: Budget) -> None:
@@ -290,16 +290,18 @@ class _Pacer:
         self.requests += 1
 
 
-def _get(
+def get_feed(
     client: httpx.Client,
     *,
     url: str,
     params: dict[str, str | int],
     retries: int,
     backoff_seconds: float,
-    pacer: _Pacer,
+    pacer: Pacer,
     budget: Budget,
 ) -> Any:
+    """One query's answer as a feed (``params`` must carry ``start``), paced and retried;
+    SourceError, SourceUnreachable or Throttled when every attempt failed."""
     shown = str(httpx.URL(url, params=params))
     attempts = retries + 1
     delay = 0.0

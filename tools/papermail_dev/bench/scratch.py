@@ -16,7 +16,7 @@ import psycopg
 import redis as redis_lib
 from pydantic import SecretStr
 
-from papermail import stages
+from papermail import ingest_stages, stages
 from papermail.config import Settings
 from papermail.dbadmin import upgrade
 from papermail.models import EditionKind
@@ -328,7 +328,7 @@ def prepare_run(
     try:
         upgrade(w.engine)
         sample = load_sample()
-        stages.store_papers(w, result=sample, source="bundled sample")
+        ingest_stages.store_papers(w, result=sample, source="bundled sample")
         now = dt.datetime.now(dt.UTC)
         marks = 0
         if feedback_histories:
@@ -336,7 +336,7 @@ def prepare_run(
             # marked paper is never picked again). So the marks are on earlier papers,
             # the sample's texts under other ids, two weeks before the edition's window.
             earlier = earlier_papers(sample)
-            stages.store_papers(w, result=earlier, source="bench: earlier papers")
+            ingest_stages.store_papers(w, result=earlier, source="bench: earlier papers")
             # Readers who joined before the history that follows.
             joined = now - dt.timedelta(days=HISTORY_DAYS + 1)
             seed_subscribers(url, count=subscribers, seed=seed, weights=True, now=joined)

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from papermail import stages
+from papermail import ingest_stages, stages
 from papermail.clock import utcnow
 from papermail.dispatch import QUEUES, Dispatcher
 from papermail.ops import actions as operations
@@ -350,7 +350,9 @@ def reingest(request: Request, csrf_token: str = Form("")) -> Response:
         return _back("ingest-queued")
     w = ops.wiring
     try:
-        report = stages.ingest(w, days=stages.default_ingest_days(w, today=utcnow().date()))
+        report = ingest_stages.ingest(
+            w, days=ingest_stages.default_ingest_days(w, today=utcnow().date())
+        )
     except Exception as exc:  # a failed embedded ingest: say so on the page, keep serving
         log.warning("ops reingest failed: %s", exc)
         return _refused(request, operator, f"Ingest failed, nothing was written: {exc}", status=502)
