@@ -135,17 +135,23 @@ def test_a_worker_ingests_both_sources_and_arxiv_only_papers_reach_their_followe
         worker.stop()
 
     # arXiv was asked politely: a User-Agent that says who asks, one request at a time,
-    # paging by `start` until the recorded answers ran out.
+    # paging by `start` until the recorded answers ran out, then by id for the featured
+    # papers those pages did not describe.
     requests = fake_arxiv.requests
-    assert [(r.start, r.max_results) for r in requests] == [(0, 5), (5, 5)]
+    new, by_id = requests[:2], requests[2:]
+    assert [(r.start, r.max_results) for r in new] == [(0, 5), (5, 5)]
+    assert all("cat:cs.RO" in r.search_query for r in new)
+    assert len(by_id) == 1 and by_id[0].id_list and not by_id[0].search_query
     assert all(r.user_agent.startswith("papermail/") for r in requests)
     assert all("https://papers.example.org" in r.user_agent for r in requests)
     assert not any(r.overlapped for r in requests)
     assert all(a.ended <= b.began for a, b in pairwise(requests))
-    assert all("cat:cs.RO" in r.search_query for r in requests)
     with runtime.sessions() as session:
         runs = list(session.scalars(select(JobRun).where(JobRun.stage == "ingest")))
         papers = {p.id: p for p in session.scalars(select(Paper))}
+    asked = set(by_id[0].id_list.split(","))
+    featured = {i for i, p in papers.items() if p.submitted_on_daily_at is not None}
+    assert asked <= featured and not {i for i in asked if papers[i].source == "arxiv"}
     assert sorted((r.detail["source"], r.ok) for r in runs) == [("arxiv", True), ("hf", True)]
     assert [r.detail["pages"] for r in runs if r.detail["source"] == "arxiv"] == [2]
     assert {i for i, p in papers.items() if p.source == "arxiv"} >= ARXIV_ONLY_IN_EDITION

@@ -155,11 +155,30 @@ def arxiv_pages_for(
     return pages, _TOTAL.sub(tag, past_end)
 
 
+ARXIV_DESCRIBED = "by_id_2611.30002-3.xml"  # what arXiv says of two featured papers, by id
+_ENTRY = re.compile(rb"<entry>.*?</entry>", re.S)
+_ENTRY_ID = re.compile(rb"<id>https?://arxiv\.org/abs/([^<]+?)(?:v\d+)?</id>")
+
+
+def arxiv_described(ids: set[str]) -> bytes:
+    """arXiv's answer to an ``id_list`` query: the recorded entries of those ids (every
+    other id is one arXiv does not know), totalResults saying how many."""
+    raw = (ARXIV_FIXTURES / ARXIV_DESCRIBED).read_bytes()
+    entries = [
+        entry
+        for entry in _ENTRY.findall(raw)
+        if (found := _ENTRY_ID.search(entry)) and found[1].decode() in ids
+    ]
+    tag = b"<opensearch:totalResults>%d</opensearch:totalResults>" % len(entries)
+    return _TOTAL.sub(tag, raw[: raw.index(b"<entry>")]) + b"".join(entries) + b"</feed>\n"
+
+
 @dataclass(frozen=True)
 class ArxivRequest:
     start: int
     max_results: int
     search_query: str
+    id_list: str
     user_agent: str
     began: float  # time.monotonic()
     ended: float
@@ -202,7 +221,10 @@ class FakeArxiv:
                     overlapped = fake._in_flight > 0
                     fake._in_flight += 1
                 try:
-                    body = fake._answer(int(query.get("start", "0")))
+                    if "id_list" in query:
+                        body = arxiv_described(set(query["id_list"].split(",")))
+                    else:
+                        body = fake._answer(int(query.get("start", "0")))
                     time.sleep(0.05)  # long enough for a second request to overlap, if sent
                     self.send_response(200)
                     self.send_header("Content-Type", "application/atom+xml; charset=utf-8")
@@ -217,6 +239,7 @@ class FakeArxiv:
                                 start=int(query.get("start", "0")),
                                 max_results=int(query.get("max_results", "0")),
                                 search_query=query.get("search_query", ""),
+                                id_list=query.get("id_list", ""),
                                 user_agent=self.headers.get("User-Agent", ""),
                                 began=began,
                                 ended=time.monotonic(),

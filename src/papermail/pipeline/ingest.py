@@ -188,3 +188,14 @@ def categories_to_fetch(session: Session, configured: Sequence[str]) -> list[str
             chosen.update(str(code) for code in value)
     # The configured ones first, in their order; then what readers added.
     return list(dict.fromkeys([*configured, *sorted(chosen)]))
+
+
+def undescribed_featured(session: Session, *, since: dt.datetime, limit: int) -> list[str]:
+    """Papers Hugging Face featured since ``since`` that arXiv has not described (no
+    categories yet), newest first: what the arXiv ingest asks arXiv for by id."""
+    rows = session.execute(
+        select(Paper.id, Paper.categories)
+        .where(Paper.submitted_on_daily_at >= since)
+        .order_by(Paper.submitted_on_daily_at.desc(), Paper.id)
+    )
+    return [paper_id for paper_id, categories in rows if not categories][:limit]

@@ -271,16 +271,25 @@ class _Retryable(Exception):
 
 
 class Pacer:
-    """One request at a time, ``pause`` seconds apart, every wait inside the budget."""
+    """One request at a time, ``pause`` seconds apart, every wait inside the budget.
+    ``after_another``: the first request, too, follows one (of another query) and waits."""
 
-    def __init__(self, *, pause: float, sleep: Callable[[float], None], budget: Budget) -> None:
+    def __init__(
+        self,
+        *,
+        pause: float,
+        sleep: Callable[[float], None],
+        budget: Budget,
+        after_another: bool = False,
+    ) -> None:
         self.pause = pause
         self.sleep = sleep
         self.budget = budget
+        self.after_another = after_another
         self.requests = 0
 
     def before_request(self, *, delay: float = 0.0, what: str) -> None:
-        wait = max(delay, self.pause) if self.requests else delay
+        wait = max(delay, self.pause) if self.requests or self.after_another else delay
         if wait > 0:
             if wait >= self.budget.remaining:
                 raise DeadlineExceeded(

@@ -52,11 +52,13 @@ def fetch_by_ids(
     pause_seconds: float = PAUSE_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
     budget: Budget | None = None,
+    after_another: bool = False,
 ) -> FetchResult:
     """arXiv's entries for ``ids`` (without versions), one per id, at its latest version.
 
     Raises SourceError (as ``fetch_new`` does) if any request fails; an id arXiv does not
-    know is simply absent from the result.
+    know is simply absent from the result. ``after_another``: a request to arXiv has just
+    been made (the new-submissions query), so even the first one here waits the pause.
     """
     budget = budget or Budget()
     if batch < 1 or retries < 0 or pause_seconds < 0:
@@ -68,7 +70,7 @@ def fetch_by_ids(
     asked = [i for i in wanted if ARXIV_ID.fullmatch(i)]
     if len(asked) < len(wanted):
         log.warning("not asking arXiv for %d ids not of its shape", len(wanted) - len(asked))
-    pacer = Pacer(pause=pause_seconds, sleep=sleep, budget=budget)
+    pacer = Pacer(pause=pause_seconds, sleep=sleep, budget=budget, after_another=after_another)
     collected = Collected(ALL_TIME)
     pages = 0
     for first in range(0, len(asked), batch):

@@ -135,13 +135,46 @@ def test_an_arxiv_error_writes_nothing(var_dir: Path, upstream: Callable[..., Up
 def test_ingest_all_merges_a_paper_on_both_sources(
     var_dir: Path, upstream: Callable[..., Upstream]
 ) -> None:
-    upstream("hf_merge_2026-11-24.xml", hf=["daily_2026-11-26_p0.json"])
+    replay = upstream(
+        "hf_merge_2026-11-24.xml", "by_id_2611.30002-3.xml", hf=["daily_2026-11-26_p0.json"]
+    )
     result = run("ingest", "--source", "all", "--date", "2026-11-24")
     assert result.exit_code == 0, result.output
     assert "Ingest (Hugging Face)" in result.output and "Ingest (arXiv)" in result.output
-    merged = papers(var_dir)["2611.30001"]
+    stored = papers(var_dir)
+    merged = stored["2611.30001"]
     assert (merged.source, merged.upvotes) == ("hf", 142)
     assert merged.journal_ref == "Proc. AgentsWS 2026, pp. 1-14"
+    # The two featured papers the new submissions did not cover, described by id.
+    lookup = replay.requests[-1]
+    assert lookup.url.params["id_list"] == "2611.30002,2611.30003"
+    assert "search_query" not in lookup.url.params
+    assert stored["2611.30002"].categories == ["cs.RO", "cs.LG"]
+    assert stored["2611.30003"].categories == ["cs.CV", "cs.CL"]
+    assert stored["2611.30002"].source == "hf" and stored["2611.30002"].arxiv_comment == (
+        "8 pages, 5 figures"
+    )
+    arxiv_run = journal(var_dir)[-1]
+    assert arxiv_run.detail["described"] == 2 and arxiv_run.detail["describe_asked"] == 2
+
+    # Described once: the next run asks arXiv for nothing by id.
+    again = upstream("hf_merge_2026-11-24.xml")
+    assert run("ingest", "--source", "arxiv", "--date", "2026-11-24").exit_code == 0
+    assert len(again.requests) == 1 and journal(var_dir)[-1].detail["described"] == 0
+
+
+def test_a_failed_description_keeps_the_new_submissions_and_says_so(
+    var_dir: Path, upstream: Callable[..., Upstream]
+) -> None:
+    upstream("hf_merge_2026-11-24.xml", "error_entry.xml", hf=["daily_2026-11-26_p0.json"])
+    result = run("ingest", "--source", "all", "--date", "2026-11-24")
+    assert result.exit_code == 0, result.output
+    stored = papers(var_dir)
+    assert stored["2611.30001"].categories == ["cs.LG", "cs.AI", "cs.CL"]
+    assert stored["2611.30002"].categories == []
+    arxiv_run = journal(var_dir)[-1]
+    assert arxiv_run.ok is True and arxiv_run.detail["described"] == 0
+    assert "arXiv answered with an error" in arxiv_run.detail["describe_error"]
 
 
 def test_ingest_arxiv_waits_the_configured_pause_between_requests(

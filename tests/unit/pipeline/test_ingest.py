@@ -419,3 +419,30 @@ def test_arxiv_fetches_what_active_readers_follow_and_what_is_configured(
     session.flush()
     assert categories_to_fetch(session, ["cs.LG", "cs.RO"]) == ["cs.LG", "cs.RO", "cs.CV"]
     assert categories_to_fetch(session, []) == ["cs.CV", "cs.RO"]
+
+
+def test_featured_papers_arxiv_has_not_described_newest_first(session: Session) -> None:
+    since = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
+
+    def featured(pid: str, day: int) -> PaperIn:
+        return paper(pid, submitted_on_daily_at=dt.datetime(2026, 11, day, 9, tzinfo=dt.UTC))
+
+    ingest_papers(
+        session,
+        result=result_of(
+            featured("2611.00001", 24),
+            featured("2611.00002", 26),
+            featured("2611.00003", 25),
+            featured("2611.00004", 23),  # featured before the window
+            paper("2611.00005"),  # never featured (arXiv only, say)
+        ),
+        now=FIXED_NOW,
+    )
+    row = session.get(Paper, "2611.00003")
+    assert row is not None
+    row.categories = ["cs.RO"]  # described already
+    session.commit()
+
+    found = ingest.undescribed_featured(session, since=since, limit=10)
+    assert found == ["2611.00002", "2611.00001"]
+    assert ingest.undescribed_featured(session, since=since, limit=1) == ["2611.00002"]
