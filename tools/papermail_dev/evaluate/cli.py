@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.timings:
         from papermail_dev.evaluate.timing import measure
 
-        report["timings"] = measure(corpus, seed=args.seed)
+        report["timings"] = measure(corpus, seed=args.seed, categories=args.categories)
     print("\n".join(table(report)))
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from papermail.pipeline import relevance
-from papermail.pipeline.relevance import ReaderProfile
+from papermail.pipeline.relevance import Paper, ReaderProfile
 from papermail.pipeline.tfidf import TfidfScorer
 from papermail_dev.evaluate import popularity, readers
 from papermail_dev.evaluate.corpus import CorpusPaper, primaries
@@ -26,8 +26,18 @@ LIKED, DISLIKED = 10, 5
 
 
 def measure(
-    corpus: Sequence[CorpusPaper], *, pool_size: int = 2000, readers_n: int = 400, seed: int = 0
+    corpus: Sequence[CorpusPaper],
+    *,
+    pool_size: int = 2000,
+    readers_n: int = 400,
+    seed: int = 0,
+    categories: bool = True,
 ) -> dict[str, Any]:
+    """Per-reader timings; ``categories`` False: the papers as words only."""
+
+    def seen(paper: CorpusPaper) -> Paper:
+        return paper.paper if categories else paper.words_only
+
     ordered = sorted(corpus, key=lambda p: (p.listed, p.id))
     inside, history = ordered[:pool_size], ordered[pool_size:] or ordered
     counts = primaries(ordered)
@@ -37,7 +47,7 @@ def measure(
     )
     votes = popularity.upvotes(inside, field_counts=counts, seed=seed)
     trending = np.array([float(votes[p.id]) for p in inside])
-    pool = relevance.Pool([p.paper for p in inside])
+    pool = relevance.Pool([seen(p) for p in inside])
 
     fits = []
     for _ in range(3):
@@ -57,8 +67,8 @@ def measure(
         warm.append(
             ReaderProfile(
                 topics=reader.topics,
-                liked=tuple(mine[i].paper for i in liked),
-                disliked=tuple(other[i].paper for i in disliked),
+                liked=tuple(seen(mine[i]) for i in liked),
+                disliked=tuple(seen(other[i]) for i in disliked),
             )
         )
 
@@ -68,7 +78,7 @@ def measure(
         "readers": len(population),
         "fit_pool_ms": round(1000 * statistics.median(fits), 1),
     }
-    result["first_sight"] = _first_sight(pool, population, history, seed)
+    result["first_sight"] = _first_sight(pool, population, [seen(p) for p in history[:200]], seed)
     for method in ("svm", "profile"):
         scorer.method = method
         for name, profiles in (("cold_start", cold), ("feedback", warm)):
@@ -82,7 +92,7 @@ def measure(
 def _first_sight(
     pool: relevance.Pool,
     population: Sequence[readers.SimReader],
-    history: Sequence[CorpusPaper],
+    history: Sequence[Paper],
     seed: int,
 ) -> dict[str, float]:
     """What the caches save: a topic's expansion, and a rated paper's vector, the first time.
@@ -98,9 +108,9 @@ def _first_sight(
         scorer.score(ReaderProfile(topics=(topic,)))
         topic_ms.append(1000 * (time.perf_counter() - started))
     paper_ms = []
-    for paper in history[:200]:
+    for paper in history:
         started = time.perf_counter()
-        scorer.score(ReaderProfile(liked=(paper.paper,)))
+        scorer.score(ReaderProfile(liked=(paper,)))
         paper_ms.append(1000 * (time.perf_counter() - started))
     return {
         "topics": len(topics),
