@@ -99,6 +99,14 @@ class Window:
         return cls(start=start, end=end)
 
 
+def query_url(base_url: str) -> str:
+    """The API's query URL under ``base_url``; ValueError unless it is absolute http(s)."""
+    url = f"{base_url.rstrip('/')}{API_PATH}"
+    if not is_absolute_http(url):
+        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+    return url
+
+
 def search_query(categories: Sequence[str]) -> str:
     """``cat:cs.RO OR cat:cs.CV``: the categories, checked so nothing else enters the query."""
     if not categories:
@@ -136,9 +144,7 @@ def fetch_new(
     if page_size < 1 or max_pages < 1 or retries < 0 or pause_seconds < 0:
         raise ValueError("page_size and max_pages must be >= 1, retries and pause >= 0")
     window = Window.of(days)
-    url = f"{base_url.rstrip('/')}{API_PATH}"
-    if not is_absolute_http(url):
-        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+    url = query_url(base_url)
     query = search_query(categories)
     pacer = Pacer(pause=pause_seconds, sleep=sleep, budget=budget)
     collected = Collected(window)

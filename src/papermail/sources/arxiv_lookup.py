@@ -22,15 +22,15 @@ from collections.abc import Callable, Iterable
 import httpx
 
 from papermail.sources.arxiv import (
-    API_PATH,
     PAUSE_SECONDS,
     Collected,
     Pacer,
     Window,
     get_feed,
+    query_url,
 )
 from papermail.sources.base import ARXIV_ID, FetchResult
-from papermail.sources.http import Budget, is_absolute_http
+from papermail.sources.http import Budget
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ def fetch_by_ids(
     budget = budget or Budget()
     if batch < 1 or retries < 0 or pause_seconds < 0:
         raise ValueError("batch must be >= 1, retries and pause >= 0")
-    url = f"{base_url.rstrip('/')}{API_PATH}"
-    if not is_absolute_http(url):
-        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+    url = query_url(base_url)
     wanted = list(dict.fromkeys(i.strip() for i in ids))
     asked = [i for i in wanted if ARXIV_ID.fullmatch(i)]
     if len(asked) < len(wanted):

@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 
+from papermail.config import Settings
 from papermail.sources.hf import load_sample
 from papermail_dev.bench.scratch import (
     FEEDBACK_COLUMNS,
@@ -116,3 +117,31 @@ def test_marked_papers_are_earlier_ones_outside_the_editions_window() -> None:
         p.submitted_on_daily_at is not None and p.submitted_on_daily_at < window_starts
         for p in earlier.papers
     )
+
+
+def test_the_benchs_papers_carry_categories_the_same_for_the_same_text(
+    settings: Settings,
+) -> None:
+    # Relevance reads arXiv's categories beside the words, so the bench's papers have
+    # them, as every paper does once the arXiv ingest has run; a marked earlier paper is
+    # in the same field as today's paper with its text.
+    from papermail import ingest_stages
+    from papermail.dbadmin import upgrade
+    from papermail.models import Paper
+    from papermail.wiring import Wiring
+    from papermail_dev.bench.scratch import BENCH_FIELDS, describe, earlier_papers
+
+    w = Wiring(settings)
+    upgrade(w.engine)
+    sample = load_sample()
+    earlier = earlier_papers(sample)
+    for papers in (sample, earlier):
+        ingest_stages.store_papers(w, result=papers, source="test")
+        describe(w, papers)
+    with w.sessions() as session:
+        stored = {p.id: p.categories for p in session.query(Paper)}
+    today = [stored[p.id] for p in sample.papers]
+    assert today == [stored[p.id] for p in earlier.papers]
+    assert {c[0] for c in today} == set(BENCH_FIELDS)
+    assert all(c[-1] == "cs.LG" and len(set(c)) == len(c) for c in today)
+    w.engine.dispose()

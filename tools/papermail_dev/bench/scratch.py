@@ -18,8 +18,9 @@ from pydantic import SecretStr
 
 from papermail import ingest_stages, stages
 from papermail.config import Settings
+from papermail.db import session_scope
 from papermail.dbadmin import upgrade
-from papermail.models import EditionKind
+from papermail.models import EditionKind, Paper
 from papermail.sources.base import FetchResult
 from papermail.sources.hf import SAMPLE_DAY, load_sample
 from papermail.wiring import Wiring
@@ -318,6 +319,23 @@ def earlier_papers(sample: FetchResult) -> FetchResult:
     return FetchResult(papers=papers, rejected=[], pages=1)
 
 
+# The bench's papers get arXiv categories, as the arXiv ingest gives every paper in
+# production (relevance reads them beside the words): a primary field by the paper's place
+# in the sample, with cs.LG cross-listed, as on most Daily Papers.
+BENCH_FIELDS = ("cs.CV", "cs.CL", "cs.RO", "cs.LG", "cs.AI", "cs.CR")
+
+
+def describe(w: Wiring, papers: FetchResult) -> None:
+    """Set the bench's categories on ``papers`` (the sample, or its earlier copies: the same
+    texts in the same order get the same categories)."""
+    with session_scope(w.sessions) as session:
+        for n, paper in enumerate(papers.papers):
+            row = session.get(Paper, paper.id)
+            assert row is not None, f"paper {paper.id} was not stored"
+            primary = BENCH_FIELDS[n % len(BENCH_FIELDS)]
+            row.categories = [primary] if primary == "cs.LG" else [primary, "cs.LG"]
+
+
 def prepare_run(
     settings: Settings, *, subscribers: int, seed: int, feedback_histories: bool = False
 ) -> Prepared:
@@ -329,6 +347,7 @@ def prepare_run(
         upgrade(w.engine)
         sample = load_sample()
         ingest_stages.store_papers(w, result=sample, source="bundled sample")
+        describe(w, sample)
         now = dt.datetime.now(dt.UTC)
         marks = 0
         if feedback_histories:
@@ -337,6 +356,7 @@ def prepare_run(
             # the sample's texts under other ids, two weeks before the edition's window.
             earlier = earlier_papers(sample)
             ingest_stages.store_papers(w, result=earlier, source="bench: earlier papers")
+            describe(w, earlier)
             # Readers who joined before the history that follows.
             joined = now - dt.timedelta(days=HISTORY_DAYS + 1)
             seed_subscribers(url, count=subscribers, seed=seed, weights=True, now=joined)
