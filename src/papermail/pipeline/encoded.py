@@ -110,7 +110,12 @@ class ReaderTemplate:
     ) -> None:
         edition = self._edition
         value = edition.value
-        heads = {name: value(text, html=html) for name, text in self._heads.items()}
+        # The preview (the reader's first three titles) is nearly every reader's own:
+        # kept, previews filled the cache and grew a sending process by ~25 MB.
+        heads = {
+            name: value(text, html=html, remember=name != "preview")
+            for name, text in self._heads.items()
+        }
         _splice(out, pieces.head, heads)
         ranks = edition.ranks
         for position, (card, why) in enumerate(zip(self._cards, self._reasons, strict=True)):
@@ -191,10 +196,13 @@ class EncodedEdition:
             feedback_payloads=tuple(payloads),
         )
 
-    def value(self, text: str, *, html: bool) -> bytes:
+    def value(self, text: str, *, html: bool, remember: bool = True) -> bytes:
         """A per-selection value (a why-line, a card number, the intro) encoded for one
-        part; remembered, since readers share most of them."""
+        part; remembered, since readers share most of them, unless ``remember`` is False
+        (a value that is nearly every reader's own)."""
         key = (text, html)
+        if not remember:
+            return self._values.get(key) or encode_value(escaped(text) if html else text)
         if (found := self._values.get(key)) is None:
             if len(self._values) >= WHY_CACHE:
                 self._values.clear()

@@ -146,3 +146,21 @@ def test_a_why_line_cannot_break_out_of_its_card(edition: RenderedEdition) -> No
     page = body(message, "html") or ""
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert message["Bcc"] is None
+
+
+def test_what_a_process_remembers_is_what_readers_share_not_their_previews(
+    edition: RenderedEdition,
+) -> None:
+    """Every reader's own first three titles (the inbox preview) are encoded for their
+    message and forgotten; why-lines and the intro, which readers share, are kept."""
+    encoded = EncodedEdition(edition, layout())
+    rng = random.Random(3)
+    orders = set()
+    for _ in range(40):
+        papers = rng.sample(edition.papers, 5)
+        orders.add(tuple(papers[:3]))
+        sent(encoded, [(pid, "#1 trending") for pid in papers])
+    assert len(orders) > 30  # nearly every reader's preview is their own
+    remembered = {text for text, _html in encoded._values}
+    assert "#1 trending" in remembered
+    assert len(remembered) <= 2  # the why-line and the one intro ("5 papers ...")
