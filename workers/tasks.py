@@ -15,7 +15,7 @@ from functools import lru_cache
 from celery import Task
 from redis import RedisError
 
-from papermail import bounce_stages, ingest_stages, stages
+from papermail import bounce_stages, gc_tuning, ingest_stages, stages
 from papermail.clock import utcnow
 from papermail.config import get_settings
 from papermail.db import session_scope
@@ -133,6 +133,7 @@ def send_batch(self: Task, delivery_ids: list[int]) -> dict[str, int]:
     with log_context(batch_id=self.request.id):
         report = stages.send_batch(wiring(), delivery_ids, observe=send_tally().observe)
     ship_send_metrics()
+    gc_tuning.after_batch()  # the batch's reference cycles, now: see papermail/gc_tuning.py
     return report.as_dict()
 
 
