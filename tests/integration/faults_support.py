@@ -145,7 +145,7 @@ class RecordingSink(SmtpSink):
             hold.release()
         super().stop()
 
-    def _accept(self, mail_from: str, rcpt_tos: list[str], data: bytes | None) -> None:
+    def _accept(self, mail_from: str, rcpt_tos: list[str], data: bytes | None, size: int) -> None:
         found = _MESSAGE_ID.search((data or b"").split(b"\r\n\r\n", 1)[0])
         message_id = found.group(1).decode() if found else "?"
         hold = self._hold
@@ -163,7 +163,7 @@ class RecordingSink(SmtpSink):
         now = time.monotonic()
         for recipient in rcpt_tos:
             self._arrivals.append(Arrival(now, recipient, message_id))
-        super()._accept(mail_from, rcpt_tos, None)  # count it; keep no bytes
+        super()._accept(mail_from, rcpt_tos, None, size)  # count it; keep no bytes
         if hold is not None:
             hold._catch(rcpt_tos[0], message_id)
 

@@ -55,7 +55,9 @@ class SinkHooks(Protocol):
 
     def _closed(self, session: SmtpSession) -> None: ...
 
-    def _accept(self, mail_from: str, rcpt_tos: list[str], data: bytes | None) -> None: ...
+    def _accept(self, mail_from: str, rcpt_tos: list[str], data: bytes | None, size: int) -> None:
+        """A complete message: ``data`` if the sink keeps messages, ``size`` its bytes."""
+        ...
 
     def _fault(self) -> bytes | None:
         """A reply (or DROP) for this MAIL/RCPT/end-of-DATA to misbehave with, or None."""
@@ -162,7 +164,8 @@ class SmtpSession(asyncio.Protocol):
         self.in_data = False
         fault = self.sink._fault()
         if fault is None:
-            self.sink._accept(self.mail_from or "", self.rcpt_tos, content)
+            # end: the message's length as sent (dot-stuffed), its last CRLF included
+            self.sink._accept(self.mail_from or "", self.rcpt_tos, content, end)
         self.reset()
         return QUEUED if fault is None else fault
 

@@ -58,6 +58,7 @@ class SmtpSink:
         self._received: Counter[str] = Counter()
         self._messages: list[ReceivedMessage] = []
         self._total = 0
+        self._bytes = 0
         self._connections = 0
         self._sessions: set[SmtpSession] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -165,6 +166,12 @@ class SmtpSink:
             return self._total
 
     @property
+    def bytes_accepted(self) -> int:
+        """The accepted messages' bytes as they came over the wire."""
+        with self._lock:
+            return self._bytes
+
+    @property
     def connections(self) -> int:
         with self._lock:
             return self._connections
@@ -184,9 +191,10 @@ class SmtpSink:
     def _closed(self, session: SmtpSession) -> None:
         self._sessions.discard(session)
 
-    def _accept(self, mail_from: str, rcpt_tos: list[str], data: bytes | None) -> None:
+    def _accept(self, mail_from: str, rcpt_tos: list[str], data: bytes | None, size: int) -> None:
         with self._changed:
             self._total += 1
+            self._bytes += size
             self._received.update(rcpt_tos)
             if data is not None:
                 self._messages.append(ReceivedMessage(mail_from, tuple(rcpt_tos), data))

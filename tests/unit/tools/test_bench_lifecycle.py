@@ -227,7 +227,7 @@ def test_ctrl_c_on_the_terminal_leaves_the_sink_to_the_run() -> None:
     with SinkProcess() as sink:
         os.kill(sink.pid, signal.SIGINT)
         time.sleep(0.3)
-        assert sink.stats() == (0, 0, 0)
+        assert sink.stats() == (0, 0, 0, 0)
 
 
 def test_old_workers_on_the_broker_refuse_the_run_with_their_pids_and_how_to_stop_them() -> None:

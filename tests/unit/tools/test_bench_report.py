@@ -95,6 +95,13 @@ def test_the_delivery_report_says_how_many_marks_readers_had() -> None:
     assert line(report, "feedback histories").endswith("14,955 marks (7.5 a reader)")
 
 
+def test_the_report_says_what_the_baseline_sent_and_what_the_run_sent() -> None:
+    report = report_lines(bench_result(baseline_messages=100, baseline_bytes_avg=46318.9))
+    its = line(report, "  its messages")
+    assert its.endswith("100 of the run's digests, 46,319 bytes on average")
+    assert line(report, "avg message size").endswith("75,049 bytes")
+
+
 def test_the_figures_as_json_carry_the_distinct_selections() -> None:
     figures = json.loads(bench_result().as_json())
     assert figures["deliveries"] == 2000

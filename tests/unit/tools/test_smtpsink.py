@@ -94,6 +94,8 @@ def test_pipelined_commands_and_a_terminator_split_across_writes(sink: SmtpSink)
     assert [m.data for m in sink.messages] == [b".first line was stuffed\r\nbody\r\n", b""]
     assert sink.messages[1].mail_from == ""
     assert sink.received == Counter({"b@example.org": 1, "c@example.org": 1})
+    # Bytes as they came over the wire: the stuffed dot counts, the terminator does not.
+    assert sink.bytes_accepted == len(b"..first line was stuffed\r\nbody\r\n")
 
 
 def test_ehlo_advertises_8bitmime_and_pipelining(sink: SmtpSink) -> None:
@@ -216,6 +218,7 @@ def test_keep_messages_false_counts_without_storing() -> None:
         assert sink.wait_for(1, timeout=5)
         assert sink.messages == []
         assert sink.received == Counter({"ada@example.org": 1})
+        assert sink.bytes_accepted == len(build("ada@example.org"))  # what the bench averages
 
 
 def test_disconnect_all_drops_open_sessions(sink: SmtpSink) -> None:

@@ -18,7 +18,7 @@ from papermail.clock import utcnow
 from papermail.db import make_engine, make_session_factory
 from papermail.dispatch import PIPELINE_QUEUE, SEND_QUEUE
 from papermail.wiring import Wiring
-from papermail_dev.bench.baseline import raw_baseline, sample_message
+from papermail_dev.bench.baseline import raw_baseline, sample_messages
 from papermail_dev.bench.celery_workers import answering_workers, refusal, wait_workers
 from papermail_dev.bench.lifecycle import RunResources, redact, signals_as_exceptions
 from papermail_dev.bench.sampling import (
@@ -85,7 +85,7 @@ class BenchResult:
     baseline_emails_per_second: float
     ratio_to_baseline: float
     variants: int
-    message_bytes_avg: float
+    message_bytes_avg: float  # of the run's messages, as the sink received them
     # Where the rest of the machine's CPU went, per email delivered.
     postgres_cpu_ms_per_email: float = 0.0
     redis_cpu_ms_per_email: float = 0.0
@@ -100,6 +100,9 @@ class BenchResult:
     # The pipeline worker (its main process and its one pool process): planning's cost.
     planner_cpu_seconds: float = 0.0
     planner_peak_rss_mb: float = 0.0
+    # The baseline's messages: real digests of the run (baseline.sample_messages).
+    baseline_messages: int = 0
+    baseline_bytes_avg: float = 0.0
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -171,6 +174,14 @@ def report_lines(result: BenchResult | PlanResult) -> str:
     out.write(_line("peak RSS per send worker", f"{r.peak_rss_mb_per_worker:.0f} MB"))
     out.write(_line("peak RSS (pipeline worker)", f"{r.planner_peak_rss_mb:.0f} MB"))
     out.write(_line("raw SMTP baseline", f"{r.baseline_emails_per_second:,.0f} emails/s"))
+    if r.baseline_messages:
+        out.write(
+            _line(
+                "  its messages",
+                f"{r.baseline_messages} of the run's digests, "
+                f"{r.baseline_bytes_avg:,.0f} bytes on average",
+            )
+        )
     out.write(_line("ratio to baseline", f"{r.ratio_to_baseline:.2f}"))
     out.write(_line("variants", f"{r.variants}"))
     out.write(_line("distinct selections", share_text(r.distinct_selections, r.deliveries)))
@@ -335,12 +346,12 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         variants = variant_count(sessions)
         deliveries, distinct = distinct_selections(sessions, prepared.edition_id)
         engine.dispose()
-        _total, recipients, duplicates = sink.stats()
-        payload = sample_message(settings)
+        accepted, recipients, duplicates, accepted_bytes = sink.stats()
+        payloads = sample_messages(settings)
         log("running the raw SMTP baseline...")
         baseline = raw_baseline(
             sink,
-            data=payload,
+            payloads=payloads,
             connections=config.baseline_connections,
             messages=min(config.baseline_messages, config.subscribers),
         )
@@ -358,7 +369,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         baseline_emails_per_second=baseline,
         ratio_to_baseline=rate / baseline if baseline else 0.0,
         variants=variants,
-        message_bytes_avg=float(len(payload)),
+        message_bytes_avg=accepted_bytes / accepted if accepted else 0.0,
         notes=notes,
         postgres_cpu_ms_per_email=1000 * service_cpu["postgres"] / max(1, recipients),
         redis_cpu_ms_per_email=1000 * service_cpu["redis"] / max(1, recipients),
@@ -370,6 +381,8 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         feedback_marks=prepared.feedback_marks,
         planner_cpu_seconds=planner_cpu,
         planner_peak_rss_mb=planner_rss / 2**20,
+        baseline_messages=len(payloads),
+        baseline_bytes_avg=sum(map(len, payloads)) / len(payloads),
     )
 
 

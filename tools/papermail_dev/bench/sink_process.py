@@ -25,7 +25,8 @@ def _sink_main(conn: Connection, ready: Connection) -> None:
             if command == "stop":
                 return
             received = sink.received
-            conn.send((sink.total, len(received), sum(c - 1 for c in received.values() if c > 1)))
+            duplicates = sum(c - 1 for c in received.values() if c > 1)
+            conn.send((sink.total, len(received), duplicates, sink.bytes_accepted))
 
 
 class SinkProcess:
@@ -48,8 +49,8 @@ class SinkProcess:
         finally:
             ready_parent.close()
 
-    def stats(self) -> tuple[int, int, int]:
-        """(messages accepted, distinct recipients, duplicate copies)."""
+    def stats(self) -> tuple[int, int, int, int]:
+        """(messages accepted, distinct recipients, duplicate copies, bytes accepted)."""
         self._conn.send("stats")
         return self._conn.recv()
 
