@@ -19,7 +19,7 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from papermail.config import Settings
-from papermail.models import Delivery, Edition
+from papermail.models import Delivery, Edition, Subscriber
 from papermail.pipeline.encoding import DateHeaders
 from papermail.wiring import Wiring
 from papermail_dev.bench.sink_process import SinkProcess
@@ -37,12 +37,17 @@ def sample_messages(settings: Settings, *, count: int = SAMPLE_MESSAGES) -> list
     w = Wiring(settings)
     try:
         with w.sessions() as session:
-            numbered = select(
-                Delivery.subscriber_id,
-                Delivery.variant_key,
-                Delivery.edition_id,
-                func.row_number().over(order_by=Delivery.id).label("n"),
-            ).subquery()
+            numbered = (
+                select(
+                    Delivery.subscriber_id,
+                    Subscriber.token_version,
+                    Delivery.variant_key,
+                    Delivery.edition_id,
+                    func.row_number().over(order_by=Delivery.id).label("n"),
+                )
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .subquery()
+            )
             total = session.scalar(select(func.count()).select_from(Delivery)) or 0
             step = max(1, total // count)
             rows = session.execute(
@@ -61,11 +66,11 @@ def _message(w: Wiring, session: Session, row: Row[Any], edition: Edition | None
     assert edition is not None
     template = w.templates().get(session, row.variant_key, edition=edition)
     reader = row.subscriber_id
-    url = w.links.unsubscribe(reader, edition.id)
+    url = w.links.unsubscribe(reader, row.token_version)
     values = {
         "email": "baseline@bench.example.org",
         "unsubscribe_url": url,
-        "preferences_url": w.links.preferences(reader, edition.id),
+        "preferences_url": w.links.preferences(reader, row.token_version),
     }
     # Each card's feedback links, exactly as the send path fills them.
     tokens = w.links.signer.feedback_tokens(reader, payload_suffixes=template.feedback_payloads)
