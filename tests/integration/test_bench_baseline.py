@@ -11,7 +11,6 @@ import email
 from collections.abc import Iterator
 
 import pytest
-import redis as redis_lib
 
 from papermail import stages
 from papermail.clock import utcnow
@@ -21,7 +20,8 @@ from papermail_dev.bench.run import CountingDispatcher
 from papermail_dev.bench.scratch import bench_settings, prepare_run, scratch_database
 from papermail_dev.bench.sink_process import SinkProcess
 from tests.conftest import service_missing
-from tests.support.services import PG_ADMIN_URL, REDIS_BASE, pg_available, redis_available
+from tests.integration.conftest import flushed_redis
+from tests.support.services import PG_ADMIN_URL, pg_available
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +33,7 @@ PREFIX = "papermail_bench_baseline_test"
 def redis_url() -> Iterator[str]:
     if not pg_available():
         service_missing("PostgreSQL at 127.0.0.1:5432")
-    if not redis_available():
-        service_missing("Redis at 127.0.0.1:6379")
-    url = f"{REDIS_BASE}/{REDIS_DB}"
-    client = redis_lib.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    yield from flushed_redis(REDIS_DB)
 
 
 def test_the_baseline_cycles_through_real_digests_spread_over_the_edition(
