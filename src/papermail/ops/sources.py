@@ -5,9 +5,12 @@ Every ingest run leaves one row whose ``detail["source"]`` names where it fetche
 count as "hf"), "arxiv", or some other name for papers stored another way (the bundled
 sample), which is its own source but not a scheduled one.
 
-A source is alerted on when it has been failing for more than a day: it has been tried,
-nothing succeeded in the last 24 hours and its newest finished attempt failed; or when it
-never succeeded (within ``LOOKBACK``) but has failed. A source never tried gets no alert:
+A source is alerted on when it has been failing for more than a day: its newest finished
+attempt failed, and so did every attempt since one that failed more than 24 hours ago with
+no success after it; or when it never succeeded (within ``LOOKBACK``) but has failed. The
+day counts from the first failure, not from the last success: arXiv is fetched on weekdays
+only, so Monday's fetch comes three days after Friday's success, and one failed Monday
+fetch is not a source failing for days. A source never tried gets no alert:
 it may simply not be scheduled. A run still going (``ok`` is None, which also covers one
 that died without finishing) is shown as the last attempt, but the alert looks at the newest
 *finished* attempt, so it neither flickers off while a retry runs nor waits forever on a run
@@ -112,6 +115,7 @@ class _Scan:
         self.newest_finished: _Run | None = None
         self.success: _Run | None = None
         self.failures = 0
+        self.first_failure: _Run | None = None  # the oldest failure after the newest success
 
     def see(self, run: _Run) -> None:
         if self.success is not None:
@@ -124,6 +128,7 @@ class _Scan:
             self.success = run
         else:
             self.failures += 1
+            self.first_failure = run  # newest first: each one seen is older
 
 
 def source_health(
@@ -216,11 +221,12 @@ def _health(source: str, scan: _Scan, *, now: dt.datetime) -> SourceHealth:
 
 
 def _alert(scan: _Scan, success_at: dt.datetime | None, *, now: dt.datetime) -> str | None:
-    """Called when the newest finished attempt failed."""
+    """Called when the newest finished attempt failed (so there is a first failure)."""
     attempts = f"{scan.failures} failed attempt{'' if scan.failures == 1 else 's'}"
     if success_at is None:
         return f"no successful fetch in the last {LOOKBACK.days} days ({attempts})"
-    if now - success_at <= ALERT_AFTER:
+    assert scan.first_failure is not None
+    if now - scan.first_failure.started_at <= ALERT_AFTER:
         return None
     return (
         f"failing for over a day: last success {ago(success_at, now)} "

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from papermail.models import JobRun
 from papermail.ops import sources
 from papermail.ops.jobs import recorded
-from papermail.ops.sources import SourceHealth, read_source_health, source_health
+from papermail.ops.sources import ALERT_AFTER, SourceHealth, read_source_health, source_health
 from tests.conftest import FIXED_NOW
 
 HOSTILE = "[red]x[/red]<script>alert(1)</script>"
@@ -96,8 +96,27 @@ def test_failing_for_more_than_a_day_is_an_alert(session: Session) -> None:
     assert hf.lag is not None and hf.lag > dt.timedelta(days=1)
 
 
+def test_a_day_counts_from_the_first_failure_not_from_the_last_success(session: Session) -> None:
+    # arXiv is fetched Monday to Friday: Friday's success, then Monday's fetch fails.
+    run(session, ago=72 * HOUR, ok=True, source="arxiv", inserted=30, updated=0, rejected=0)
+    run(session, ago=HOUR, ok=False, source="arxiv", error="HTTPStatusError: 503")
+
+    monday = health(session)["arxiv"]
+
+    assert monday.state == "failing" and monday.alert is None
+    assert monday.lag is not None and monday.lag > 2 * ALERT_AFTER  # three days since Friday
+
+    # Tuesday's fetch, a day after Monday's, fails too: failing for over a day now.
+    run(session, ago=HOUR - ALERT_AFTER, ok=False, source="arxiv", error="still down")
+    tuesday = source_health(session, now=FIXED_NOW + ALERT_AFTER)[1]
+
+    assert tuesday.state == "alert"
+    assert tuesday.alert is not None and "2 failed attempts since" in tuesday.alert
+
+
 def test_a_run_in_progress_neither_hides_nor_raises_the_alert(session: Session) -> None:
     run(session, ago=30 * HOUR, ok=True, source="hf", inserted=1, updated=0)
+    run(session, ago=26 * HOUR, ok=False, source="hf", error="first trouble")
     run(session, ago=2 * HOUR, ok=False, source="hf", error="boom")
     run(session, ago=dt.timedelta(minutes=1), ok=None, source="hf")  # the retry, running
     run(session, ago=dt.timedelta(minutes=1), ok=None, source="arxiv")  # first ever, running

@@ -247,12 +247,15 @@ def test_the_dashboard_shows_each_source_and_alerts_on_one_failing_for_a_day(
     now = dt.datetime.now(dt.UTC)
     with recorded(rt.sessions, stage="ingest", clock=lambda: now - dt.timedelta(hours=30)) as d:
         d.update(source="hf", fetched=42, inserted=40, updated=2, rejected=3)
-    with (
-        pytest.raises(RuntimeError),
-        recorded(rt.sessions, stage="ingest", clock=lambda: now - dt.timedelta(hours=1)) as d,
-    ):
-        d["source"] = "hf"
-        raise RuntimeError(hostile)
+    for hours_ago, error in ((26, "first failure"), (1, hostile)):  # failing for over a day
+        with (
+            pytest.raises(RuntimeError),
+            recorded(
+                rt.sessions, stage="ingest", clock=lambda h=hours_ago: now - dt.timedelta(hours=h)
+            ) as d,
+        ):
+            d["source"] = "hf"
+            raise RuntimeError(error)
 
     page = client.get("/ops", auth=AUTH).text
 
