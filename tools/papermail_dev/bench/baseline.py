@@ -55,14 +55,14 @@ def sample_messages(settings: Settings, *, count: int = SAMPLE_MESSAGES) -> list
             ).all()
             if not rows:
                 raise LookupError("no deliveries to take the baseline's digests from")
-            editions = {row.edition_id: session.get(Edition, row.edition_id) for row in rows}
-            return [_message(w, session, row, editions[row.edition_id]) for row in rows]
+            return [_message(w, session, row) for row in rows]
     finally:
         w.engine.dispose()
         w.redis.close()
 
 
-def _message(w: Wiring, session: Session, row: Row[Any], edition: Edition | None) -> bytes:
+def _message(w: Wiring, session: Session, row: Row[Any]) -> bytes:
+    edition = session.get(Edition, row.edition_id)  # the session's identity map: one query
     assert edition is not None
     template = w.templates().get(session, row.variant_key, edition=edition)
     reader = row.subscriber_id
