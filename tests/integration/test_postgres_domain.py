@@ -30,8 +30,8 @@ from papermail.models import (
     SubscriberStatus,
     Variant,
 )
-from papermail.pipeline import histories, plan_rows
-from papermail.pipeline.claims import claim
+from papermail.pipeline import claims, histories, plan_rows
+from papermail.pipeline.claims import claim, claim_rows
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
 from papermail.pipeline.planning import PlanReport, plan_edition, reader_selection
@@ -165,6 +165,55 @@ def test_concurrent_claims_never_share_a_row(sessions: sessionmaker[Session]) ->
         thread.join()
     everything = [i for got in claimed for i in got]
     assert sorted(everything) == sorted(ids)  # each row claimed by exactly one worker
+
+
+def test_a_claim_takes_only_claimable_rows_with_their_readers_in_id_order(
+    sessions: sessionmaker[Session],
+) -> None:
+    [batch] = _planned(sessions, readers=8, batch_size=500)
+    ids = sorted(batch)
+    lease = dt.timedelta(minutes=5)
+    sent, live, expired, not_due, due, erased = ids[:6]
+    with sessions() as session:
+        session.execute(text("UPDATE deliveries SET status = 'sent' WHERE id = :id"), {"id": sent})
+        for row_id, status, lease_until, next_at in (
+            (live, "sending", NOW + lease, None),
+            (expired, "sending", NOW - dt.timedelta(seconds=1), None),
+            (not_due, "retry", None, NOW + dt.timedelta(minutes=1)),
+            (due, "retry", None, NOW),
+        ):
+            session.execute(
+                text(
+                    "UPDATE deliveries SET status = :status, lease_until = :lease_until,"
+                    " next_attempt_at = :next_at, attempts = 2 WHERE id = :id"
+                ),
+                {"id": row_id, "status": status, "lease_until": lease_until, "next_at": next_at},
+            )
+        gone = session.scalar(select(Delivery.subscriber_id).where(Delivery.id == erased))
+        session.execute(text("DELETE FROM subscribers WHERE id = :id"), {"id": gone})
+        session.commit()
+    with sessions() as session:
+        rows = claim_rows(session, ids=list(reversed(ids)), now=NOW, lease=lease)
+    expected = [expired, due, *ids[6:]]
+    assert [r.id for r in rows] == expected  # in id order, whatever order they came in
+    assert [r.attempts for r in rows] == [3, 3] + [1] * len(ids[6:])
+    with sessions() as session:
+        readers = {
+            s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id != gone))
+        }
+        deliveries = {d.id: d for d in session.scalars(select(Delivery))}
+        for row in rows:
+            reader = readers[row.subscriber_id]
+            assert (row.email, row.token_version) == (reader.email, reader.token_version)
+            assert row.subscriber_status is SubscriberStatus.ACTIVE
+            assert row.variant_key == deliveries[row.id].variant_key
+            assert deliveries[row.id].status is DeliveryStatus.SENDING
+            assert deliveries[row.id].lease_until == NOW + lease
+        assert deliveries[live].lease_until == NOW + lease  # someone else's lease: untouched
+        assert deliveries[not_due].status is DeliveryStatus.RETRY
+        assert erased not in deliveries  # the reader's rows went with them
+    with sessions() as session:
+        assert claim_rows(session, ids=ids, now=NOW, lease=lease) == []  # all taken now
 
 
 def _send(  # type: ignore[no-untyped-def]
@@ -314,13 +363,11 @@ def test_claims_read_only_their_own_rows_right_after_a_big_planning_run(
     # (planned after the last ANALYZE) must still be claimed by primary key.
     published = _planned(sessions, readers=3000, batch_size=100, chunk_size=chunk_size)
     with sessions() as session:
-        claim_sql = (
-            "EXPLAIN (ANALYZE, FORMAT JSON) UPDATE deliveries SET status = 'sending' "
-            "WHERE id = ANY(:ids) AND (status IN ('pending', 'retry') AND "
-            "(next_attempt_at IS NULL OR next_attempt_at <= now()) OR "
-            "status = 'sending' AND lease_until < now()) RETURNING id"
-        )
-        plan = session.execute(text(claim_sql), {"ids": published[-2]}).scalar_one()
+        # The statement a send batch runs, explained.
+        explained = text("EXPLAIN (ANALYZE, FORMAT JSON) " + claims.PG_CLAIM.text)
+        plan = session.execute(
+            explained, {"ids": published[-2], "now": NOW, "lease_until": NOW}
+        ).scalar_one()
         session.rollback()
     scan = plan[0]["Plan"]["Plans"][0]
     rows_read = scan.get("Actual Rows", 0) + scan.get("Rows Removed by Filter", 0)

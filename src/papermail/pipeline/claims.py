@@ -10,10 +10,10 @@ does not get to are released, as if never claimed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple, cast
 
 from sqlalchemy import Connection, Engine, TextClause, and_, bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -65,62 +65,114 @@ def claim_rows(
     return _with_subscribers(session, _claim(session, ids, now, lease))
 
 
+class _Claimed(NamedTuple):
+    id: int
+    subscriber_id: int
+    edition_id: int
+    variant_key: str
+    attempts: int
+    message_id: str | None
+
+
+# On PostgreSQL each statement takes the batch's ids as one array parameter. As an IN list,
+# a hundred ids were rendered into the SQL anew for every batch and parsed again by the
+# driver: a tenth of a sending process's CPU, before the database did anything.
+# PG_CLAIM is the claim a send batch runs (a test explains its plan).
+PG_CLAIM = text(
+    "UPDATE deliveries SET status = 'sending', lease_until = :lease_until,"
+    " attempts = attempts + 1, next_attempt_at = NULL, dispatched_at = NULL"
+    " WHERE id = ANY(CAST(:ids AS bigint[])) AND ("
+    "(status IN ('pending', 'retry') AND (next_attempt_at IS NULL OR next_attempt_at <= :now))"
+    " OR (status = 'sending' AND lease_until < :now))"
+    " RETURNING id, subscriber_id, edition_id, variant_key, attempts, message_id"
+).bindparams(bindparam("lease_until", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
+_PG_SUBSCRIBERS = text(
+    "SELECT id, email, status, token_version FROM subscribers"
+    " WHERE id = ANY(CAST(:ids AS bigint[]))"
+)
+
+
+def _on_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def _claim(
     session: Session, ids: Sequence[int], now: dt.datetime, lease: dt.timedelta
-) -> list[Any]:
-    stmt = (
-        update(Delivery)
-        .where(
-            Delivery.id.in_(list(ids)),
-            or_(
-                and_(
-                    Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.RETRY]),
-                    or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+) -> list[_Claimed]:
+    if _on_postgres(session):
+        found = session.execute(
+            PG_CLAIM, {"ids": list(ids), "now": now, "lease_until": now + lease}
+        )
+    else:
+        found = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(list(ids)),
+                or_(
+                    and_(
+                        Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.RETRY]),
+                        or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                    ),
+                    and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now),
                 ),
-                and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now),
-            ),
+            )
+            .values(
+                status=DeliveryStatus.SENDING,
+                lease_until=now + lease,
+                attempts=Delivery.attempts + 1,
+                next_attempt_at=None,
+                dispatched_at=None,  # picked up: no longer waiting in a queue
+            )
+            .returning(*_LOADED)
+            .execution_options(synchronize_session=False)
         )
-        .values(
-            status=DeliveryStatus.SENDING,
-            lease_until=now + lease,
-            attempts=Delivery.attempts + 1,
-            next_attempt_at=None,
-            dispatched_at=None,  # picked up: no longer waiting in a queue
-        )
-        .returning(*_LOADED)
-        .execution_options(synchronize_session=False)
-    )
-    claimed = sorted(session.execute(stmt).all(), key=lambda d: d.id)
+    claimed = sorted(map(_Claimed._make, found), key=_by_id)
     session.commit()
     return claimed
 
 
-def _with_subscribers(session: Session, deliveries: Sequence[Any]) -> list[Row]:
+def _by_id(row: _Claimed) -> int:
+    return row.id
+
+
+def _with_subscribers(session: Session, claimed: Sequence[_Claimed]) -> list[Row]:
+    if not claimed:
+        return []
     # Primary-key lookups rather than a join: with statistics that lag a bulk load,
     # PostgreSQL would hash-join the whole subscribers table for every batch.
-    people = {
-        row.id: row
-        for row in session.execute(
+    ids = list({d.subscriber_id for d in claimed})
+    found = (
+        session.execute(_PG_SUBSCRIBERS, {"ids": ids})
+        if _on_postgres(session)
+        else session.execute(
             select(
                 Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.token_version
-            ).where(Subscriber.id.in_({d.subscriber_id for d in deliveries}))
+            ).where(Subscriber.id.in_(ids))
         )
+    )
+    typed = cast(Iterable[tuple[int, str, str, int]], found)
+    people = {
+        sid: (email, SubscriberStatus(status), version) for sid, email, status, version in typed
     }
-    return [
-        Row(
-            id=d.id,
-            subscriber_id=d.subscriber_id,
-            edition_id=d.edition_id,
-            variant_key=d.variant_key,
-            attempts=d.attempts,
-            email=people[d.subscriber_id].email,
-            subscriber_status=people[d.subscriber_id].status,
-            token_version=people[d.subscriber_id].token_version,
-            message_id=d.message_id,
+    rows = []
+    for d in claimed:
+        if (person := people.get(d.subscriber_id)) is None:
+            continue  # erased mid-flight: their rows went with them
+        email, status, version = person
+        rows.append(
+            Row(
+                id=d.id,
+                subscriber_id=d.subscriber_id,
+                edition_id=d.edition_id,
+                variant_key=d.variant_key,
+                attempts=d.attempts,
+                email=email,
+                subscriber_status=status,
+                token_version=version,
+                message_id=d.message_id,
+            )
         )
-        for d in deliveries
-        if d.subscriber_id in people  # erased mid-flight: their rows went with them
-    ]
+    return rows
 
 
 def no_longer_active(session: Session, rows: Sequence[Row]) -> dict[int, SubscriberStatus]:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import cast
 
 import jinja2
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from papermail.bounces.verp import Verp
@@ -182,14 +182,8 @@ class TemplateSource:
         # Room for all of them first: a batch bigger than the bound keeps its own.
         while self._selections and len(self._selections) + len(missing) > self.max_selections:
             self._selections.popitem(last=False)
-        for start in range(0, len(missing), 1000):
-            rows = session.execute(
-                select(Variant.key, Variant.edition_id, Variant.format, Variant.selection).where(
-                    Variant.key.in_(missing[start : start + 1000])
-                )
-            )
-            typed = cast(Iterable[tuple[str, int, str, object]], rows)
-            for key, edition_id, fmt, selection in typed:
+        for rows in _selections_of(session, missing):
+            for key, edition_id, fmt, selection in rows:
                 self._selections[key] = Selection(edition_id, MailFormat(fmt), _picks(selection))
 
     def get(self, session: Session, key: str, *, edition: Edition) -> ReaderTemplate:
@@ -234,6 +228,34 @@ class TemplateSource:
         self._editions[key] = encoded
         self._bytes += encoded.size
         return encoded
+
+
+# PostgreSQL: the keys as one array parameter. As an IN list, a batch's hundred keys were
+# rendered into the SQL and parsed by the driver anew for every batch.
+_PG_SELECTIONS = text(
+    "SELECT key, edition_id, format, selection FROM variants"
+    " WHERE key = ANY(CAST(:keys AS varchar[]))"
+)
+SelectionRow = tuple[str, int, str, object]
+
+
+def _selections_of(session: Session, keys: list[str]) -> Iterator[Iterable[SelectionRow]]:
+    """The variants rows of ``keys``: one query on PostgreSQL, chunks of 1,000 elsewhere
+    (SQLite's limit on bound parameters)."""
+    if not keys:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        yield cast(Iterable[SelectionRow], session.execute(_PG_SELECTIONS, {"keys": keys}))
+        return
+    for start in range(0, len(keys), 1000):
+        yield cast(
+            Iterable[SelectionRow],
+            session.execute(
+                select(Variant.key, Variant.edition_id, Variant.format, Variant.selection).where(
+                    Variant.key.in_(keys[start : start + 1000])
+                )
+            ),
+        )
 
 
 def _picks(raw: object) -> tuple[Pick, ...]:
