@@ -54,6 +54,12 @@ from papermail.cli.common import Fail, console
     is_flag=True,
     help="Seed, then plan in this process (no workers, no SMTP): planning time, CPU and RSS.",
 )
+@click.option(
+    "--send-in-process",
+    is_flag=True,
+    help="Seed and plan, then send every batch from this process, one at a time (no "
+    "Celery, nothing else running): the send path's own CPU per email.",
+)
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the figures as JSON.")
 def bench(
     subscribers: int,
@@ -65,16 +71,27 @@ def bench(
     async_commit: bool,
     feedback_histories: bool,
     plan_only: bool,
+    send_in_process: bool,
     json_out: Path | None,
 ) -> None:
     """Deliver one edition to N synthetic subscribers on PostgreSQL, Redis, Celery and SMTP.
 
-    With --plan-only, plan it for them in this process and report planning alone.
+    With --plan-only, plan it for them in this process and report planning alone; with
+    --send-in-process, plan, then send from this process and report the send path alone.
     """
     if plan_only and async_commit:
         raise click.UsageError("--async-commit is about sending; --plan-only sends nothing")
+    if plan_only and send_in_process:
+        raise click.UsageError("choose --plan-only or --send-in-process, not both")
     try:
-        from papermail_dev.bench import BenchConfig, report_lines, run_bench, run_plan_only
+        from papermail_dev.bench import (
+            BenchConfig,
+            report_lines,
+            run_bench,
+            run_plan_only,
+            run_send_in_process,
+            send_path_report_lines,
+        )
     except ImportError as exc:
         raise Fail(
             "papermail bench needs the developer tools, which a production install leaves out: "
@@ -94,6 +111,9 @@ def bench(
     )
     if plan_only:
         mode = "planning only"
+    elif send_in_process:
+        mode = "the send path in one process, "
+        mode += "async ledger commit" if async_commit else "durable ledger commit"
     else:
         mode = "async ledger commit" if async_commit else "durable ledger commit"
     if feedback_histories:
@@ -104,6 +124,12 @@ def bench(
         _report(report_lines(planned), planned.as_json(), json_out)
         if planned.planned != subscribers:
             raise click.ClickException("planning did not plan one row per subscriber")
+        return
+    if send_in_process:
+        path = run_send_in_process(config, log=console.print)
+        _report(send_path_report_lines(path), path.as_json(), json_out)
+        if path.notes or path.duplicates:
+            raise click.ClickException("not every planned row was sent exactly once")
         return
     result = run_bench(config, log=console.print)
     _report(report_lines(result), result.as_json(), json_out)

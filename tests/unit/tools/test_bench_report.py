@@ -20,6 +20,7 @@ from papermail_dev.bench.run import (
     plan_report_lines,
     report_lines,
 )
+from papermail_dev.bench.send_path import SendPathResult, send_path_report_lines
 
 
 def bench_result(**changes: object) -> BenchResult:
@@ -216,3 +217,68 @@ def test_async_commit_means_nothing_without_sending(isolated: Path) -> None:
     result = CliRunner().invoke(main, ["bench", "--plan-only", "--async-commit"])
     assert result.exit_code == 2
     assert "--plan-only sends nothing" in result.output
+
+
+def send_path_result(**changes: object) -> SendPathResult:
+    figures: dict[str, object] = {
+        "subscribers": 10_000,
+        "planned": 10_000,
+        "warmup_messages": 100,
+        "sent": 9_900,
+        "duplicates": 0,
+        "seconds": 9.8,
+        "emails_per_second": 1010.2,
+        "cpu_ms_per_email": 0.7351,
+        "postgres_cpu_ms_per_email": 0.2655,
+        "sink_cpu_ms_per_email": 0.2051,
+        "message_bytes_avg": 47_375.4,
+        "distinct_share": 0.9836,
+        "ledger_async_commit": False,
+        "feedback_histories": True,
+    }
+    figures.update(changes)
+    return SendPathResult(**figures)  # type: ignore[arg-type]
+
+
+def test_the_send_in_process_report_gives_the_send_paths_own_cost() -> None:
+    report = send_path_report_lines(send_path_result())
+
+    assert line(report, "warm-up batch").endswith("100 messages (not timed)")
+    assert line(report, "sent, timed").endswith("9,900 in 9.8 s (duplicates: 0)")
+    assert line(report, "send path CPU/email").endswith("0.735 ms (this process)")
+    assert line(report, "PostgreSQL CPU/email").endswith("0.266 ms")
+    assert line(report, "rows planned").endswith("10,000 (98.4% distinct)")
+    assert "baseline" not in report  # nothing here to compare with bare SMTP
+
+
+def test_send_in_process_runs_that_bench_and_fails_on_a_missing_or_second_copy(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[BenchConfig] = []
+
+    def run_send_in_process(config: BenchConfig, *, log: object) -> SendPathResult:
+        seen.append(config)
+        return send_path_result(duplicates=len(seen) - 1)
+
+    def run_bench(config: BenchConfig, *, log: object) -> BenchResult:
+        raise AssertionError("--send-in-process starts no workers")
+
+    monkeypatch.setattr(bench_package, "run_send_in_process", run_send_in_process)
+    monkeypatch.setattr(bench_package, "run_bench", run_bench)
+    args = ["bench", "-n", "10000", "--send-in-process", "--async-commit"]
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert seen[0].ledger_async_commit and not seen[0].plan_only
+    assert "the send path in one process, async ledger commit" in result.output
+    assert "0.735 ms (this process)" in result.output
+
+    again = CliRunner().invoke(main, args)  # this time the sink got a second copy
+    assert again.exit_code != 0
+    assert "not every planned row was sent exactly once" in again.output
+
+
+def test_plan_only_and_send_in_process_are_two_different_runs(isolated: Path) -> None:
+    result = CliRunner().invoke(main, ["bench", "--plan-only", "--send-in-process"])
+    assert result.exit_code == 2
+    assert "not both" in result.output

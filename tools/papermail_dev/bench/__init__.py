@@ -11,6 +11,8 @@ leaves nothing running or behind however it ends (SIGKILL aside).
 
     run.py             BenchConfig, BenchResult, run_bench, report_lines; --plan-only:
                        PlanResult, run_plan_only (planning in-process, batches counted)
+    send_path.py       --send-in-process: SendPathResult, run_send_in_process (plan, then
+                       every batch sent from the bench's own process: the send path's cost)
     lifecycle.py       what a run started and created, gone on every exit (SIGTERM too)
     scratch.py         the scratch database, its edition, subscribers and their feedback
     celery_workers.py  worker processes, started as in production
@@ -35,16 +37,24 @@ from papermail_dev.bench.scratch import (
     seed_feedback,
     seed_subscribers,
 )
+from papermail_dev.bench.send_path import (
+    SendPathResult,
+    run_send_in_process,
+    send_path_report_lines,
+)
 
 __all__ = [
     "BenchConfig",
     "BenchResult",
     "PlanResult",
+    "SendPathResult",
     "prepare",
     "report_lines",
     "run_bench",
     "run_plan_only",
+    "run_send_in_process",
     "scratch_database",
     "seed_feedback",
     "seed_subscribers",
+    "send_path_report_lines",
 ]
