@@ -55,6 +55,17 @@ def redis_url() -> Iterator[str]:
     yield from flushed_redis(REDIS_DB)
 
 
+BENCH_REDIS_DB = 9  # the bench tests' Redis database (they run one after another)
+
+
+@pytest.fixture
+def bench_redis_url() -> Iterator[str]:
+    """Redis and PostgreSQL for a bench test: the bench creates its own scratch database."""
+    if not pg_available():
+        service_missing("PostgreSQL at 127.0.0.1:5432")
+    yield from flushed_redis(BENCH_REDIS_DB)
+
+
 @pytest.fixture
 def clean_db(pg_url: str) -> str:
     """The session's database with every table emptied (schema kept)."""

@@ -2,13 +2,12 @@
 
 Digests range from a few KB (five papers, plain text) to ~80 KB (fifteen, HTML), and bare
 SMTP sends small ones much faster: a baseline of one digest measures whichever reader
-came first. Real PostgreSQL and Redis (db 9, as the other bench test: never at once).
+came first. Real PostgreSQL and Redis (the bench tests' database).
 """
 
 from __future__ import annotations
 
 import email
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,28 +18,18 @@ from papermail_dev.bench.baseline import raw_baseline, sample_messages
 from papermail_dev.bench.run import CountingDispatcher
 from papermail_dev.bench.scratch import bench_settings, prepare_run, scratch_database
 from papermail_dev.bench.sink_process import SinkProcess
-from tests.conftest import service_missing
-from tests.integration.conftest import flushed_redis
-from tests.support.services import PG_ADMIN_URL, pg_available
+from tests.support.services import PG_ADMIN_URL
 
 pytestmark = pytest.mark.integration
 
-REDIS_DB = 9
 PREFIX = "papermail_bench_baseline_test"
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    if not pg_available():
-        service_missing("PostgreSQL at 127.0.0.1:5432")
-    yield from flushed_redis(REDIS_DB)
-
-
 def test_the_baseline_cycles_through_real_digests_spread_over_the_edition(
-    redis_url: str,
+    bench_redis_url: str,
 ) -> None:
     with scratch_database(PG_ADMIN_URL, prefix=PREFIX) as db_url:
-        settings = bench_settings(db_url, redis_url, None, 20)
+        settings = bench_settings(db_url, bench_redis_url, None, 20)
         prepared = prepare_run(settings, subscribers=60, seed=0, feedback_histories=True)
         w = Wiring(settings)
         try:
@@ -77,9 +66,9 @@ def test_the_baseline_cycles_through_real_digests_spread_over_the_edition(
     assert accepted_bytes == 2 * sum(sizes)
 
 
-def test_no_deliveries_is_a_clear_error(redis_url: str) -> None:
+def test_no_deliveries_is_a_clear_error(bench_redis_url: str) -> None:
     with scratch_database(PG_ADMIN_URL, prefix=PREFIX) as db_url:
-        settings = bench_settings(db_url, redis_url, None, 20)
+        settings = bench_settings(db_url, bench_redis_url, None, 20)
         prepare_run(settings, subscribers=5, seed=0)  # nothing planned yet
         with pytest.raises(LookupError, match="no deliveries"):
             sample_messages(settings)

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -30,33 +29,19 @@ from papermail_dev.bench.celery_workers import (
 )
 from papermail_dev.bench.run import BenchConfig, EarlierRunStillRunning, run_bench
 from papermail_dev.bench.scratch import scratch_database
-from tests.conftest import service_missing
 from tests.support.services import (
     PG_ADMIN_URL,
-    REDIS_BASE,
     ROOT,
-    pg_available,
-    redis_available,
 )
 
 pytestmark = pytest.mark.integration
 
-REDIS_DB = 9  # this file's own Redis database
 PREFIX = "papermail_bench_cleanup_test"  # this file's scratch databases
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    if not pg_available():
-        service_missing("PostgreSQL at 127.0.0.1:5432")
-    if not redis_available():
-        service_missing("Redis at 127.0.0.1:6379")
-    url = f"{REDIS_BASE}/{REDIS_DB}"
-    client = redis_lib.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+def redis_url(bench_redis_url: str) -> str:
+    return bench_redis_url
 
 
 def scratch_databases() -> list[str]:

@@ -1,44 +1,32 @@
 """`papermail bench --send-in-process`: plan, then send every batch from the bench's process.
 
-Real PostgreSQL, Redis (db 9, as the other bench tests: never at once) and the sink in its
+Real PostgreSQL, Redis (the bench tests' database) and the sink in its
 own process: every planned reader gets one message, the figures are this run's, and
 nothing is left behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from papermail_dev.bench.run import BenchConfig
 from papermail_dev.bench.scratch import existing_databases
 from papermail_dev.bench.send_path import run_send_in_process, send_path_report_lines
-from tests.conftest import service_missing
-from tests.integration.conftest import flushed_redis
-from tests.support.services import PG_ADMIN_URL, pg_available
+from tests.support.services import PG_ADMIN_URL
 
 pytestmark = pytest.mark.integration
 
-REDIS_DB = 9
 PREFIX = "papermail_bench_send_path_test"
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    if not pg_available():
-        service_missing("PostgreSQL at 127.0.0.1:5432")
-    yield from flushed_redis(REDIS_DB)
-
-
 def test_every_planned_reader_gets_one_message_from_this_process_and_nothing_is_left(
-    redis_url: str,
+    bench_redis_url: str,
 ) -> None:
     config = BenchConfig(
         subscribers=250,
         batch_size=50,
         pg_admin_url=PG_ADMIN_URL,
-        redis_url=redis_url,
+        redis_url=bench_redis_url,
         scratch_prefix=PREFIX,
         feedback_histories=True,
     )

@@ -6,7 +6,8 @@ import importlib
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -254,12 +255,16 @@ def refuse_if_workers_answer(
         raise EarlierRunStillRunning(refusal(redact(redis_url), workers))
 
 
-def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> BenchResult:
-    from workers.celery_app import make_celery
-
+@contextmanager
+def scratch_run(
+    config: BenchConfig, *, log: Callable[[str], None]
+) -> Iterator[tuple[RunResources, str]]:
+    """What every kind of run does around its work: say what it flushes and creates,
+    refuse to run beside an earlier run's workers, name an earlier run's leftovers; then
+    its resources (gone on every exit, SIGTERM too) and its scratch database's URL."""
     database = scratch_name(config.scratch_prefix)
     log(warning_line(config, database))
-    refuse_if_workers_answer(config.redis_url)
+    refuse_if_workers_answer(config.redis_url)  # they would share (and see flushed) its Redis
     note = leftovers_note(config.pg_admin_url, config.scratch_prefix)
     if note:
         log(note)
@@ -270,7 +275,13 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         ) as resources,
     ):
         flush_redis(config.redis_url)
-        db_url = resources.create_database(database)
+        yield resources, resources.create_database(database)
+
+
+def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> BenchResult:
+    from workers.celery_app import make_celery
+
+    with scratch_run(config, log=log) as (resources, db_url):
         sink = resources.start_sink()
         settings = bench_settings(db_url, config.redis_url, sink, config.batch_size)
         settings = settings.model_copy(
@@ -413,20 +424,7 @@ class CountingDispatcher:
 def run_plan_only(config: BenchConfig, *, log: Callable[[str], None] = print) -> PlanResult:
     """Prepare and seed, then run the real planning stage in this process, publishing to
     a dispatcher that only counts: planning's time, CPU and memory, and nothing else."""
-    database = scratch_name(config.scratch_prefix)
-    log(warning_line(config, database))
-    refuse_if_workers_answer(config.redis_url)  # they would share (and see flushed) its Redis
-    note = leftovers_note(config.pg_admin_url, config.scratch_prefix)
-    if note:
-        log(note)
-    with (
-        signals_as_exceptions(),
-        RunResources(
-            redis_url=config.redis_url, pg_admin_url=config.pg_admin_url, log=log
-        ) as resources,
-    ):
-        flush_redis(config.redis_url)
-        db_url = resources.create_database(database)
+    with scratch_run(config, log=log) as (_resources, db_url):
         settings = bench_settings(db_url, config.redis_url, None, config.batch_size)
         started = time.perf_counter()
         prepared = prepare_run(

@@ -22,22 +22,10 @@ import psutil
 from papermail import stages
 from papermail.clock import utcnow
 from papermail.wiring import Wiring
-from papermail_dev.bench.lifecycle import RunResources, signals_as_exceptions
-from papermail_dev.bench.run import (
-    BenchConfig,
-    leftovers_note,
-    refuse_if_workers_answer,
-    seeded_line,
-    warning_line,
-)
+from papermail_dev.bench.run import BenchConfig, scratch_run, seeded_line
 from papermail_dev.bench.run import _line as line
 from papermail_dev.bench.sampling import cpu_seconds, distinct_selections, service_processes
-from papermail_dev.bench.scratch import (
-    bench_settings,
-    flush_redis,
-    prepare_run,
-    scratch_name,
-)
+from papermail_dev.bench.scratch import bench_settings, prepare_run
 
 
 @dataclass
@@ -83,20 +71,7 @@ def run_send_in_process(
     config: BenchConfig, *, log: Callable[[str], None] = print
 ) -> SendPathResult:
     """Seed and plan, then send every batch from this process: the send path's cost."""
-    database = scratch_name(config.scratch_prefix)
-    log(warning_line(config, database))
-    refuse_if_workers_answer(config.redis_url)  # they would share (and see flushed) its Redis
-    note = leftovers_note(config.pg_admin_url, config.scratch_prefix)
-    if note:
-        log(note)
-    with (
-        signals_as_exceptions(),
-        RunResources(
-            redis_url=config.redis_url, pg_admin_url=config.pg_admin_url, log=log
-        ) as resources,
-    ):
-        flush_redis(config.redis_url)
-        db_url = resources.create_database(database)
+    with scratch_run(config, log=log) as (resources, db_url):
         sink = resources.start_sink()
         settings = bench_settings(db_url, config.redis_url, sink, config.batch_size)
         settings = settings.model_copy(update={"ledger_async_commit": config.ledger_async_commit})
