@@ -16,6 +16,7 @@ import psutil
 from papermail import gc_tuning, stages
 from papermail.cli.common import Fail
 from papermail.clock import utcnow
+from papermail.config import Settings
 from papermail.db import make_engine, make_session_factory
 from papermail.dispatch import PIPELINE_QUEUE, SEND_QUEUE
 from papermail.wiring import Wiring
@@ -290,14 +291,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
                 "send_rate_per_second": config.send_rate_per_second,
             }
         )
-        started = time.perf_counter()
-        prepared = prepare_run(
-            settings,
-            subscribers=config.subscribers,
-            seed=config.seed,
-            feedback_histories=config.feedback_histories,
-        )
-        log(seeded_line(config, prepared, time.perf_counter() - started))
+        prepared, _seconds = seed(config, settings, log=log)
         app = make_celery(settings)
         env = settings_env(settings)
         try:
@@ -397,6 +391,22 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
     )
 
 
+def seed(
+    config: BenchConfig, settings: Settings, *, log: Callable[[str], None]
+) -> tuple[Prepared, float]:
+    """Schema, edition, readers (and their feedback), said when done; and how long it took."""
+    started = time.perf_counter()
+    prepared = prepare_run(
+        settings,
+        subscribers=config.subscribers,
+        seed=config.seed,
+        feedback_histories=config.feedback_histories,
+    )
+    seconds = time.perf_counter() - started
+    log(seeded_line(config, prepared, seconds))
+    return prepared, seconds
+
+
 def seeded_line(config: BenchConfig, prepared: Prepared, seconds: float) -> str:
     marks = f" and {prepared.feedback_marks:,} feedback marks" if config.feedback_histories else ""
     return f"seeded {config.subscribers:,} subscribers{marks} in {seconds:.1f} s"
@@ -426,15 +436,7 @@ def run_plan_only(config: BenchConfig, *, log: Callable[[str], None] = print) ->
     a dispatcher that only counts: planning's time, CPU and memory, and nothing else."""
     with scratch_run(config, log=log) as (_resources, db_url):
         settings = bench_settings(db_url, config.redis_url, None, config.batch_size)
-        started = time.perf_counter()
-        prepared = prepare_run(
-            settings,
-            subscribers=config.subscribers,
-            seed=config.seed,
-            feedback_histories=config.feedback_histories,
-        )
-        seed_seconds = time.perf_counter() - started
-        log(seeded_line(config, prepared, seed_seconds))
+        prepared, seed_seconds = seed(config, settings, log=log)
         log("planning in this process...")
         # What a worker process imports once, at its first plan: timed on its own, so the
         # figure below is planning (a long-running worker pays this once, not per plan).

@@ -22,10 +22,10 @@ import psutil
 from papermail import stages
 from papermail.clock import utcnow
 from papermail.wiring import Wiring
-from papermail_dev.bench.run import BenchConfig, scratch_run, seeded_line
+from papermail_dev.bench.run import BenchConfig, scratch_run, seed
 from papermail_dev.bench.run import _line as line
 from papermail_dev.bench.sampling import cpu_seconds, distinct_selections, service_processes
-from papermail_dev.bench.scratch import bench_settings, prepare_run
+from papermail_dev.bench.scratch import bench_settings
 
 
 @dataclass
@@ -75,14 +75,7 @@ def run_send_in_process(
         sink = resources.start_sink()
         settings = bench_settings(db_url, config.redis_url, sink, config.batch_size)
         settings = settings.model_copy(update={"ledger_async_commit": config.ledger_async_commit})
-        started = time.perf_counter()
-        prepared = prepare_run(
-            settings,
-            subscribers=config.subscribers,
-            seed=config.seed,
-            feedback_histories=config.feedback_histories,
-        )
-        log(seeded_line(config, prepared, time.perf_counter() - started))
+        prepared, _seconds = seed(config, settings, log=log)
         w = Wiring(settings)
         try:
             planned = _Batches()
