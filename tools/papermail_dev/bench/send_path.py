@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
-from papermail import stages
+from papermail import gc_tuning, stages
 from papermail.clock import utcnow
 from papermail.wiring import Wiring
 from papermail_dev.bench.run import BenchConfig, scratch_run, seed
@@ -91,11 +91,12 @@ def run_send_in_process(
                 raise RuntimeError("planning published no batches")
             log(f"sending {len(planned.batches):,} batches from this process...")
             first, *timed = planned.batches
-            warmup = stages.send_batch(w, first).sent
+            gc_tuning.tune()  # as every Celery pool process is (workers/celery_app.py)
+            warmup = _send(w, first)
             me, sink_proc = psutil.Process(), psutil.Process(sink.pid)
             before = _cpu(me, sink_proc)
             start = time.perf_counter()
-            sent = sum(stages.send_batch(w, ids).sent for ids in timed)
+            sent = sum(_send(w, ids) for ids in timed)
             seconds = time.perf_counter() - start
             after = _cpu(me, sink_proc)
             deliveries, distinct = distinct_selections(w.sessions, prepared.edition_id)
@@ -125,6 +126,13 @@ def run_send_in_process(
         feedback_histories=config.feedback_histories,
         notes=notes,
     )
+
+
+def _send(w: Wiring, ids: list[int]) -> int:
+    """One batch as the send task runs it (workers/tasks.py), without Celery around it."""
+    sent = stages.send_batch(w, ids).sent
+    gc_tuning.after_batch()
+    return sent
 
 
 def _cpu(me: psutil.Process, sink: psutil.Process) -> dict[str, float]:
