@@ -31,6 +31,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def on_postgres(session: Session) -> bool:
+    """Whether ``session`` talks to PostgreSQL (its bulk paths; SQLite takes the portable ones)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

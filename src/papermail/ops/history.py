@@ -18,6 +18,7 @@ import redis as redis_lib
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from papermail.db import on_postgres
 from papermail.models import Delivery, DeliveryStatus
 from papermail.ops.broker import QueueDepth, queue_depths
 from papermail.ops.monitoring import count_deliveries
@@ -136,7 +137,7 @@ def _hour_index(at: dt.datetime, start: dt.datetime, hours: int) -> int | None:
 
 def sent_per_hour(session: Session, *, start: dt.datetime, hours: int) -> list[int]:
     """Messages sent in each hour from ``start``; grouped in the database, not in Python."""
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         bucket = func.date_trunc("hour", func.timezone("UTC", Delivery.sent_at))
     else:  # SQLite stores UTC text: 'YYYY-MM-DD HH:MM:SS.ffffff'
         bucket = func.strftime("%Y-%m-%d %H:00:00", Delivery.sent_at)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from papermail.bounces.events import store_session_bounce
 from papermail.clock import Clock
+from papermail.db import on_postgres
 from papermail.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, UTCDateTime
 from papermail.pipeline.ledger import PipelinedSentMarks
 from papermail.subscribers.bounces import BouncePolicy
@@ -92,14 +93,10 @@ _PG_SUBSCRIBERS = text(
 )
 
 
-def _on_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _claim(
     session: Session, ids: Sequence[int], now: dt.datetime, lease: dt.timedelta
 ) -> list[_Claimed]:
-    if _on_postgres(session):
+    if on_postgres(session):
         found = session.execute(
             PG_CLAIM, {"ids": list(ids), "now": now, "lease_until": now + lease}
         )
@@ -126,13 +123,9 @@ def _claim(
             .returning(*_LOADED)
             .execution_options(synchronize_session=False)
         )
-    claimed = sorted(map(_Claimed._make, found), key=_by_id)
+    claimed = sorted(map(_Claimed._make, found))  # by id: the first field, unique
     session.commit()
     return claimed
-
-
-def _by_id(row: _Claimed) -> int:
-    return row.id
 
 
 def _with_subscribers(session: Session, claimed: Sequence[_Claimed]) -> list[Row]:
@@ -143,7 +136,7 @@ def _with_subscribers(session: Session, claimed: Sequence[_Claimed]) -> list[Row
     ids = list({d.subscriber_id for d in claimed})
     found = (
         session.execute(_PG_SUBSCRIBERS, {"ids": ids})
-        if _on_postgres(session)
+        if on_postgres(session)
         else session.execute(
             select(
                 Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.token_version

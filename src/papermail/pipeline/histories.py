@@ -16,6 +16,7 @@ from typing import cast as type_cast
 from sqlalchemy import Text, cast, select, text
 from sqlalchemy.orm import Session, aliased
 
+from papermail.db import on_postgres
 from papermail.models import (
     Delivery,
     DeliveryStatus,
@@ -165,7 +166,7 @@ def _marks(
     session: Session, first_id: int, last_id: int
 ) -> dict[int, tuple[list[str], list[bool]]]:
     """{subscriber: (papers, "more like this"?)}: their last MAX_MARKS marks, oldest first."""
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         rows = session.execute(_PG_MARKS, {"first": first_id, "last": last_id})
         return {
             sid: (list(found[-MAX_MARKS:]), list(more[-MAX_MARKS:]))

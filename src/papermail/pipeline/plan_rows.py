@@ -20,6 +20,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from papermail.db import on_postgres
 from papermail.models import Delivery, DeliveryStatus, Variant
 
 
@@ -33,7 +34,7 @@ def refresh_statistics(session: Session) -> None:
     run re-analyzes only when its rows have doubled: 6 times for a million rows, not 50
     (each ANALYZE samples 30,000 rows).
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         session.execute(text("ANALYZE deliveries"))
         session.commit()
 
@@ -77,7 +78,7 @@ def insert_rows(
     now: dt.datetime,
 ) -> list[tuple[int, str]]:
     """Insert (subscriber, variant) rows; returns (delivery id, variant key) of new ones."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+    postgres = on_postgres(session)
     insert = postgresql.insert if postgres else sqlite.insert
     if new_variants:
         if postgres:  # one statement over arrays, as for deliveries below

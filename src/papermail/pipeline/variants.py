@@ -23,6 +23,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from papermail.bounces.verp import Verp
+from papermail.db import on_postgres
 from papermail.delivery.base import OutgoingMessage
 from papermail.models import Edition, EditionItem, MailFormat, Variant
 from papermail.pipeline.encoded import EncodedEdition, ReaderTemplate
@@ -244,7 +245,7 @@ def _selections_of(session: Session, keys: list[str]) -> Iterator[Iterable[Selec
     (SQLite's limit on bound parameters)."""
     if not keys:
         return
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         yield cast(Iterable[SelectionRow], session.execute(_PG_SELECTIONS, {"keys": keys}))
         return
     for start in range(0, len(keys), 1000):
