@@ -57,10 +57,15 @@ def test_the_baseline_cycles_through_real_digests_spread_over_the_edition(
     assert sizes[-1] > 3 * sizes[0], sizes
 
     with SinkProcess() as sink:
-        rate = raw_baseline(sink, payloads=payloads, connections=2, messages=24)
+        baseline = raw_baseline(sink, payloads=payloads, connections=2, messages=24)
         accepted, recipients, duplicates, accepted_bytes = sink.stats()
 
-    assert rate > 0
+    assert baseline.emails_per_second > 0
+    assert baseline.messages == 24
+    # The whole machine during the timed window: the senders and the sink kept it busy.
+    assert 0 < baseline.machine.busy_share <= 1
+    assert 0 <= baseline.machine.kernel_share <= baseline.machine.busy_share
+    assert baseline.machine.context_switches > 0
     assert (accepted, recipients, duplicates) == (24, 12, 12)  # two connections, 12 each
     # Each connection went once through all twelve, from its own place in them.
     assert accepted_bytes == 2 * sum(sizes)

@@ -40,7 +40,13 @@ def test_every_planned_reader_gets_one_message_from_this_process_and_nothing_is_
     assert result.cpu_ms_per_email > 0 and result.postgres_cpu_ms_per_email > 0
     assert result.sink_cpu_ms_per_email > 0 and result.emails_per_second > 0
     assert 2_000 < result.message_bytes_avg < 200_000  # real digests, as the sink got them
+    # The whole machine while the batches went: at least this process was busy, and every
+    # message woke the sink and PostgreSQL.
+    assert result.machine is not None
+    assert 0 < result.machine.busy_share <= 1
+    assert result.machine.context_switches > result.sent
     report = send_path_report_lines(result)
     assert "200 in" in report and "send path CPU/email" in report
+    assert "the machine meanwhile" in report
     assert any("sending 5 batches from this process" in line for line in logged)
     assert existing_databases(PG_ADMIN_URL, PREFIX) == []  # its scratch database is gone

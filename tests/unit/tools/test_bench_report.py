@@ -20,6 +20,7 @@ from papermail_dev.bench.run import (
     plan_report_lines,
     report_lines,
 )
+from papermail_dev.bench.sampling import MachineCounters, MachineLoad
 from papermail_dev.bench.send_path import SendPathResult, send_path_report_lines
 
 
@@ -109,6 +110,51 @@ def test_the_figures_as_json_carry_the_distinct_selections() -> None:
     assert figures["distinct_selections"] == 1974
     assert figures["distinct_share"] == pytest.approx(0.987)
     assert figures["planning_seconds"] == pytest.approx(2.14)
+
+
+def test_the_report_says_how_busy_the_machine_was_while_each_side_sent() -> None:
+    # 2 CPUs for 10 s: 20 s of CPU time, 1 s of it idle, 6 s in the kernel.
+    before = MachineCounters(total=1000.0, idle=600.0, kernel=100.0, context_switches=50_000)
+    delivering = MachineCounters(total=1020.0, idle=601.0, kernel=106.0, context_switches=78_400)
+    baseline = MachineLoad(busy_share=0.87, kernel_share=0.22, context_switches=160_000)
+    result = bench_result(
+        machine=MachineLoad.between(before, delivering),
+        baseline_machine=baseline,
+        baseline_sent=20_000,
+    )
+
+    report = report_lines(result)
+
+    assert line(report, "the machine, delivering").endswith(
+        "95% busy, 30% kernel, 14.2 context switches/email"  # 28,400 / 2,000
+    )
+    assert line(report, "  the machine meanwhile").endswith(
+        "87% busy, 22% kernel, 8.0 context switches/email"
+    )
+    figures = json.loads(result.as_json())
+    assert figures["machine"]["busy_share"] == pytest.approx(0.95)
+    assert figures["machine"]["context_switches"] == 28_400
+    assert figures["baseline_sent"] == 20_000
+
+
+def test_no_machine_figures_no_machine_lines() -> None:
+    report = report_lines(bench_result())
+    assert "the machine" not in report
+    assert json.loads(bench_result().as_json())["machine"] is None
+
+
+def test_an_empty_window_is_an_idle_machine_not_a_division_error() -> None:
+    same = MachineCounters(total=5.0, idle=1.0, kernel=1.0, context_switches=9)
+    load = MachineLoad.between(same, same)
+    assert load == MachineLoad(busy_share=0.0, kernel_share=0.0, context_switches=0)
+    assert load.describe(0).endswith("0.0 context switches/email")
+
+
+def test_the_machines_counters_add_up() -> None:
+    counters = MachineCounters.now()
+    assert 0 < counters.idle < counters.total
+    assert 0 < counters.kernel < counters.total
+    assert counters.context_switches > 0
 
 
 def test_the_plan_only_report() -> None:
@@ -249,6 +295,15 @@ def test_the_send_in_process_report_gives_the_send_paths_own_cost() -> None:
     assert line(report, "PostgreSQL CPU/email").endswith("0.266 ms")
     assert line(report, "rows planned").endswith("10,000 (98.4% distinct)")
     assert "baseline" not in report  # nothing here to compare with bare SMTP
+    assert "the machine" not in report  # a result from before it was measured
+
+
+def test_the_send_in_process_report_says_how_busy_the_machine_was() -> None:
+    load = MachineLoad(busy_share=0.61, kernel_share=0.18, context_switches=68_310)
+    report = send_path_report_lines(send_path_result(machine=load))
+    assert line(report, "the machine meanwhile").endswith(
+        "61% busy, 18% kernel, 6.9 context switches/email"  # 68,310 / 9,900
+    )
 
 
 def test_send_in_process_runs_that_bench_and_fails_on_a_missing_or_second_copy(

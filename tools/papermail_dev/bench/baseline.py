@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
@@ -22,6 +22,7 @@ from papermail.config import Settings
 from papermail.models import Delivery, Edition, Subscriber
 from papermail.pipeline.encoding import DateHeaders
 from papermail.wiring import Wiring
+from papermail_dev.bench.sampling import MachineCounters, MachineLoad
 from papermail_dev.bench.sink_process import SinkProcess
 
 SAMPLE_MESSAGES = 100  # real digests the baseline cycles through
@@ -103,11 +104,17 @@ def _baseline_sender(
     client.quit()
 
 
+class BaselineRun(NamedTuple):
+    emails_per_second: float
+    messages: int  # sent in the timed window
+    machine: MachineLoad  # the whole machine during that window
+
+
 def raw_baseline(
     sink: SinkProcess, *, payloads: Sequence[bytes], connections: int, messages: int
-) -> float:
+) -> BaselineRun:
     """Pre-built messages over reused smtplib connections, one process each, every one
-    cycling through ``payloads`` from its own place in them: emails/s."""
+    cycling through ``payloads`` from its own place in them."""
     per = max(1, messages // connections)
     offset = max(1, len(payloads) // connections)
     ctx = multiprocessing.get_context("spawn")
@@ -122,9 +129,12 @@ def raw_baseline(
     for proc in procs:
         proc.start()
     time.sleep(3)  # let every process import and connect
+    counters = MachineCounters.now()
     start = time.perf_counter()
     go.set()
     finished = max(done.get(timeout=600) for _ in procs)
+    machine = MachineLoad.between(counters, MachineCounters.now())
     for proc in procs:
         proc.join()
-    return per * connections / (finished - start)
+    sent = per * connections
+    return BaselineRun(sent / (finished - start), sent, machine)

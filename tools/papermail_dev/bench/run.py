@@ -24,6 +24,8 @@ from papermail_dev.bench.baseline import raw_baseline, sample_messages
 from papermail_dev.bench.celery_workers import answering_workers, refusal, wait_workers
 from papermail_dev.bench.lifecycle import RunResources, redact, signals_as_exceptions
 from papermail_dev.bench.sampling import (
+    MachineCounters,
+    MachineLoad,
     ProcessSampler,
     cpu_seconds,
     distinct_selections,
@@ -105,6 +107,11 @@ class BenchResult:
     # The baseline's messages: real digests of the run (baseline.sample_messages).
     baseline_messages: int = 0
     baseline_bytes_avg: float = 0.0
+    # The whole machine, every process on it, while the run delivered (plan start to the
+    # last message) and while the baseline sent its ``baseline_sent`` messages.
+    machine: MachineLoad | None = None
+    baseline_machine: MachineLoad | None = None
+    baseline_sent: int = 0
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -173,6 +180,8 @@ def report_lines(result: BenchResult | PlanResult) -> str:
     out.write(_line("  PostgreSQL CPU/email", f"{r.postgres_cpu_ms_per_email:.2f} ms"))
     out.write(_line("  Redis CPU/email", f"{r.redis_cpu_ms_per_email:.2f} ms"))
     out.write(_line("  SMTP sink CPU/email", f"{r.sink_cpu_ms_per_email:.2f} ms"))
+    if r.machine is not None:
+        out.write(_line("the machine, delivering", r.machine.describe(r.delivered)))
     out.write(_line("peak RSS per send worker", f"{r.peak_rss_mb_per_worker:.0f} MB"))
     out.write(_line("peak RSS (pipeline worker)", f"{r.planner_peak_rss_mb:.0f} MB"))
     out.write(_line("raw SMTP baseline", f"{r.baseline_emails_per_second:,.0f} emails/s"))
@@ -184,6 +193,8 @@ def report_lines(result: BenchResult | PlanResult) -> str:
                 f"{r.baseline_bytes_avg:,.0f} bytes on average",
             )
         )
+    if r.baseline_machine is not None:
+        out.write(_line("  the machine meanwhile", r.baseline_machine.describe(r.baseline_sent)))
     out.write(_line("ratio to baseline", f"{r.ratio_to_baseline:.2f}"))
     out.write(_line("variants", f"{r.variants}"))
     out.write(_line("distinct selections", share_text(r.distinct_selections, r.deliveries)))
@@ -322,10 +333,12 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
                 planner_before = dict(planner_sampler.cpu)
                 services = service_processes(sink.pid)
                 services_before = {k: cpu_seconds(v) for k, v in services.items()}
+                counters = MachineCounters.now()
                 start = time.perf_counter()
                 app.send_task(PLAN_TASK, kwargs={"due_only": False})
                 done = sink.wait_for(config.subscribers, timeout=config.timeout_seconds)
                 elapsed = time.perf_counter() - start
+                machine = MachineLoad.between(counters, MachineCounters.now())
                 # The last 250s are in; let their ledger marks land before stopping workers.
                 wait_for(lambda: sent_count_url(db_url) >= config.subscribers, timeout=30)
             planner_cpu = sum(
@@ -371,8 +384,10 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         emails_per_second=rate,
         cpu_ms_per_email=1000 * cpu / max(1, recipients),
         peak_rss_mb_per_worker=peak_rss / 2**20,
-        baseline_emails_per_second=baseline,
-        ratio_to_baseline=rate / baseline if baseline else 0.0,
+        baseline_emails_per_second=baseline.emails_per_second,
+        ratio_to_baseline=(
+            rate / baseline.emails_per_second if baseline.emails_per_second else 0.0
+        ),
         variants=variants,
         message_bytes_avg=accepted_bytes / accepted if accepted else 0.0,
         notes=notes,
@@ -388,6 +403,9 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         planner_peak_rss_mb=planner_rss / 2**20,
         baseline_messages=len(payloads),
         baseline_bytes_avg=sum(map(len, payloads)) / len(payloads),
+        machine=machine,
+        baseline_machine=baseline.machine,
+        baseline_sent=baseline.messages,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psutil
 import psycopg
@@ -95,6 +96,65 @@ class ProcessSampler:
         self._stop.set()
         self._thread.join()
         self.sample()
+
+
+# --- the whole machine ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MachineCounters:
+    """Every CPU's time since boot, in seconds, and the context switches: psutil's view of
+    /proc/stat. Two of them, taken around a window, give that window's ``MachineLoad``."""
+
+    total: float
+    idle: float  # idle and waiting for I/O: time nothing could run
+    kernel: float  # system calls, interrupts and softirqs
+    context_switches: int
+
+    @classmethod
+    def now(cls) -> MachineCounters:
+        times = psutil.cpu_times()
+        # Linux counts guest time inside user time already: it is not added again.
+        parts = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+        return cls(
+            total=sum(getattr(times, name, 0.0) for name in parts),
+            idle=times.idle + getattr(times, "iowait", 0.0),
+            kernel=times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0),
+            context_switches=psutil.cpu_stats().ctx_switches,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MachineLoad:
+    """What the whole machine did in a window: how busy its CPUs were, how much of their
+    time went to the kernel, and how many context switches there were.
+
+    The ratio to the baseline is decided by CPU: these say whether the cores were full,
+    and how much of them went to moving each email between processes.
+    """
+
+    busy_share: float  # of all CPUs' time in the window
+    kernel_share: float  # of all CPUs' time in the window
+    context_switches: int
+
+    @classmethod
+    def between(cls, before: MachineCounters, after: MachineCounters) -> MachineLoad:
+        total = after.total - before.total
+        if total <= 0:
+            return cls(busy_share=0.0, kernel_share=0.0, context_switches=0)
+        return cls(
+            busy_share=1.0 - (after.idle - before.idle) / total,
+            kernel_share=(after.kernel - before.kernel) / total,
+            context_switches=after.context_switches - before.context_switches,
+        )
+
+    def describe(self, emails: int) -> str:
+        """Like "95% busy, 29% kernel, 14.2 context switches/email"."""
+        switches = self.context_switches / emails if emails else 0.0
+        return (
+            f"{100 * self.busy_share:.0f}% busy, {100 * self.kernel_share:.0f}% kernel, "
+            f"{switches:.1f} context switches/email"
+        )
 
 
 # --- the database ------------------------------------------------------------------------------

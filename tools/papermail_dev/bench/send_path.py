@@ -24,7 +24,13 @@ from papermail.clock import utcnow
 from papermail.wiring import Wiring
 from papermail_dev.bench.run import BenchConfig, scratch_run, seed
 from papermail_dev.bench.run import _line as line
-from papermail_dev.bench.sampling import cpu_seconds, distinct_selections, service_processes
+from papermail_dev.bench.sampling import (
+    MachineCounters,
+    MachineLoad,
+    cpu_seconds,
+    distinct_selections,
+    service_processes,
+)
 from papermail_dev.bench.scratch import bench_settings
 
 
@@ -45,6 +51,7 @@ class SendPathResult:
     ledger_async_commit: bool = False
     feedback_histories: bool = False
     notes: list[str] = field(default_factory=list)
+    machine: MachineLoad | None = None  # the whole machine during the timed batches
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -94,11 +101,12 @@ def run_send_in_process(
             gc_tuning.tune()  # as every Celery pool process is (workers/celery_app.py)
             warmup = _send(w, first)
             me, sink_proc = psutil.Process(), psutil.Process(sink.pid)
-            before = _cpu(me, sink_proc)
+            before, counters = _cpu(me, sink_proc), MachineCounters.now()
             start = time.perf_counter()
             sent = sum(_send(w, ids) for ids in timed)
             seconds = time.perf_counter() - start
             after = _cpu(me, sink_proc)
+            machine = MachineLoad.between(counters, MachineCounters.now())
             deliveries, distinct = distinct_selections(w.sessions, prepared.edition_id)
         finally:
             w.engine.dispose()
@@ -125,6 +133,7 @@ def run_send_in_process(
         ledger_async_commit=config.ledger_async_commit,
         feedback_histories=config.feedback_histories,
         notes=notes,
+        machine=machine,
     )
 
 
@@ -154,6 +163,8 @@ def send_path_report_lines(r: SendPathResult) -> str:
     out.write(line("send path CPU/email", f"{r.cpu_ms_per_email:.3f} ms (this process)"))
     out.write(line("PostgreSQL CPU/email", f"{r.postgres_cpu_ms_per_email:.3f} ms"))
     out.write(line("SMTP sink CPU/email", f"{r.sink_cpu_ms_per_email:.3f} ms"))
+    if r.machine is not None:
+        out.write(line("the machine meanwhile", r.machine.describe(r.sent)))
     out.write(line("avg message size", f"{r.message_bytes_avg:,.0f} bytes"))
     for note in r.notes:
         out.write(f"note: {note}\n")
