@@ -109,13 +109,13 @@ def bench(
         feedback_histories=feedback_histories,
         plan_only=plan_only,
     )
+    commit = "async ledger commit" if async_commit else "durable ledger commit"
     if plan_only:
         mode = "planning only"
     elif send_in_process:
-        mode = "the send path in one process, "
-        mode += "async ledger commit" if async_commit else "durable ledger commit"
+        mode = f"the send path in one process, {commit}"
     else:
-        mode = "async ledger commit" if async_commit else "durable ledger commit"
+        mode = commit
     if feedback_histories:
         mode += ", feedback histories"
     console.rule(f"papermail bench: {subscribers:,} subscribers, {mode}")
