@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from alembic import command
+from psycopg import pq
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +31,7 @@ from papermail.models import (
     SubscriberStatus,
     Variant,
 )
-from papermail.pipeline import claims, histories, plan_rows
+from papermail.pipeline import claims, histories, ledger, plan_rows
 from papermail.pipeline.claims import claim, claim_rows
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
@@ -373,6 +374,34 @@ def test_claims_read_only_their_own_rows_right_after_a_big_planning_run(
     rows_read = scan.get("Actual Rows", 0) + scan.get("Rows Removed by Filter", 0)
     assert scan.get("Index Name") == "deliveries_pkey", scan
     assert rows_read <= 100
+
+
+def test_a_sent_mark_reads_only_its_own_row_while_its_batch_is_in_flight(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Statistics never see 'sending': rows pass through it between two ANALYZEs. PostgreSQL
+    # then took the status index for the mark, as selective as the primary key by those
+    # statistics, and read every row of the batch still in flight for each message.
+    published = _planned(sessions, readers=300, batch_size=100)
+    with sessions() as session:
+        session.execute(text("ANALYZE deliveries"))  # as autovacuum would: none 'sending'
+        in_flight = claim(session, ids=published[1], now=NOW, lease=dt.timedelta(minutes=5))
+        assert len(in_flight) == 100
+        # As the ledger runs it: prepared (so on a generic plan after five runs), through
+        # libpq's simple protocol, where $1 belongs to the statement being prepared.
+        pg = session.connection().connection.driver_connection.pgconn  # type: ignore[union-attr]
+        pg.exec_(b"SET plan_cache_mode = force_generic_plan")
+        prepared = pg.exec_(
+            b"PREPARE probe_mark (timestamptz, text, bigint) AS " + ledger.MARK_SENT_SQL
+        )
+        assert prepared.status == pq.ExecStatus.COMMAND_OK, prepared.error_message
+        row = int(in_flight[-1])  # a literal: EXECUTE takes no parameter of its own
+        explain = f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE probe_mark (now(), 'probe', {row})"
+        plan = session.execute(text(explain)).scalar_one()
+        session.rollback()
+    scan = plan[0]["Plan"]["Plans"][0]
+    assert scan.get("Index Name") == "deliveries_pkey", scan
+    assert scan.get("Actual Rows", 0) + scan.get("Rows Removed by Filter", 0) == 1
 
 
 def test_marks_survive_a_connection_that_forgot_its_prepared_statements(

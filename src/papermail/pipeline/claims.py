@@ -22,7 +22,7 @@ from papermail.bounces.events import store_session_bounce
 from papermail.clock import Clock
 from papermail.db import on_postgres
 from papermail.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, UTCDateTime
-from papermail.pipeline.ledger import PipelinedSentMarks
+from papermail.pipeline.ledger import STILL_SENDING, PipelinedSentMarks
 from papermail.subscribers.bounces import BouncePolicy
 
 
@@ -202,7 +202,7 @@ def ledger_connection(session: Session, *, async_commit: bool) -> Iterator[Conne
 
 def _mark(assignments: str, *datetimes: str) -> TextClause:
     # ``assignments`` are this module's constants, never input.
-    sql = f"UPDATE deliveries SET {assignments} WHERE id = :id AND status = 'sending'"  # noqa: S608
+    sql = f"UPDATE deliveries SET {assignments} WHERE id = :id AND {STILL_SENDING}"  # noqa: S608
     stmt = text(sql)
     return stmt.bindparams(*(bindparam(name, type_=UTCDateTime()) for name in datetimes))
 
@@ -221,9 +221,8 @@ _RETRY = _mark(
     "next_attempt_at",
 )
 _RELEASE = text(
-    "UPDATE deliveries SET status = 'pending', lease_until = NULL, dispatched_at = NULL, "
-    "next_attempt_at = :not_before, attempts = attempts - 1 "
-    "WHERE id IN :ids AND status = 'sending'"
+    "UPDATE deliveries SET status = 'pending', lease_until = NULL, dispatched_at = NULL, "  # noqa: S608 (constants)
+    f"next_attempt_at = :not_before, attempts = attempts - 1 WHERE id IN :ids AND {STILL_SENDING}"
 ).bindparams(bindparam("ids", expanding=True), bindparam("not_before", type_=UTCDateTime()))
 
 
