@@ -404,6 +404,101 @@ def test_a_sent_mark_reads_only_its_own_row_while_its_batch_is_in_flight(
     assert scan.get("Actual Rows", 0) + scan.get("Rows Removed by Filter", 0) == 1
 
 
+def test_sent_rows_leave_the_status_index_and_only_they_enter_the_sent_at_index(
+    sessions: sessionmaker[Session],
+    redis,  # type: ignore[no-untyped-def]
+) -> None:
+    published = _planned(sessions, readers=300, batch_size=100)
+    _send(sessions, redis, published[0], MemoryBackend())
+    with sessions() as session:
+        claim(session, ids=published[1], now=NOW, lease=dt.timedelta(minutes=5))
+    with sessions.kw["bind"].connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        # VACUUM counts each index's live entries (reltuples), dead versions cleaned out.
+        conn.exec_driver_sql("VACUUM (INDEX_CLEANUP ON) deliveries")
+        entries = dict(
+            conn.exec_driver_sql(
+                "SELECT c.relname, c.reltuples::int FROM pg_class c"
+                " WHERE c.relname IN ('ix_deliveries_status_next', 'ix_deliveries_sent_at')"
+            ).all()
+        )
+    # 100 sent, 100 in flight, 100 pending: the status index holds the 200 unsent rows, the
+    # sent_at index the 100 sent ones; neither holds all 300 as before.
+    assert entries == {"ix_deliveries_status_next": 200, "ix_deliveries_sent_at": 100}
+
+
+def test_the_ledgers_readers_can_use_the_partial_indexes(
+    sessions: sessionmaker[Session],
+) -> None:
+    # A partial index serves a query only where PostgreSQL can prove the query's rows
+    # satisfy its predicate. Each of these reads what the indexes were made for, on a
+    # ledger with a history (the unsent rows a few among many sent ones); the statements
+    # are captured as they run and explained with table scans ruled out.
+    from sqlalchemy import event
+
+    from papermail.ops import history, monitoring
+    from papermail.pipeline.redispatch import redispatch_due
+
+    published = _planned(sessions, readers=30, batch_size=10)
+    assert published
+    engine = sessions.kw["bind"]
+    with engine.begin() as conn:  # 200 earlier daily editions, sent to all 30 readers
+        conn.execute(
+            text(
+                "INSERT INTO editions (day, kind, created_at)"
+                " SELECT CAST(:day AS date) - n, 'daily', :now FROM generate_series(1, 200) n"
+            ),
+            {"day": EDITION_DAY, "now": NOW},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (subscriber_id, edition_id, variant_key, status,"
+                " attempts, created_at, sent_at)"
+                " SELECT d.subscriber_id, e.id, d.variant_key, 'sent', 1, :now,"
+                " CAST(:now AS timestamptz) - (CAST(:day AS date) - e.day) * interval '1 day'"
+                " FROM deliveries d CROSS JOIN editions e WHERE e.day < :day"
+            ),
+            {"day": EDITION_DAY, "now": NOW},
+        )
+        conn.execute(text("ANALYZE deliveries"))
+    captured: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "deliveries" in statement:
+            captured.append((statement, parameters))
+
+    reads: dict[str, Callable[[Session], object]] = {
+        "redispatch": lambda s: redispatch_due(s, now=NOW, batch_size=10, publish=lambda ids: None),
+        "backlog": monitoring.backlog,
+        "failed rows": history.failed_rows,
+        "send rate": lambda s: monitoring.send_rate(s, now=NOW, window=dt.timedelta(hours=1)),
+    }
+    plans: dict[str, str] = {}
+    for name, read in reads.items():
+        captured.clear()
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            with sessions() as session:
+                read(session)
+                session.rollback()
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+        assert captured, name
+        statement, parameters = captured[0]
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            plan = conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars().all()
+        plans[name] = "\n".join(plan)
+    index_of = {
+        "redispatch": "ix_deliveries_status_next",
+        "backlog": "ix_deliveries_status_next",
+        "failed rows": "ix_deliveries_status_next",
+        "send rate": "ix_deliveries_sent_at",
+    }
+    for name, index in index_of.items():
+        assert index in plans[name], f"{name}:\n{plans[name]}"
+
+
 def test_marks_survive_a_connection_that_forgot_its_prepared_statements(
     clean_db: str,
     redis,  # type: ignore[no-untyped-def]
