@@ -290,8 +290,9 @@ class Delivery(Base):
         UniqueConstraint("subscriber_id", "edition_id", name="uq_deliveries_subscriber_edition"),
         Index("ix_deliveries_edition_status", "edition_id", "status"),
         # What is still to send (or never will be): retries due, expired leases, the
-        # backlog, failures. Sent rows, nearly all of them, stay out of it, so it holds
-        # thousands of rows, not every message ever sent, and a "sent" mark writes no entry.
+        # backlog, failures. Sent rows, nearly all of them, stay out: it holds what is in
+        # flight and the failed and skipped rows, not every message ever sent, and a
+        # "sent" mark writes no entry in it.
         Index(
             "ix_deliveries_status_next",
             "status",
