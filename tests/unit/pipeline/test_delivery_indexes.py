@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 
 from papermail.db import make_engine
 from papermail.dbadmin import alembic_config, upgrade
+from tests.support.migrations import insert_edition, insert_sent_delivery, insert_subscriber
 
 PARTIAL = {
     "ix_deliveries_status_next": "status <> 'sent'",
@@ -30,33 +31,9 @@ def _index_sql(engine: Engine) -> dict[str, str]:
 
 def _seed_deliveries(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO subscribers (email, status, frequency, max_papers, topics,"
-                " follow_organizations, follow_authors, format, timezone, send_hour,"
-                " created_at, bounce_count, token_version) VALUES ('a@example.org', 'active',"
-                " 'daily', 10, '[]', '[]', '[]', 'html', 'UTC', 7, '2026-11-01', 0, 1)"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO editions (day, kind, created_at)"
-                " VALUES ('2026-12-01', 'daily', '2026-12-01')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO variants (key, edition_id, format, selection, created_at)"
-                " VALUES ('v', 1, 'html', '[]', '2026-12-01')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO deliveries (subscriber_id, edition_id, variant_key, status,"
-                " attempts, created_at, sent_at) VALUES (1, 1, 'v', 'sent', 1, '2026-12-01',"
-                " '2026-12-01 07:00:00')"
-            )
-        )
+        insert_subscriber(conn)
+        insert_edition(conn)
+        insert_sent_delivery(conn)
 
 
 def test_migration_0008_makes_both_indexes_partial_and_back_on_sqlite(tmp_path: Path) -> None:
@@ -74,7 +51,7 @@ def test_migration_0008_makes_both_indexes_partial_and_back_on_sqlite(tmp_path: 
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status, sent_at FROM deliveries")).one() == (
             "sent",
-            "2026-12-01 07:00:00",
+            "2026-11-01 07:00:00",
         )
 
     config = alembic_config(engine.url.render_as_string(hide_password=False))

@@ -41,6 +41,7 @@ from papermail.subscribers.subscriptions import InvalidEmail, erase, unsubscribe
 from papermail.subscribers.tokens import InvalidToken, Links, Purpose
 from tests.support.desk import seed_papers_edition
 from tests.support.ledger import seed_delivery, seed_edition, seed_subscriber
+from tests.support.migrations import insert_subscriber
 
 NOW = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
 ACTOR = "cli:ada"
@@ -484,14 +485,7 @@ def test_migration_0006_upgrades_and_downgrades_on_sqlite(tmp_path: Path) -> Non
     engine = make_engine(f"sqlite:///{tmp_path / 'migrate.db'}")  # foreign keys on
     upgrade(engine, "0006")
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO subscribers (email, status, frequency, max_papers, topics,"
-                " follow_organizations, follow_authors, format, timezone, send_hour,"
-                " created_at, bounce_count, token_version) VALUES ('a@example.org', 'active',"
-                " 'daily', 10, '[]', '[]', '[]', 'html', 'UTC', 7, '2026-11-01', 0, 1)"
-            )
-        )
+        insert_subscriber(conn)
         conn.execute(
             text(
                 "INSERT INTO audit_log (at, actor, action, subscriber_id, detail, reason)"

@@ -30,6 +30,7 @@ from papermail.subscribers.preferences import (
 )
 from papermail.subscribers.subscriptions import add_subscriber
 from tests.conftest import FIXED_NOW
+from tests.support.migrations import insert_edition, insert_sent_delivery, insert_subscriber
 
 NOW = FIXED_NOW
 
@@ -362,32 +363,9 @@ def test_migration_0005_upgrades_and_downgrades_on_sqlite(tmp_path: Path) -> Non
     engine = make_engine(f"sqlite:///{tmp_path / 'migrate.db'}")  # foreign keys on
     upgrade(engine, "0004")
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO subscribers (email, status, frequency, max_papers, topics,"
-                " follow_organizations, follow_authors, format, timezone, send_hour,"
-                " created_at, bounce_count, token_version) VALUES ('a@example.org', 'active',"
-                " 'daily', 10, '[]', '[]', '[]', 'html', 'UTC', 7, '2026-11-01', 0, 1)"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO editions (day, kind, created_at)"
-                " VALUES ('2026-11-01', 'daily', '2026-11-01')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO variants (key, edition_id, format, selection, created_at)"
-                " VALUES ('k', 1, 'html', '[]', '2026-11-01')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO deliveries (subscriber_id, edition_id, variant_key, status, attempts,"
-                " created_at) VALUES (1, 1, 'k', 'sent', 1, '2026-11-01')"
-            )
-        )
+        insert_subscriber(conn)
+        insert_edition(conn)
+        insert_sent_delivery(conn)
     upgrade(engine, "0005")
     with engine.connect() as conn:
         # Existing readers: balanced, no categories.
