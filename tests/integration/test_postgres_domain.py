@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from alembic import command
 from psycopg import pq
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from papermail.config import PROJECT_ROOT
@@ -31,12 +31,14 @@ from papermail.models import (
     SubscriberStatus,
     Variant,
 )
+from papermail.ops import history, monitoring
 from papermail.pipeline import claims, histories, ledger, plan_rows
 from papermail.pipeline.claims import claim, claim_rows
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
 from papermail.pipeline.planning import PlanReport, plan_edition, reader_selection
 from papermail.pipeline.ratelimit import Unlimited
+from papermail.pipeline.redispatch import redispatch_due
 from papermail.pipeline.rendering import EditionStore, make_environment
 from papermail.pipeline.sending import SendPolicy, send_batch
 from papermail.pipeline.variants import Identity, TemplateSource
@@ -434,11 +436,6 @@ def test_the_ledgers_readers_can_use_the_partial_indexes(
     # satisfy its predicate. Each of these reads what the indexes were made for, on a
     # ledger with a history (the unsent rows a few among many sent ones); the statements
     # are captured as they run and explained with table scans ruled out.
-    from sqlalchemy import event
-
-    from papermail.ops import history, monitoring
-    from papermail.pipeline.redispatch import redispatch_due
-
     published = _planned(sessions, readers=30, batch_size=10)
     assert published
     engine = sessions.kw["bind"]
