@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -20,7 +21,7 @@ from papermail_dev.bench.run import (
     plan_report_lines,
     report_lines,
 )
-from papermail_dev.bench.sampling import MachineCounters, MachineLoad
+from papermail_dev.bench.sampling import MachineCounters, MachineLoad, ProcessSampler
 from papermail_dev.bench.send_path import SendPathResult, send_path_report_lines
 
 
@@ -148,6 +149,43 @@ def test_an_empty_window_is_an_idle_machine_not_a_division_error() -> None:
     load = MachineLoad.between(same, same)
     assert load == MachineLoad(busy_share=0.0, kernel_share=0.0, context_switches=0)
     assert load.describe(0).endswith("0.0 context switches/email")
+
+
+def test_peak_memory_is_given_with_its_anonymous_part_when_measured() -> None:
+    report = report_lines(
+        bench_result(
+            planner_peak_rss_mb=208.4,
+            planner_peak_anonymous_mb=131.2,
+            peak_anonymous_mb_per_worker=61.0,
+        )
+    )
+
+    assert line(report, "peak RSS (pipeline worker)").endswith(
+        "208 MB (131 MB anonymous, the rest mapped from files)"
+    )
+    assert line(report, "peak RSS per send worker").endswith(
+        "204 MB (61 MB anonymous, the rest mapped from files)"
+    )
+    # A run's JSON from before the figure existed reads back as it was printed then.
+    older = report_lines(bench_result(planner_peak_rss_mb=208.4))
+    assert line(older, "peak RSS (pipeline worker)").endswith(" 208 MB")
+    planner = report_lines(plan_result(peak_anonymous_mb=150.0))
+    assert line(planner, "peak RSS (planner)").endswith(
+        "240 MB (150 MB anonymous, the rest mapped from files)"
+    )
+
+
+def test_the_sampler_sees_a_process_allocate_as_anonymous_memory() -> None:
+    me = psutil.Process()
+    with ProcessSampler([me], interval=60) as sampler:  # one sample on entry, one on exit
+        held = bytearray(64 * 2**20)  # zero-filled: every page written, so resident
+    peak_anonymous = sampler.peak_anonymous[me.pid]
+    del held
+
+    memory = me.memory_info()
+    assert 0 < memory.rss - memory.shared < memory.rss  # a Python process maps its libraries
+    assert sampler.peak_rss[me.pid] >= sampler.peak_anonymous[me.pid] + 2**20
+    assert peak_anonymous >= memory.rss - memory.shared + 48 * 2**20
 
 
 def test_the_machines_counters_add_up() -> None:

@@ -104,6 +104,9 @@ class BenchResult:
     # The pipeline worker (its main process and its one pool process): planning's cost.
     planner_cpu_seconds: float = 0.0
     planner_peak_rss_mb: float = 0.0
+    # Anonymous resident memory (RSS less file-backed pages: see sampling.ProcessSampler).
+    peak_anonymous_mb_per_worker: float = 0.0
+    planner_peak_anonymous_mb: float = 0.0
     # The baseline's messages: real digests of the run (baseline.sample_messages).
     baseline_messages: int = 0
     baseline_bytes_avg: float = 0.0
@@ -134,6 +137,7 @@ class PlanResult:
     cpu_seconds: float  # this (the planning) process's user + system CPU
     postgres_cpu_seconds: float  # every postgres process on the machine, meanwhile
     peak_rss_mb: float  # this process, sampled every 0.1 s while planning
+    peak_anonymous_mb: float = 0.0  # the same, less file-backed pages
     feedback_histories: bool = False
     feedback_marks: int = 0
     seed_seconds: float = 0.0  # schema, papers, subscribers, feedback, edition
@@ -159,6 +163,13 @@ def share_text(distinct: int, deliveries: int) -> str:
     return f"{100 * share:.1f}% ({distinct:,} of {deliveries:,} deliveries)"
 
 
+def rss_text(rss_mb: float, anonymous_mb: float) -> str:
+    """Peak RSS, and its anonymous part when it was measured (JSON from older runs lacks it)."""
+    if not anonymous_mb:
+        return f"{rss_mb:.0f} MB"
+    return f"{rss_mb:.0f} MB ({anonymous_mb:.0f} MB anonymous, the rest mapped from files)"
+
+
 def _feedback_text(marks: int, subscribers: int) -> str:
     return f"{marks:,} marks ({marks / max(1, subscribers):.1f} a reader)"
 
@@ -182,8 +193,18 @@ def report_lines(result: BenchResult | PlanResult) -> str:
     out.write(_line("  SMTP sink CPU/email", f"{r.sink_cpu_ms_per_email:.2f} ms"))
     if r.machine is not None:
         out.write(_line("the machine, delivering", r.machine.describe(r.delivered)))
-    out.write(_line("peak RSS per send worker", f"{r.peak_rss_mb_per_worker:.0f} MB"))
-    out.write(_line("peak RSS (pipeline worker)", f"{r.planner_peak_rss_mb:.0f} MB"))
+    out.write(
+        _line(
+            "peak RSS per send worker",
+            rss_text(r.peak_rss_mb_per_worker, r.peak_anonymous_mb_per_worker),
+        )
+    )
+    out.write(
+        _line(
+            "peak RSS (pipeline worker)",
+            rss_text(r.planner_peak_rss_mb, r.planner_peak_anonymous_mb),
+        )
+    )
     out.write(_line("raw SMTP baseline", f"{r.baseline_emails_per_second:,.0f} emails/s"))
     if r.baseline_messages:
         out.write(
@@ -220,7 +241,7 @@ def plan_report_lines(r: PlanResult) -> str:
     out.write(
         _line("PostgreSQL CPU", f"{r.postgres_cpu_seconds:.1f} s (every postgres process here)")
     )
-    out.write(_line("peak RSS (planner)", f"{r.peak_rss_mb:.0f} MB"))
+    out.write(_line("peak RSS (planner)", rss_text(r.peak_rss_mb, r.peak_anonymous_mb)))
     for note in r.notes:
         out.write(f"note: {note}\n")
     return out.getvalue()
@@ -355,6 +376,8 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
             }
             peak_rss = max(sampler.peak_rss.values(), default=0)
             planner_rss = max(planner_sampler.peak_rss.values(), default=0)
+            peak_anonymous = max(sampler.peak_anonymous.values(), default=0)
+            planner_anonymous = max(planner_sampler.peak_anonymous.values(), default=0)
             resources.stop_workers()
         finally:
             app.close()
@@ -401,6 +424,8 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         feedback_marks=prepared.feedback_marks,
         planner_cpu_seconds=planner_cpu,
         planner_peak_rss_mb=planner_rss / 2**20,
+        peak_anonymous_mb_per_worker=peak_anonymous / 2**20,
+        planner_peak_anonymous_mb=planner_anonymous / 2**20,
         baseline_messages=len(payloads),
         baseline_bytes_avg=sum(map(len, payloads)) / len(payloads),
         machine=machine,
@@ -509,6 +534,7 @@ def run_plan_only(config: BenchConfig, *, log: Callable[[str], None] = print) ->
         cpu_seconds=cpu,
         postgres_cpu_seconds=postgres_cpu,
         peak_rss_mb=max(sampler.peak_rss.values(), default=0) / 2**20,
+        peak_anonymous_mb=max(sampler.peak_anonymous.values(), default=0) / 2**20,
         feedback_histories=config.feedback_histories,
         feedback_marks=prepared.feedback_marks,
         seed_seconds=seed_seconds,

@@ -54,12 +54,21 @@ def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
 
 class ProcessSampler:
     """Samples CPU and RSS of process trees (the workers', or the planner's) while the run
-    goes on, every ``interval`` seconds."""
+    goes on, every ``interval`` seconds.
+
+    Beside RSS it keeps each process's anonymous resident memory (RSS less the pages mapped
+    from files): its heap, the part that is the process's own doing. The rest is library
+    code and data mapped from disk, which the page cache shares between processes, and how
+    much of it a process has resident depends on what the cache held when it faulted the
+    pages in: numpy alone, imported twice from two installs of the same version, came to
+    26 and 32 MB of RSS, 13.5 MB of it anonymous both times.
+    """
 
     def __init__(self, roots: list[psutil.Process], *, interval: float = 0.5) -> None:
         self.roots = roots
         self.interval = interval
         self.peak_rss: dict[int, int] = {}
+        self.peak_anonymous: dict[int, int] = {}
         self.cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -76,11 +85,14 @@ class ProcessSampler:
     def sample(self) -> None:
         for proc in self._procs():
             try:
-                rss = proc.memory_info().rss
+                memory = proc.memory_info()
                 times = proc.cpu_times()
             except psutil.Error:
                 continue
-            self.peak_rss[proc.pid] = max(self.peak_rss.get(proc.pid, 0), rss)
+            # On Linux ``shared`` is the resident pages mapped from files (RssFile + RssShmem).
+            anonymous = memory.rss - memory.shared
+            self.peak_rss[proc.pid] = max(self.peak_rss.get(proc.pid, 0), memory.rss)
+            self.peak_anonymous[proc.pid] = max(self.peak_anonymous.get(proc.pid, 0), anonymous)
             self.cpu[proc.pid] = times.user + times.system
 
     def _run(self) -> None:
