@@ -57,11 +57,12 @@ class ProcessSampler:
     goes on, every ``interval`` seconds.
 
     Beside RSS it keeps each process's anonymous resident memory (RSS less the pages mapped
-    from files): its heap, the part that is the process's own doing. The rest is library
-    code and data mapped from disk, which the page cache shares between processes, and how
-    much of it a process has resident depends on what the cache held when it faulted the
-    pages in: numpy alone, imported twice from two installs of the same version, came to
-    26 and 32 MB of RSS, 13.5 MB of it anonymous both times.
+    from files): its heap and stacks, some pages still shared with the process it was
+    forked from (a pool process's parent). The rest is library code and data mapped from
+    disk, which the page cache shares between processes, and how much of it a process has
+    resident depends on what the cache held when it faulted the pages in: numpy alone,
+    imported twice from two installs of the same version, came to 26 and 32 MB of RSS,
+    13.5 MB of it anonymous both times.
     """
 
     def __init__(self, roots: list[psutil.Process], *, interval: float = 0.5) -> None:
