@@ -282,6 +282,11 @@ class Variant(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+# The ledger's partial indexes' predicates, the same on PostgreSQL and SQLite.
+_UNSENT = text("status <> 'sent'")
+_SENT = text("sent_at IS NOT NULL")
+
+
 class Delivery(Base):
     """The ledger: one row per subscriber per edition, the truth about what was sent."""
 
@@ -297,16 +302,16 @@ class Delivery(Base):
             "ix_deliveries_status_next",
             "status",
             "next_attempt_at",
-            postgresql_where=text("status <> 'sent'"),
-            sqlite_where=text("status <> 'sent'"),
+            postgresql_where=_UNSENT,
+            sqlite_where=_UNSENT,
         ),
         # Send rates and the sent-per-hour chart read recent sends: keep that cheap at
         # millions of rows. Only sent rows have a time: planning and claims write no entry.
         Index(
             "ix_deliveries_sent_at",
             "sent_at",
-            postgresql_where=text("sent_at IS NOT NULL"),
-            sqlite_where=text("sent_at IS NOT NULL"),
+            postgresql_where=_SENT,
+            sqlite_where=_SENT,
         ),
         {"sqlite_autoincrement": True},  # delivery ids are in Message-IDs: never reuse one
     )
