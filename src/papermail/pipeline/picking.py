@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from papermail.pipeline import choosing, relevance
 from papermail.pipeline.blending import Trending
 from papermail.pipeline.pieces import Pick
 from papermail.pipeline.relevance import Pool, ReaderProfile, Scorer
 from papermail.pipeline.text import counted
+
+if TYPE_CHECKING:
+    from papermail.pipeline.tfidf import TfidfScorer
 
 CACHE_LIMIT = 10_000  # distinct follows / category choices remembered per planning run
 BATCH_CELLS = 1 << 20  # readers × pool papers scored in one batch
@@ -43,21 +47,24 @@ class PoolPaper:
     arxiv_only: bool = False  # new on arXiv, not (yet) on the trending list
 
 
+def planning_scorer() -> TfidfScorer:
+    """The scorer planning picks with (and the offline evaluation measures by default)."""
+    # Imported here: scikit-learn and scipy cost a sending worker ~100 MB it never needs;
+    # only planning fits a pool.
+    from papermail.pipeline.tfidf import TfidfScorer
+
+    # The closed-form profile: within a few points of the per-reader SVM on our evaluation
+    # (docs/relevance.md) and ~5x cheaper, which a planner of 10^5 readers needs.
+    return TfidfScorer(method="profile")
+
+
 class EditionPicker:
     """One edition's pool, fitted once; the papers for any reader, with reasons."""
 
     def __init__(self, papers: Sequence[PoolPaper], *, scorer: Scorer | None = None) -> None:
         self.papers = tuple(papers)
         self.pool = Pool([p.paper for p in self.papers])
-        if scorer is None:
-            # Imported here: scikit-learn and scipy cost a sending worker ~100 MB it never
-            # needs; only planning fits a pool.
-            from papermail.pipeline.tfidf import TfidfScorer
-
-            # The closed-form profile: as precise as the per-reader SVM on our evaluation
-            # (docs/relevance.md) and ~5x cheaper, which a planner of 10^5 readers needs.
-            scorer = TfidfScorer(method="profile")
-        self.scorer = scorer
+        self.scorer = planning_scorer() if scorer is None else scorer
         self.scorer.fit(self.pool.papers)
         self.trending = Trending.of([p.trending for p in self.papers])
         self._arxiv_only = [i for i, p in enumerate(self.papers) if p.arxiv_only]

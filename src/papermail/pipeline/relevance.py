@@ -4,20 +4,22 @@ Pure domain (numpy, scikit-learn and its scipy.sparse; no database, no framework
 flow, once per edition and then once per reader:
 
     pool = Pool(papers)                     # the edition's papers, in one fixed order
-    scorer = TfidfScorer(); scorer.fit(pool.papers)   # pipeline/tfidf.py
+    scorer = planning_scorer(); scorer.fit(pool.papers)   # pipeline/tfidf.py
     for reader in readers:                  # ~100k of them: everything below is matrix ops
         picks = choose(pool, scorer.score(reader), trending, reader, k=10)
 
-A reader's relevance is learned from their feedback, the way arxiv-sanity-lite does it: a
-per-reader linear SVM over tf-idf vectors, with the papers they liked ("More like this")
-and one pseudo-document per stated topic as positives, and the papers they disliked
-("Less like this") plus a sample of the pool as negatives. With no feedback yet (cold
-start) there is nothing to learn from, so relevance is the similarity to the reader's
-topics, each topic expanded with the pool papers that match it best (pseudo-relevance
-feedback, so "robotics" also finds papers that only say "robot" and "grasping").
-``method="profile"`` swaps the SVM for a closed-form Rocchio profile (cheaper, see
-docs/relevance.md). The per-reader ranking then blends relevance with trending at the
-reader's own "trending vs. for me" weight.
+A reader's relevance is learned from their feedback. Planning uses a closed-form Rocchio
+profile over tf-idf vectors (``method="profile"``, picking.planning_scorer): the best
+stated topic, plus the similarity to the papers they liked ("More like this"), less half
+the similarity to those they disliked ("Less like this"). ``method="svm"`` is
+arxiv-sanity-lite's way instead: a linear SVM per reader, the liked papers and the topics
+as positives, the disliked ones and a sample of the pool as negatives; a few points more
+precise on our evaluation and ~5x the cost (docs/relevance.md). With no feedback yet
+(cold start) there is nothing to learn from, so relevance is the similarity to the
+reader's topics, each topic expanded with the pool papers that match it best
+(pseudo-relevance feedback, so "robotics" also finds papers that only say "robot" and
+"grasping"). The per-reader ranking then blends relevance with trending at the reader's
+own "trending vs. for me" weight.
 
 Anything that turns text into vectors can replace tf-idf (a local sentence-embedding
 model, say): implement :class:`Scorer`.

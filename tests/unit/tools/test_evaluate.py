@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from papermail.pipeline.picking import planning_scorer
 from papermail_dev.evaluate import EvalConfig, evaluate
 from papermail_dev.evaluate.cli import main
 from papermail_dev.evaluate.corpus import CorpusError, CorpusPaper, editions, load
@@ -100,6 +101,35 @@ def test_runs_end_to_end_writes_json_and_papermail_beats_both_baselines(
     first = report["days"][0]  # cold start: topics only
     assert at["papermail"] >= first["papermail"]
     assert report["days"][-1]["feedback_per_reader"] > first["feedback_per_reader"] > 0
+
+
+def test_papermail_is_measured_as_planning_picks_unless_told_otherwise(corpus_file: Path) -> None:
+    corpus = load(corpus_file)
+    planning = planning_scorer().method
+
+    default = evaluate(corpus, EvalConfig(readers=12, days=2))
+    other = "svm" if planning == "profile" else "profile"
+    told = evaluate(corpus, EvalConfig(readers=12, days=2, method=other))
+
+    assert default["parameters"]["method"] == planning
+    assert told["parameters"]["method"] == other
+    # The scorers learn differently from the first day's clicks.
+    assert default["days"][1]["papermail"] != told["days"][1]["papermail"]
+
+
+def test_trending_at_weight_zero_is_everyones_list_and_the_report_counts_what_stays(
+    corpus_file: Path,
+) -> None:
+    corpus = load(corpus_file)
+
+    pure = evaluate(corpus, EvalConfig(readers=12, days=3, weight=0.0))
+    blended = evaluate(corpus, EvalConfig(readers=12, days=3))
+
+    for day in pure["days"]:  # the blend at 0: the day's trending list, whatever the clicks
+        assert day["papermail"] == day["trending"]
+        assert day["trending_kept"] == 10
+    for day in blended["days"]:
+        assert 0 <= day["trending_kept"] < 10
 
 
 def test_deterministic_for_a_seed(corpus_file: Path) -> None:

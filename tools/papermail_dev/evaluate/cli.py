@@ -31,7 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--p-like", type=float, default=defaults.p_like)
     parser.add_argument("--p-dislike", type=float, default=defaults.p_dislike)
-    parser.add_argument("--method", choices=("svm", "profile"), default=defaults.method)
+    parser.add_argument(
+        "--method",
+        choices=("svm", "profile"),
+        default=defaults.method,
+        help="papermail's scorer (default: the one planning uses, the profile)",
+    )
     parser.add_argument(
         "--supervised",
         action="store_true",
@@ -92,20 +97,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def table(report: dict[str, Any]) -> list[str]:
     """The three curves per day, the ceiling beside them, then the checkpoint's ratios."""
     p = report["parameters"]
+    # Of the day's top k trending (everyone's list), how many papermail's email still has.
+    kept = f"trending top-{p['k']} kept"
     lines = [
         f"{report.get('corpus', 'corpus')}: {p['papers']} papers, {p['editions']} editions, "
         f"{p['readers']} readers, seed {p['seed']}, k {p['k']}, weight {p['weight']}, "
         f"method {p['method']}, p_like {p['p_like']}, p_dislike {p['p_dislike']}",
         "",
         f"{'ed':>2}  {'day':<10} {'papers':>6}  {'papermail':>9}  {'topic-match':>11}  "
-        f"{'trending':>8}  {'ceiling':>7}  {'feedback/reader':>15}"
+        f"{'trending':>8}  {'ceiling':>7}  {'feedback/reader':>15}  {kept}"
         + (f"  {'supervised':>10}" if p.get("supervised") else ""),
     ]
     for row in report["days"]:
         lines.append(
             f"{row['edition']:>2}  {row['day']:<10} {row['papers']:>6}  {row['papermail']:>9.3f}  "
             f"{row['topic_match']:>11.3f}  {row['trending']:>8.3f}  {row['ceiling']:>7.3f}  "
-            f"{row['feedback_per_reader']:>15.2f}"
+            f"{row['feedback_per_reader']:>15.2f}  {row['trending_kept']:>{len(kept)}.2f}"
             + (f"  {row['supervised']:>10.3f}" if "supervised" in row else "")
         )
     s = report["summary"]

@@ -2,8 +2,9 @@
 
 Every simulated reader gets, each day, the top k of that day's papers from
 
-* **papermail**: learned relevance (``pipeline.relevance``) with the feedback they gave
-  so far, blended with trending at the default "trending vs. for me" weight;
+* **papermail**: what planning would pick for them (``picking.EditionPicker`` with
+  planning's scorer, unless ``--method`` names one): learned relevance with the feedback
+  they gave so far, blended with trending at the default "trending vs. for me" weight;
 * **topic-match**: today's papermail selection (``ranking.select``: whole-word topic
   matches in trending order, then trending);
 * **trending**: the same list for everyone, the simulated popularity order.
@@ -24,6 +25,7 @@ import numpy as np
 from sklearn.svm import LinearSVC
 
 from papermail.pipeline import ranking, relevance
+from papermail.pipeline.picking import Ask, EditionPicker, PoolPaper, planning_scorer
 from papermail.pipeline.relevance import Paper, ReaderProfile
 from papermail.pipeline.tfidf import TfidfScorer
 from papermail_dev.evaluate import popularity, readers
@@ -41,7 +43,8 @@ class EvalConfig:
     weight: float = relevance.DEFAULT_WEIGHT
     p_like: float = 0.3
     p_dislike: float = 0.1
-    method: Literal["svm", "profile"] = "svm"
+    # None: the scorer planning uses (picking.planning_scorer), so the curve is the product's.
+    method: Literal["svm", "profile"] | None = None
     # A field needs this many papers per edition on average to be someone's interest.
     per_edition: float = 2.0
     checkpoint: int = 6  # "after five days of feedback": the sixth edition
@@ -89,12 +92,18 @@ def evaluate(corpus: Sequence[CorpusPaper], config: EvalConfig) -> dict[str, Any
     clicks = readers.Clicks(p_like=config.p_like, p_dislike=config.p_dislike)
     states = [_State(r) for r in population]
 
+    method = _scorer(config).method
     per_day = []
     for number, edition in enumerate(days, 1):
         earlier = [p for e in days[: number - 1] for p in e.papers]
         per_day.append(_replay_day(number, edition, states, votes, clicks, config, earlier))
     return {
-        "parameters": {**asdict(config), "editions": len(days), "papers": len(shown_corpus)},
+        "parameters": {
+            **asdict(config),
+            "method": method,
+            "editions": len(days),
+            "papers": len(shown_corpus),
+        },
         "simulation": {
             "fields": fields,
             "readers_per_field": _readers_per_field(population),
@@ -126,12 +135,23 @@ def _replay_day(
     by_id = {p.id: p for p in papers}
     order = popularity.trending(papers, votes, day=edition.day)
     trend_rank = {s.paper_id: i for i, s in enumerate(order, 1)}
-    # papermail's view of the edition: its papers, and a trending score in pool order.
-    pool = relevance.Pool([config.seen(p) for p in papers])
-    scorer = TfidfScorer(method=config.method, seed=config.seed)
-    scorer.fit(pool.papers)
+    # papermail's view of the edition: its papers with their trending scores, picked
+    # from as planning picks (picking.EditionPicker), in one batch of every reader.
     score_of = {s.paper_id: s.score for s in order}
-    trending_scores = np.array([score_of[p.id] for p in papers])
+    scorer = _scorer(config)
+    picker = EditionPicker(
+        [
+            PoolPaper(
+                paper=paper,
+                trending=score_of[paper.paper_id],
+                upvotes=votes[paper.paper_id],
+                categories=paper.categories,
+            )
+            for paper in map(config.seen, papers)
+        ],
+        scorer=scorer,
+    )
+    chosen = picker.pick_many([Ask(s.profile(config.weight), k=config.k) for s in states])
     # The baselines' view: ranked candidates for ranking.select.
     candidates = [
         ranking.Candidate(
@@ -153,17 +173,20 @@ def _replay_day(
         _Supervised(scorer, earlier, papers, config.seen) if config.supervised and earlier else None
     )
     likes = dislikes = 0
-    for state in states:
+    top_trending = {p.id for p in everyone}
+    trending_kept: list[int] = []
+    for state, picks in zip(states, chosen, strict=True):
         reader = state.reader
-        profile = state.profile(config.weight)
-        picks = relevance.choose(pool, scorer.score(profile), trending_scores, profile, k=config.k)
-        mine = [by_id[p.paper_id] for p in picks]
+        mine = [by_id[paper_id] for paper_id, _why in picks]
         interests = ranking.Interests(max_papers=config.k, topics=reader.topics)
         matched = [by_id[pid] for pid, _ in ranking.select(candidates, interests, index=index)]
         relevant_today = sum(reader.wants(p) for p in papers)
         for name, shown in (("papermail", mine), ("topic_match", matched), ("trending", everyone)):
             hits[name].append(sum(reader.wants(p) for p in shown) / config.k)
         hits["ceiling"].append(min(config.k, relevant_today) / config.k)
+        # How much of the day's trending list papermail's email still carries: the blend's
+        # other half, which precision alone would rather see gone.
+        trending_kept.append(len(top_trending.intersection(p.id for p in mine)))
         if supervised is not None:
             shown = supervised.top(reader, config.k)
             hits.setdefault("supervised", []).append(sum(map(reader.wants, shown)) / config.k)
@@ -179,12 +202,19 @@ def _replay_day(
         "edition": number,
         "papers": len(papers),
         **{name: round(float(np.mean(v)), 4) for name, v in hits.items()},
+        "trending_kept": round(float(np.mean(trending_kept)), 2),
         "likes": likes,
         "dislikes": dislikes,
         "feedback_per_reader": round(
             float(np.mean([len(s.liked) + len(s.disliked) for s in states])), 2
         ),
     }
+
+
+def _scorer(config: EvalConfig) -> TfidfScorer:
+    if config.method is None:
+        return planning_scorer()
+    return TfidfScorer(method=config.method, seed=config.seed)
 
 
 class _Supervised:
