@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,9 +30,11 @@ from papermail.models import (
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
 from papermail.pipeline.planning import (
+    SelectionJson,
     last_send_slot,
     plan_edition,
     reader_selection,
+    variant_key,
 )
 from papermail.pipeline.redispatch import redispatch_due
 from papermail.sources.hf import load_sample
@@ -336,6 +339,35 @@ def test_planning_selects_what_a_subscribers_interests_select(
     assert [tuple(pair) for pair in variant.selection] == list(expected)
     # Every field counted: a followed organisation, a followed author, a topic.
     assert {reason.split()[0] for _pid, reason in expected} >= {"From", "By", "Matches"}
+
+
+# Strings the way upstream titles can be: quotes, backslashes, control characters, and
+# commas and brackets that would make two selections one if they were merely joined.
+AWKWARD = (
+    ("2501.00001", 'Similar to “A "quoted" \\ title\n”, which you liked'),
+    ("2501.00002", "Matches your topic “nul\x00byte”"),
+    ("2501.00003", '"],["2501.00004","#4 trending'),
+)
+
+
+def test_a_selection_is_its_json_and_its_key_tells_selections_apart() -> None:
+    encode = SelectionJson(limit=2)  # fewer than the picks: the memo is cleared on the way
+
+    text = encode(AWKWARD)
+
+    assert json.loads(text) == [list(pick) for pick in AWKWARD]
+    assert encode(AWKWARD) == text  # the memo gives the same text as a first encoding
+    key = variant_key(7, "html", text)
+    assert len(key) == 32 and key == variant_key(7, "html", encode(AWKWARD))
+    merged = (("2501.00003", ""), ("2501.00004", "#4 trending"))  # what a join would blur
+    others = {
+        variant_key(8, "html", text),
+        variant_key(7, "text", text),
+        variant_key(7, "html", encode(AWKWARD[:2])),
+        variant_key(7, "html", encode(AWKWARD[::-1])),
+        variant_key(7, "html", encode(AWKWARD[:2] + merged)),
+    }
+    assert key not in others and len(others) == 5
 
 
 def test_variant_keys_are_stable_across_planning_runs(session: Session, edition: Edition) -> None:
