@@ -32,7 +32,7 @@ class NewVariant:
     key: str
     format: str
     selection: tuple[tuple[str, str], ...]  # (paper id, why-line) in the email's order
-    selection_json: str  # the same, as the JSON text the row stores (planning.SelectionJson)
+    selection_json: str  # the same, as the JSON text the row stores (selections.SelectionJson)
 
 
 def refresh_statistics(session: Session) -> None:

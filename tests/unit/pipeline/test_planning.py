@@ -30,13 +30,12 @@ from papermail.models import (
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
 from papermail.pipeline.planning import (
-    SelectionJson,
     last_send_slot,
     plan_edition,
     reader_selection,
-    variant_key,
 )
 from papermail.pipeline.redispatch import redispatch_due
+from papermail.pipeline.selections import SelectionJson, variant_key
 from papermail.sources.hf import load_sample
 from tests.conftest import FIXED_NOW
 
