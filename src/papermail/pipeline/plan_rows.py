@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from papermail.db import on_postgres
 from papermail.models import Delivery, DeliveryStatus, Variant
+from papermail.pipeline.selections import Selection
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +32,8 @@ class NewVariant:
 
     key: str
     format: str
-    selection: tuple[tuple[str, str], ...]  # (paper id, why-line) in the email's order
-    selection_json: str  # the same, as the JSON text the row stores (selections.SelectionJson)
+    selection: Selection  # (paper id, why-line) pairs in the email's order
+    selection_json: str  # the same, as the JSON text the row stores (SelectionJson)
 
 
 def refresh_statistics(session: Session) -> None:
