@@ -40,6 +40,7 @@ from papermail.pipeline.planning import PlanReport, plan_edition, reader_selecti
 from papermail.pipeline.ratelimit import Unlimited
 from papermail.pipeline.redispatch import redispatch_due
 from papermail.pipeline.rendering import EditionStore, make_environment
+from papermail.pipeline.selections import SelectionJson, variant_key
 from papermail.pipeline.sending import SendPolicy, send_batch
 from papermail.pipeline.variants import Identity, TemplateSource
 from papermail.sources.hf import SAMPLE_DAY, load_sample
@@ -597,6 +598,39 @@ def test_planning_with_feedback_picks_as_a_preview_does_and_publishes_committed_
             assert [tuple(pick) for pick in selection] == list(alone)
             liked, disliked = expected[sid]
             assert not {pid for pid, _why in alone} & {*liked, *disliked}
+
+
+def test_a_chunks_rows_go_in_as_binary_arrays_and_come_back_exactly(
+    sessions: sessionmaker[Session],
+) -> None:
+    # The PostgreSQL insert sends keys, formats and selections' JSON as binary arrays: the
+    # stored selections must be the picks themselves, through quotes, backslashes, a
+    # newline, a NUL, non-ASCII and brackets; writing the same chunk again adds nothing.
+    edition_id = _seed(sessions, readers=3)
+    awkward = [
+        (("2501.00001", 'Similar to “A "quoted" \\ title\n”, which you liked'),),
+        (("2501.00002", "Matches your topic “nul\x00byte”"), ("2501.00003", "é中😀")),
+        (("2501.00003", '"],["2501.00004","#4 trending'),),
+    ]
+    encode = SelectionJson()
+    variants = [
+        plan_rows.NewVariant(variant_key(edition_id, fmt, encode(picks)), fmt, picks, encode(picks))
+        for picks, fmt in zip(awkward, ["html", "text", "html"], strict=True)
+    ]
+    with sessions() as session:
+        readers = sorted(session.scalars(select(Subscriber.id)))
+        values = [(sid, v.key) for sid, v in zip(readers, variants, strict=True)]
+        created = plan_rows.insert_rows(session, variants, values, edition_id=edition_id, now=NOW)
+        session.commit()
+        again = plan_rows.insert_rows(session, variants, values, edition_id=edition_id, now=NOW)
+        session.commit()
+        stored = {v.key: (v.format.value, v.selection) for v in session.scalars(select(Variant))}
+        rows = session.execute(select(Delivery.id, Delivery.subscriber_id, Delivery.variant_key))
+
+        assert again == []
+        assert sorted((sid, key) for _id, sid, key in rows) == values
+        assert sorted(key for _id, key in created) == sorted(key for _sid, key in values)
+        assert stored == {v.key: (v.format, [list(pick) for pick in v.selection]) for v in variants}
 
 
 def test_a_chunk_that_cannot_be_written_stops_the_plan_and_a_replan_finishes_it(

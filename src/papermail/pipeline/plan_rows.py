@@ -1,6 +1,6 @@
 """Writing a planned chunk: its new variants and delivery rows, then its send batches.
 
-Bulk statements, one per chunk on PostgreSQL (arrays and one JSON document), written
+Bulk statements, one per chunk on PostgreSQL (each over binary arrays), written
 by ``ChunkWriter`` while the planner picks the next chunk (which ``ChunkReader`` has read
 meanwhile), and the statistics refresh that keeps each send batch's claim on the primary
 key.
@@ -9,7 +9,6 @@ key.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,23 +60,26 @@ def batches_by_variant(created: Sequence[tuple[int, str]], size: int) -> list[li
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-_PG_INSERT_DELIVERIES = text(
+# Both statements take their rows as arrays sent in PostgreSQL's binary format (the "%b"
+# placeholders; psycopg's own syntax, hence exec_driver_sql): each element is sent as its
+# length and its bytes, so neither side escapes or parses anything. Measured (40 chunks of
+# 480 new variants, 731-byte selections): 18-19 us of PostgreSQL CPU a variant instead of
+# 29-31 us for the JSON document this replaced, which PostgreSQL parsed once and then
+# each element three times more (one "->" per column). A text-format array of JSON
+# strings would cost the driver an escaping pass per element (24 us).
+_PG_INSERT_DELIVERIES = (
     "INSERT INTO deliveries (subscriber_id, edition_id, variant_key, status, attempts,"
     " created_at, dispatched_at)"
-    " SELECT s, :edition_id, k, 'pending', 0, :now, :now"
-    " FROM unnest(CAST(:sids AS integer[]), CAST(:keys AS varchar[])) AS t(s, k)"
+    " SELECT s, %(edition_id)s, k, 'pending', 0, %(now)s, %(now)s"
+    " FROM unnest(%(sids)b::integer[], %(keys)b::varchar[]) AS t(s, k)"
     " ON CONFLICT (subscriber_id, edition_id) DO NOTHING"
     " RETURNING id, variant_key"
 )
-
-
-# The rows as one JSON document, spliced from each selection's JSON text: a text[] of
-# JSON strings costs the driver an escaping pass per element (measured: 2.2 s of a
-# 20,000-reader plan).
-_PG_INSERT_VARIANTS = text(
+_PG_INSERT_VARIANTS = (
     "INSERT INTO variants (key, edition_id, format, selection, created_at)"
-    " SELECT v->>0, :edition_id, v->>1, v->2, :now"
-    " FROM json_array_elements(CAST(:rows AS json)) AS v"
+    " SELECT k, %(edition_id)s, f, CAST(s AS json), %(now)s"
+    " FROM unnest(%(keys)b::varchar[], %(formats)b::varchar[], %(selections)b::text[])"
+    " AS t(k, f, s)"
     " ON CONFLICT (key) DO NOTHING"
 )
 
@@ -94,14 +96,16 @@ def insert_rows(
     postgres = on_postgres(session)
     insert = postgresql.insert if postgres else sqlite.insert
     if new_variants:
-        if postgres:  # one statement over one document, as for deliveries below
-            document = ",".join(
-                f"[{json.dumps(v.key)},{json.dumps(v.format)},{v.selection_json}]"
-                for v in new_variants
-            )
-            session.execute(
+        if postgres:  # one statement over three arrays, as for deliveries below
+            session.connection().exec_driver_sql(
                 _PG_INSERT_VARIANTS,
-                {"rows": f"[{document}]", "edition_id": edition_id, "now": now},
+                {
+                    "edition_id": edition_id,
+                    "now": now,
+                    "keys": [v.key for v in new_variants],
+                    "formats": [v.format for v in new_variants],
+                    "selections": [v.selection_json for v in new_variants],
+                },
             )
         else:
             session.execute(
@@ -121,7 +125,7 @@ def insert_rows(
         return []
     if postgres:
         # One statement over two arrays: ~20x faster than an executemany at a million rows.
-        rows = session.execute(
+        rows = session.connection().exec_driver_sql(
             _PG_INSERT_DELIVERIES,
             {
                 "edition_id": edition_id,
