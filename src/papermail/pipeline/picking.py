@@ -127,11 +127,11 @@ class EditionPicker:
                     row = chosen.rows[j]
                     if chosen.evidence[j] == "trending" and self.papers[row].arxiv_only:
                         reasons[j] = self._new_on_arxiv(row, ask.categories)
-        papers = [self.pool.ids[row] for row in chosen.rows]
-        return [
-            tuple(zip(papers[chosen.of(i)], reasons[chosen.of(i)], strict=True))
-            for i in range(len(asks))
-        ]
+        # Every pick's (paper, why-line) pair in one pass, then each reader's run of them.
+        ids = self.pool.ids
+        pairs = list(zip([ids[row] for row in chosen.rows], reasons, strict=True))
+        bounds = chosen.bounds
+        return [tuple(pairs[bounds[i] : bounds[i + 1]]) for i in range(len(asks))]
 
     def _followed(self, reader: ReaderProfile) -> dict[int, str]:
         key = (reader.follow_organizations, reader.follow_authors)
