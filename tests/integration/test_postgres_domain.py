@@ -625,11 +625,13 @@ def test_a_chunks_rows_go_in_as_binary_arrays_and_come_back_exactly(
         again = plan_rows.insert_rows(session, variants, values, edition_id=edition_id, now=NOW)
         session.commit()
         stored = {v.key: (v.format.value, v.selection) for v in session.scalars(select(Variant))}
-        rows = session.execute(select(Delivery.id, Delivery.subscriber_id, Delivery.variant_key))
+        rows = session.execute(
+            select(Delivery.id, Delivery.subscriber_id, Delivery.variant_key)
+        ).all()
 
         assert again == []
         assert sorted((sid, key) for _id, sid, key in rows) == values
-        assert sorted(key for _id, key in created) == sorted(key for _sid, key in values)
+        assert sorted(created) == sorted((row_id, key) for row_id, _sid, key in rows)
         assert stored == {v.key: (v.format, [list(pick) for pick in v.selection]) for v in variants}
 
 
