@@ -15,21 +15,14 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Row, Text, cast, distinct, exists, func, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
-from papermail.models import (
-    Delivery,
-    Edition,
-    Frequency,
-    MailFormat,
-    Subscriber,
-    SubscriberStatus,
-)
+from papermail.models import Delivery, Edition, Frequency, MailFormat
 from papermail.pipeline import relevance
+from papermail.pipeline.due_readers import ReaderRow, due_chunk, reader_row
 from papermail.pipeline.histories import (
     Histories,
     overlapping_editions,
@@ -134,17 +127,17 @@ class _Planner:
             ),
         )
 
-    def keys_for_rows(self, rows: Sequence[Row[Any]], history: Histories) -> list[str]:
+    def keys_for_rows(self, rows: Sequence[ReaderRow], history: Histories) -> list[str]:
         """Each row's variant key, the chunk's selections picked in one batch.
 
         Memoised on the raw column values for readers without feedback or history: a
         million of those share a few hundred selections.
         """
         keys: list[str | None] = []
-        to_pick: dict[tuple[object, ...] | int, Row[Any]] = {}  # shared raw or subscriber id
+        to_pick: dict[tuple[object, ...] | int, ReaderRow] = {}  # shared raw or subscriber id
         waiting: list[tuple[int, tuple[object, ...] | int]] = []
         for row in rows:
-            raw = _preferences(row)
+            raw = row.preferences
             shared = row.id not in history.feedback and row.id not in history.seen
             if shared and (key := self._keys.get(raw)) is not None:
                 keys.append(key)
@@ -163,7 +156,7 @@ class _Planner:
             keys[at] = found[ask]
         return [key for key in keys if key is not None]
 
-    def ask_for_row(self, row: Any, history: Histories) -> Ask:
+    def ask_for_row(self, row: ReaderRow, history: Histories) -> Ask:
         liked, disliked = history.feedback.get(row.id, ((), ()))
         base, categories = self._reader(row)
         reader = base
@@ -182,9 +175,9 @@ class _Planner:
             reader, k=row.max_papers, categories=categories, seen=history.seen.get(row.id, ())
         )
 
-    def _reader(self, row: Any) -> tuple[ReaderProfile, tuple[str, ...]]:
+    def _reader(self, row: ReaderRow) -> tuple[ReaderProfile, tuple[str, ...]]:
         """A row's stated preferences, decoded once per distinct set of column values."""
-        raw = _preferences(row)
+        raw = row.preferences
         if (found := self._readers.get(raw)) is None:
             if len(self._readers) >= 65_536:  # free-typed values: bound what is kept
                 self._readers.clear()
@@ -255,8 +248,8 @@ def plan_edition(
             publish(batch)
             report.batches += 1
 
-    def read(session: Session, after_id: int) -> tuple[Sequence[Any], Histories]:
-        rows = _due_chunk(
+    def read(session: Session, after_id: int) -> tuple[list[ReaderRow], Histories]:
+        rows = due_chunk(
             session,
             planner.chunk_filter,
             after_id=after_id,
@@ -315,70 +308,9 @@ def _terms(raw: str | None) -> tuple[str, ...]:
 def reader_selection(session: Session, *, edition: Edition, subscriber_id: int) -> Selection:
     """The papers (with why-lines) this subscriber's digest of ``edition`` would carry,
     exactly as planning chooses them (previews and test sends)."""
-    row = session.execute(
-        select(*_READER_COLUMNS).where(Subscriber.id == subscriber_id)
-    ).one_or_none()
+    row = reader_row(session, subscriber_id)
     if row is None:
         raise LookupError(f"no subscriber {subscriber_id}")
     planner = _Planner(session, edition, edition.created_at, due_only=False)
     ask = planner.ask_for_row(row, planner.history(session, subscriber_id, subscriber_id))
     return planner.picker.pick_many([ask])[0]
-
-
-_READER_COLUMNS = (
-    Subscriber.id,
-    Subscriber.timezone,
-    Subscriber.send_hour,
-    # From here on, what a reader's selection depends on (_preferences).
-    Subscriber.max_papers,
-    # As text: decoding JSON for every row cost a third of planning; the planner
-    # decodes each distinct value once.
-    cast(Subscriber.topics, Text).label("topics"),
-    cast(Subscriber.follow_organizations, Text).label("follow_organizations"),
-    cast(Subscriber.follow_authors, Text).label("follow_authors"),
-    cast(Subscriber.muted_authors, Text).label("muted_authors"),
-    cast(Subscriber.muted_organizations, Text).label("muted_organizations"),
-    cast(Subscriber.format, Text).label("format"),
-    cast(Subscriber.arxiv_categories, Text).label("arxiv_categories"),
-    Subscriber.relevance_weight,
-)
-
-
-def _preferences(row: Row[Any]) -> tuple[object, ...]:
-    """A row's preference columns as they came (_READER_COLUMNS from max_papers on)."""
-    return tuple(row[3:])
-
-
-def _due_chunk(
-    session: Session,
-    edition: tuple[int, Frequency],
-    *,
-    after_id: int,
-    limit: int,
-    only: Sequence[int] | None,
-) -> Sequence[Any]:
-    """The next ``limit`` active subscribers of the edition's frequency after ``after_id``
-    without a delivery of it; ``edition`` is (its id, its frequency)."""
-    edition_id, frequency = edition
-    already = exists().where(
-        Delivery.subscriber_id == Subscriber.id,
-        Delivery.edition_id == edition_id,
-        # Implied by the join, but PostgreSQL cannot derive it: without it, each chunk's
-        # anti-join read the edition's deliveries from the first subscriber on, so a
-        # million-row plan read ~25M index entries (measured: 80 ms a chunk at 150k rows).
-        Delivery.subscriber_id > after_id,
-    )
-    query = (
-        select(*_READER_COLUMNS)
-        .where(
-            Subscriber.status == SubscriberStatus.ACTIVE,
-            Subscriber.frequency == frequency,
-            Subscriber.id > after_id,
-            ~already,
-        )
-        .order_by(Subscriber.id)
-        .limit(limit)
-    )
-    if only is not None:
-        query = query.where(Subscriber.id.in_(list(only)))
-    return session.execute(query).all()

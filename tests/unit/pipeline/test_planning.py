@@ -27,6 +27,7 @@ from papermail.models import (
     SubscriberStatus,
     Variant,
 )
+from papermail.pipeline.due_readers import PREFERENCES_FROM, READER_COLUMNS, ReaderRow
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
 from papermail.pipeline.planning import (
@@ -712,3 +713,10 @@ def test_liking_a_fields_papers_fills_the_next_digest_with_that_field(
     # The three liked papers are never sent again; of the ten others, the field fills them.
     assert described >= 9
     assert described > words_only
+
+
+def test_a_reader_row_names_the_columns_planning_reads_in_their_order() -> None:
+    # Rows are made positionally (ReaderRow._make): a column added or moved on one side
+    # only would hand the planner one preference under another's name.
+    assert ReaderRow._fields == tuple(select(*READER_COLUMNS).selected_columns.keys())
+    assert ReaderRow._fields[PREFERENCES_FROM] == "max_papers"
