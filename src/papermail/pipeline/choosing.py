@@ -69,9 +69,6 @@ class Choices:
     reasons: list[str]  # the why-line under the card
     bounds: list[int]  # reader i's picks are [bounds[i], bounds[i + 1])
 
-    def of(self, reader: int) -> slice:
-        return slice(self.bounds[reader], self.bounds[reader + 1])
-
 
 def top_scaled_rows(values: Matrix, ks: NDArray[np.intp]) -> Matrix:
     """blending.top_scaled for each row, with row i's own ``ks[i]``: one partial sort."""
