@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from papermail.cli.common import Fail, console
+
+if TYPE_CHECKING:
+    from papermail_dev.bench import BenchConfig
+
+ARXIV_PAPERS = 500
 
 
 @click.command()
@@ -60,6 +66,18 @@ from papermail.cli.common import Fail, console
     help="Seed and plan, then send every batch from this process, one at a time (no "
     "Celery, nothing else running): the send path's own CPU per email.",
 )
+@click.option(
+    "--arxiv-pool",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Add papers of this corpus (the evaluation's shape: ../shared/corpus) to the edition "
+    "as new on arXiv, and have readers follow arXiv categories: an arXiv-ingesting pool.",
+)
+@click.option(
+    "--arxiv-papers",
+    type=click.IntRange(min=1),
+    help=f"With --arxiv-pool: how many of its papers (default {ARXIV_PAPERS}, about two days "
+    "of arXiv's busiest fields: a daily edition's window).",
+)
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the figures as JSON.")
 def bench(
     subscribers: int,
@@ -72,6 +90,8 @@ def bench(
     feedback_histories: bool,
     plan_only: bool,
     send_in_process: bool,
+    arxiv_pool: Path | None,
+    arxiv_papers: int | None,
     json_out: Path | None,
 ) -> None:
     """Deliver one edition to N synthetic subscribers on PostgreSQL, Redis, Celery and SMTP.
@@ -83,15 +103,11 @@ def bench(
         raise click.UsageError("--async-commit is about sending; --plan-only sends nothing")
     if plan_only and send_in_process:
         raise click.UsageError("choose --plan-only or --send-in-process, not both")
+    if arxiv_papers is not None and arxiv_pool is None:
+        raise click.UsageError("--arxiv-papers says how many of --arxiv-pool's papers: give both")
+    arxiv_papers = arxiv_papers or ARXIV_PAPERS
     try:
-        from papermail_dev.bench import (
-            BenchConfig,
-            report_lines,
-            run_bench,
-            run_plan_only,
-            run_send_in_process,
-            send_path_report_lines,
-        )
+        from papermail_dev.bench import ArxivPool, ArxivPoolError, BenchConfig
     except ImportError as exc:
         raise Fail(
             "papermail bench needs the developer tools, which a production install leaves out: "
@@ -108,6 +124,7 @@ def bench(
         ledger_async_commit=async_commit,
         feedback_histories=feedback_histories,
         plan_only=plan_only,
+        arxiv_pool=None if arxiv_pool is None else ArxivPool(arxiv_pool, arxiv_papers),
     )
     commit = "async ledger commit" if async_commit else "durable ledger commit"
     if plan_only:
@@ -118,7 +135,27 @@ def bench(
         mode = commit
     if feedback_histories:
         mode += ", feedback histories"
+    if arxiv_pool is not None:
+        mode += f", {arxiv_papers:,} papers new on arXiv"
     console.rule(f"papermail bench: {subscribers:,} subscribers, {mode}")
+    try:
+        _run(config, json_out, plan_only=plan_only, send_in_process=send_in_process)
+    except ArxivPoolError as exc:
+        raise Fail(str(exc)) from exc
+
+
+def _run(
+    config: BenchConfig, json_out: Path | None, *, plan_only: bool, send_in_process: bool
+) -> None:
+    from papermail_dev.bench import (
+        report_lines,
+        run_bench,
+        run_plan_only,
+        run_send_in_process,
+        send_path_report_lines,
+    )
+
+    subscribers = config.subscribers
     if plan_only:
         planned = run_plan_only(config, log=console.print)
         _report(report_lines(planned), planned.as_json(), json_out)

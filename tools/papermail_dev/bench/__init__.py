@@ -15,6 +15,7 @@ leaves nothing running or behind however it ends (SIGKILL aside).
                        every batch sent from the bench's own process: the send path's cost)
     lifecycle.py       what a run started and created, gone on every exit (SIGTERM too)
     scratch.py         the scratch database, its edition, subscribers and their feedback
+    arxiv_pool.py      --arxiv-pool: a corpus's papers new on arXiv in the edition's pool
     celery_workers.py  worker processes, started as in production
     sink_process.py    the SMTP sink in a process of its own
     sampling.py        CPU/RSS sampling and counts in the database
@@ -23,6 +24,7 @@ leaves nothing running or behind however it ends (SIGKILL aside).
 
 from __future__ import annotations
 
+from papermail_dev.bench.arxiv_pool import ArxivPool, ArxivPoolError
 from papermail_dev.bench.run import (
     BenchConfig,
     BenchResult,
@@ -44,6 +46,8 @@ from papermail_dev.bench.send_path import (
 )
 
 __all__ = [
+    "ArxivPool",
+    "ArxivPoolError",
     "BenchConfig",
     "BenchResult",
     "PlanResult",

@@ -20,6 +20,7 @@ from papermail.config import Settings
 from papermail.db import make_engine, make_session_factory
 from papermail.dispatch import PIPELINE_QUEUE, SEND_QUEUE
 from papermail.wiring import Wiring
+from papermail_dev.bench.arxiv_pool import ArxivPool
 from papermail_dev.bench.baseline import raw_baseline, sample_messages
 from papermail_dev.bench.celery_workers import answering_workers, refusal, wait_workers
 from papermail_dev.bench.lifecycle import RunResources, redact, signals_as_exceptions
@@ -74,6 +75,9 @@ class BenchConfig:
     feedback_histories: bool = False
     # Prepare and seed, then plan in this process: no workers, no sink, no baseline.
     plan_only: bool = False
+    # A corpus's papers new on arXiv in the edition's pool, and readers who follow arXiv
+    # categories: the pool of an operator who ingests arXiv (arxiv_pool.py).
+    arxiv_pool: ArxivPool | None = None
 
 
 @dataclass
@@ -101,6 +105,8 @@ class BenchResult:
     distinct_share: float = 0.0
     feedback_histories: bool = False
     feedback_marks: int = 0  # feedback rows seeded
+    pool_papers: int = 0  # the edition's papers every reader's picks come from
+    arxiv_papers: int = 0  # of them, new on arXiv (--arxiv-pool)
     # The pipeline worker (its main process and its one pool process): planning's cost.
     planner_cpu_seconds: float = 0.0
     planner_peak_rss_mb: float = 0.0
@@ -140,6 +146,7 @@ class PlanResult:
     peak_anonymous_mb: float = 0.0  # the same, less file-backed pages
     feedback_histories: bool = False
     feedback_marks: int = 0
+    arxiv_papers: int = 0  # of the pool, new on arXiv (--arxiv-pool)
     seed_seconds: float = 0.0  # schema, papers, subscribers, feedback, edition
     # Importing the relevance model's libraries (scikit-learn, scipy): once a process, at
     # its first plan; not part of planning_seconds.
@@ -174,6 +181,10 @@ def _feedback_text(marks: int, subscribers: int) -> str:
     return f"{marks:,} marks ({marks / max(1, subscribers):.1f} a reader)"
 
 
+def pool_text(papers: int, arxiv: int) -> str:
+    return f"{papers:,} papers" + (f" ({arxiv:,} new on arXiv)" if arxiv else "")
+
+
 def report_lines(result: BenchResult | PlanResult) -> str:
     if isinstance(result, PlanResult):
         return plan_report_lines(result)
@@ -182,6 +193,8 @@ def report_lines(result: BenchResult | PlanResult) -> str:
     out.write(_line("subscribers", f"{r.subscribers:,}"))
     if r.feedback_histories:
         out.write(_line("feedback histories", _feedback_text(r.feedback_marks, r.subscribers)))
+    if r.pool_papers:  # JSON from older runs lacks it
+        out.write(_line("edition pool", pool_text(r.pool_papers, r.arxiv_papers)))
     out.write(_line("delivered", f"{r.delivered:,} (duplicates: {r.duplicates})"))
     out.write(_line(PLANNING_LABEL, f"{r.planning_seconds:.1f} s"))
     out.write(_line("plan+deliver", f"{r.total_seconds:.1f} s"))
@@ -230,7 +243,7 @@ def plan_report_lines(r: PlanResult) -> str:
     out.write(_line("subscribers", f"{r.subscribers:,}"))
     if r.feedback_histories:
         out.write(_line("feedback histories", _feedback_text(r.feedback_marks, r.subscribers)))
-    out.write(_line("edition pool", f"{r.pool_papers} papers"))
+    out.write(_line("edition pool", pool_text(r.pool_papers, r.arxiv_papers)))
     out.write(_line("seeding", f"{r.seed_seconds:.1f} s"))
     out.write(_line("relevance model import", f"{r.model_import_seconds:.1f} s (once a process)"))
     out.write(_line(PLANNING_LABEL, f"{r.planning_seconds:.1f} s ({r.wall_seconds:.1f} s wall)"))
@@ -422,6 +435,8 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         distinct_share=distinct / deliveries if deliveries else 0.0,
         feedback_histories=config.feedback_histories,
         feedback_marks=prepared.feedback_marks,
+        pool_papers=prepared.pool,
+        arxiv_papers=prepared.arxiv_papers,
         planner_cpu_seconds=planner_cpu,
         planner_peak_rss_mb=planner_rss / 2**20,
         peak_anonymous_mb_per_worker=peak_anonymous / 2**20,
@@ -444,6 +459,7 @@ def seed(
         subscribers=config.subscribers,
         seed=config.seed,
         feedback_histories=config.feedback_histories,
+        arxiv_pool=config.arxiv_pool,
     )
     seconds = time.perf_counter() - started
     log(seeded_line(config, prepared, seconds))
@@ -452,7 +468,8 @@ def seed(
 
 def seeded_line(config: BenchConfig, prepared: Prepared, seconds: float) -> str:
     marks = f" and {prepared.feedback_marks:,} feedback marks" if config.feedback_histories else ""
-    return f"seeded {config.subscribers:,} subscribers{marks} in {seconds:.1f} s"
+    pool = f", a pool of {pool_text(prepared.pool, prepared.arxiv_papers)}"
+    return f"seeded {config.subscribers:,} subscribers{marks}{pool} in {seconds:.1f} s"
 
 
 @dataclass
@@ -537,6 +554,7 @@ def run_plan_only(config: BenchConfig, *, log: Callable[[str], None] = print) ->
         peak_anonymous_mb=max(sampler.peak_anonymous.values(), default=0) / 2**20,
         feedback_histories=config.feedback_histories,
         feedback_marks=prepared.feedback_marks,
+        arxiv_papers=prepared.arxiv_papers,
         seed_seconds=seed_seconds,
         model_import_seconds=model_import_seconds,
         notes=notes,

@@ -24,6 +24,12 @@ from papermail.models import EditionKind, Paper
 from papermail.sources.base import FetchResult
 from papermail.sources.hf import SAMPLE_DAY, load_sample
 from papermail.wiring import Wiring
+from papermail_dev.bench.arxiv_pool import (
+    ArxivPool,
+    arxiv_papers,
+    followed_fields,
+    reader_categories,
+)
 from papermail_dev.bench.sink_process import SinkProcess
 
 TOPICS = (
@@ -169,18 +175,29 @@ def _libpq_url(db_url: str) -> str:
 
 
 def seed_subscribers(
-    db_url: str, *, count: int, seed: int, weights: bool = False, now: dt.datetime | None = None
+    db_url: str,
+    *,
+    count: int,
+    seed: int,
+    weights: bool = False,
+    now: dt.datetime | None = None,
+    fields: Sequence[str] = (),
 ) -> None:
     """COPY synthetic subscribers with mixed preferences (a million in seconds); with
-    ``weights``, each with one of WEIGHTS as their relevance weight (else the default)."""
+    ``weights``, each with one of WEIGHTS as their relevance weight (else the default);
+    with ``fields``, each following 0-2 of those arXiv categories (else none)."""
     stamp = (now or dt.datetime.now(dt.UTC)).isoformat()
     columns = SUBSCRIBER_COLUMNS + (", relevance_weight" if weights else "")
+    columns += ", arxiv_categories" if fields else ""
     rows: Iterable[tuple[object, ...]] = subscriber_rows(count, seed=seed, now=stamp)
     if weights:
         rows = (
             (*row, weight)
             for row, weight in zip(rows, relevance_weights(count, seed=seed), strict=True)
         )
+    if fields:
+        follows = reader_categories(count, seed=seed, fields=fields)
+        rows = ((*row, chosen) for row, chosen in zip(rows, follows, strict=True))
     with psycopg.connect(_libpq_url(db_url)) as conn, conn.cursor() as cur:
         with cur.copy(f"COPY subscribers ({columns}) FROM STDIN") as copy:
             for row in rows:
@@ -290,6 +307,7 @@ class Prepared:
     edition_id: int
     pool: int  # the edition's papers: every reader's picks come from these
     feedback_marks: int  # feedback rows seeded (0 without histories)
+    arxiv_papers: int = 0  # of the pool, new on arXiv (--arxiv-pool)
 
 
 def prepare(
@@ -339,10 +357,17 @@ def describe(w: Wiring, papers: FetchResult) -> None:
 
 
 def prepare_run(
-    settings: Settings, *, subscribers: int, seed: int, feedback_histories: bool = False
+    settings: Settings,
+    *,
+    subscribers: int,
+    seed: int,
+    feedback_histories: bool = False,
+    arxiv_pool: ArxivPool | None = None,
 ) -> Prepared:
     """Schema, the sample edition (every paper of its window: the Settings' edition size),
-    N subscribers and, with ``feedback_histories``, their marks and blend weights."""
+    N subscribers and, with ``feedback_histories``, their marks and blend weights; with
+    ``arxiv_pool``, that many of a corpus's papers new on arXiv in the edition's window,
+    and readers who follow arXiv categories."""
     w = Wiring(settings)
     url = settings.effective_database_url
     try:
@@ -350,6 +375,13 @@ def prepare_run(
         sample = load_sample()
         ingest_stages.store_papers(w, result=sample, source="bundled sample")
         describe(w, sample)
+        fields: tuple[str, ...] = ()
+        if arxiv_pool is not None:
+            # Announced at the start of the sample's day: inside the edition's window.
+            taken = {p.id for p in [*sample.papers, *earlier_papers(sample).papers]}
+            arxiv = arxiv_papers(arxiv_pool, published_at=SAMPLE_MIDNIGHT, exclude=taken)
+            ingest_stages.store_papers(w, result=arxiv, source="bench: new on arXiv")
+            fields = followed_fields(arxiv.papers)
         now = dt.datetime.now(dt.UTC)
         marks = 0
         if feedback_histories:
@@ -361,11 +393,13 @@ def prepare_run(
             describe(w, earlier)
             # Readers who joined before the history that follows.
             joined = now - dt.timedelta(days=HISTORY_DAYS + 1)
-            seed_subscribers(url, count=subscribers, seed=seed, weights=True, now=joined)
+            seed_subscribers(
+                url, count=subscribers, seed=seed, weights=True, now=joined, fields=fields
+            )
             papers = [paper.id for paper in earlier.papers]
             marks = seed_feedback(url, papers=papers, seed=seed, until=now)
         else:
-            seed_subscribers(url, count=subscribers, seed=seed)
+            seed_subscribers(url, count=subscribers, seed=seed, fields=fields)
         summary = stages.build_edition(
             w, day=SAMPLE_DAY + dt.timedelta(days=1), kind=EditionKind.DAILY, rank_hour=RANK_HOUR
         )
@@ -373,7 +407,12 @@ def prepare_run(
         w.engine.dispose()
         w.redis.close()
     assert summary.edition_id is not None
-    return Prepared(edition_id=summary.edition_id, pool=summary.papers, feedback_marks=marks)
+    return Prepared(
+        edition_id=summary.edition_id,
+        pool=summary.papers,
+        feedback_marks=marks,
+        arxiv_papers=0 if arxiv_pool is None else arxiv_pool.papers,
+    )
 
 
 def flush_redis(url: str) -> None:

@@ -17,6 +17,19 @@ docs/relevance.md for the method and the results.
 
 from __future__ import annotations
 
-from papermail_dev.evaluate.replay import EvalConfig, evaluate
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from papermail_dev.evaluate.replay import EvalConfig, evaluate
 
 __all__ = ["EvalConfig", "evaluate"]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use: the replay loads scikit-learn, and the bench reads a corpus
+    # (corpus.py) in the process whose import of the relevance model it times.
+    if name in __all__:
+        from papermail_dev.evaluate import replay
+
+        return getattr(replay, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
