@@ -13,8 +13,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from papermail.pipeline import choosing, relevance
 from papermail.pipeline.blending import Trending
+from papermail.pipeline.choosing import EMPTY_ROWS, Rows
 from papermail.pipeline.pieces import Pick
 from papermail.pipeline.relevance import Pool, ReaderProfile, Scorer
 from papermail.pipeline.text import counted
@@ -69,7 +72,7 @@ class EditionPicker:
         self.trending = Trending.of([p.trending for p in self.papers])
         self._arxiv_only = [i for i, p in enumerate(self.papers) if p.arxiv_only]
         self._follows: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[int, str]] = {}
-        self._outside: dict[tuple[str, ...], list[int]] = {}  # by followed categories
+        self._outside: dict[tuple[str, ...], Rows] = {}  # by followed categories
         self._arxiv_lines: dict[tuple[int, tuple[str, ...]], str] = {}
 
     def pick(
@@ -108,6 +111,7 @@ class EditionPicker:
                 k=ask.k,
                 followed=self._followed(ask.reader),
                 blocked=self._blocked(ask),
+                excluded=self._outside_of(ask.categories),
             )
             for ask in asks
         ]
@@ -144,21 +148,25 @@ class EditionPicker:
         return found
 
     def _blocked(self, ask: Ask) -> list[int]:
-        """Muted, marked, already sent, and new-on-arXiv outside the reader's categories."""
+        """Muted, marked and already sent: this reader's own."""
         rows = list(self.pool.blocked(ask.reader)) if _mutes_or_marks(ask.reader) else []
         rows += [r for pid in ask.seen if (r := self.pool.row(pid)) is not None]
-        if self._arxiv_only:
-            if (outside := self._outside.get(ask.categories)) is None:
-                if len(self._outside) >= CACHE_LIMIT:
-                    self._outside.clear()
-                wanted = set(ask.categories)
-                outside = self._outside[ask.categories] = [
-                    row
-                    for row in self._arxiv_only
-                    if not wanted.intersection(self.papers[row].categories)
-                ]
-            rows += outside
         return rows
+
+    def _outside_of(self, categories: tuple[str, ...]) -> Rows:
+        """Papers new on arXiv in none of ``categories``: one array for every reader who
+        follows the same ones."""
+        if not self._arxiv_only:
+            return EMPTY_ROWS
+        if (outside := self._outside.get(categories)) is None:
+            if len(self._outside) >= CACHE_LIMIT:
+                self._outside.clear()
+            wanted = set(categories)
+            outside = self._outside[categories] = np.array(
+                [r for r in self._arxiv_only if not wanted.intersection(self.papers[r].categories)],
+                dtype=np.intp,
+            )
+        return outside
 
     def _with_votes(self, row: int, line: str) -> str:
         """A trending pick's why-line with its votes ("#3 trending · 38 upvotes")."""

@@ -121,6 +121,26 @@ def test_bounded_caches_and_split_batches_choose_the_same(
     assert len(tight.scorer._rated.index) <= 10  # type: ignore[attr-defined]
 
 
+def test_rows_many_readers_share_are_blocked_as_each_readers_own_are(
+    world: tuple[list[PoolPaper], list[Ask]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New-on-arXiv papers outside a reader's categories go in as one array per set of
+    categories (Reader.excluded); the picks are those of listing them in every reader's
+    own blocked rows."""
+    pool, asks = world
+    shared = EditionPicker(pool).pick_many(asks)
+    own = EditionPicker(pool)
+    outside, blocked = own._outside_of, own._blocked
+    monkeypatch.setattr(
+        own, "_blocked", lambda ask: [*blocked(ask), *outside(ask.categories).tolist()]
+    )
+    monkeypatch.setattr(own, "_outside_of", lambda categories: choosing.EMPTY_ROWS)
+
+    assert own.pick_many(asks) == shared
+    arxiv_only = {p.paper.paper_id for p in pool if p.arxiv_only}
+    assert arxiv_only & {pid for picks in shared for pid, _why in picks}  # some got one
+
+
 def test_rows_scale_as_top_scaled_does_for_each_row() -> None:
     rng = np.random.default_rng(2)
     values = rng.normal(size=(50, 17))
