@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from papermail import stages
-from papermail.clock import utcnow
 from papermail.models import Delivery, Edition, Paper, Subscriber, Variant
 from papermail.wiring import Wiring
 from papermail_dev.bench.arxiv_pool import ArxivPool
-from papermail_dev.bench.run import CountingDispatcher
 from papermail_dev.bench.scratch import bench_settings, prepare_run, scratch_database
+from tests.support.bench import plan_everyone
 from tests.support.corpus import write_corpus
 from tests.support.services import PG_ADMIN_URL
 
@@ -33,13 +31,7 @@ def test_an_arxiv_pool_reaches_the_readers_who_follow_its_fields(
         prepared = prepare_run(settings, subscribers=200, seed=1, arxiv_pool=ArxivPool(corpus, 120))
         w = Wiring(settings)
         try:
-            stages.plan(
-                w,
-                dispatcher=CountingDispatcher(),
-                now=utcnow(),
-                due_only=False,
-                edition_ids=[prepared.edition_id],
-            )
+            plan_everyone(w, prepared.edition_id)
             with w.sessions() as session:
                 edition = session.get(Edition, prepared.edition_id)
                 assert edition is not None

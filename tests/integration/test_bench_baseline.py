@@ -11,13 +11,11 @@ import email
 
 import pytest
 
-from papermail import stages
-from papermail.clock import utcnow
 from papermail.wiring import Wiring
 from papermail_dev.bench.baseline import raw_baseline, sample_messages
-from papermail_dev.bench.run import CountingDispatcher
 from papermail_dev.bench.scratch import bench_settings, prepare_run, scratch_database
 from papermail_dev.bench.sink_process import SinkProcess
+from tests.support.bench import plan_everyone
 from tests.support.services import PG_ADMIN_URL
 
 pytestmark = pytest.mark.integration
@@ -33,13 +31,7 @@ def test_the_baseline_cycles_through_real_digests_spread_over_the_edition(
         prepared = prepare_run(settings, subscribers=60, seed=0, feedback_histories=True)
         w = Wiring(settings)
         try:
-            stages.plan(
-                w,
-                dispatcher=CountingDispatcher(),
-                now=utcnow(),
-                due_only=False,
-                edition_ids=[prepared.edition_id],
-            )
+            plan_everyone(w, prepared.edition_id)
         finally:
             w.engine.dispose()
             w.redis.close()

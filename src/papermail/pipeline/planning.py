@@ -45,6 +45,16 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[list[int]], None]
 
+# Distinct sets of stated preferences whose decoding (and, for readers without feedback or
+# history, whose variant key) a planning run remembers. An entry holds its row's values:
+# ~0.5 KB decoded, ~0.65 KB with a key. Readers type their topics, so a million of them
+# can state hundreds of thousands of distinct sets: unbounded, these held 22 MB of a
+# million bench readers' 41,000 sets (arXiv categories, topics, sizes, weights) and would
+# grow with every reader who types something new. Past the bound a memo starts over:
+# a miss costs a decode (~2 us) or, for a key, the reader's picking.
+PREFERENCES_REMEMBERED = 8_192
+KEYS_REMEMBERED = 16_384
+
 
 @dataclass
 class PlanReport:
@@ -151,6 +161,8 @@ class _Planner:
         for (ask, row), picks in zip(to_pick.items(), picked, strict=True):
             found[ask] = self.key_for(_format(row.format), picks)
             if isinstance(ask, tuple):
+                if len(self._keys) >= KEYS_REMEMBERED:
+                    self._keys.clear()
                 self._keys[ask] = found[ask]
         for at, ask in waiting:
             keys[at] = found[ask]
@@ -179,7 +191,7 @@ class _Planner:
         """A row's stated preferences, decoded once per distinct set of column values."""
         raw = row.preferences
         if (found := self._readers.get(raw)) is None:
-            if len(self._readers) >= 65_536:  # free-typed values: bound what is kept
+            if len(self._readers) >= PREFERENCES_REMEMBERED:
                 self._readers.clear()
             reader = ReaderProfile(
                 topics=_terms(row.topics),

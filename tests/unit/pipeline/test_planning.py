@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from papermail.models import (
@@ -27,6 +27,7 @@ from papermail.models import (
     SubscriberStatus,
     Variant,
 )
+from papermail.pipeline import planning
 from papermail.pipeline.due_readers import PREFERENCES_FROM, READER_COLUMNS, ReaderRow
 from papermail.pipeline.editions import build_edition
 from papermail.pipeline.ingest import ingest_papers
@@ -377,6 +378,44 @@ def test_variant_keys_are_stable_across_planning_runs(session: Session, edition:
     plan(session, edition)
     keys = keys_by_email(session)
     assert keys["first@example.org"] == keys["second@example.org"]
+
+
+def test_bounded_preference_memos_start_over_and_plan_the_same(
+    session: Session, edition: Edition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its bound a memo of decoded preferences (and of shared readers' keys) starts
+    over: readers typing ever new topics cannot grow a planner's memory, and every reader
+    still gets the key of their own selection."""
+    typed = [["video"], ["robotics", "agents"], [], ["diffusion"], ["code"], ["speech"]]
+    for n in range(36):
+        subscriber(
+            session,
+            f"r{n}@example.org",
+            topics=typed[n % len(typed)],
+            max_papers=(5, 10)[(n // 6) % 2],
+            format=MailFormat.TEXT if n % 3 == 0 else MailFormat.HTML,
+        )
+    plan(session, edition)
+    unbounded = keys_by_email(session)
+    session.execute(delete(Delivery))
+    session.commit()
+    monkeypatch.setattr(planning, "PREFERENCES_REMEMBERED", 2)
+    monkeypatch.setattr(planning, "KEYS_REMEMBERED", 3)
+    sizes: list[int] = []
+    pick_for = planning._Planner.keys_for_rows
+
+    def watched(self: Any, rows: Any, history: Any) -> list[str]:
+        keys = pick_for(self, rows, history)
+        sizes.append(max(len(self._readers), len(self._keys)))
+        return keys
+
+    monkeypatch.setattr(planning._Planner, "keys_for_rows", watched)
+
+    plan(session, edition, chunk_size=4)
+
+    assert keys_by_email(session) == unbounded
+    assert len(set(unbounded.values())) == 12  # readers who state the same share a key
+    assert sizes and max(sizes) <= 3
 
 
 # --- due-only: local send hours -----------------------------------------------------------
