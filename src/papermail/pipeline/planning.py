@@ -47,11 +47,11 @@ Publish = Callable[[list[int]], None]
 
 # Distinct sets of stated preferences whose decoding (and, for readers without feedback or
 # history, whose variant key) a planning run remembers. An entry holds its row's values:
-# ~0.5 KB decoded, ~0.65 KB with a key. Readers type their topics, so a million of them
-# can state hundreds of thousands of distinct sets: unbounded, these held 22 MB of a
-# million bench readers' 41,000 sets (arXiv categories, topics, sizes, weights) and would
-# grow with every reader who types something new. Past the bound a memo starts over:
-# a miss costs a decode (~2 us) or, for a key, the reader's picking.
+# ~0.5 KB or more. Readers type their topics, so a million of them can state hundreds of
+# thousands of distinct sets: a million bench readers state ~41,700 (topics, sizes,
+# formats, arXiv categories, weights), and with these unbounded their planning peaked
+# 46 MB higher. Past the bound a memo starts over: a miss costs a decode (~3 us) or, for
+# a key, the reader's picking.
 PREFERENCES_REMEMBERED = 8_192
 KEYS_REMEMBERED = 16_384
 
