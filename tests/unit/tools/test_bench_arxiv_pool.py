@@ -69,7 +69,7 @@ def test_a_corpus_too_small_for_the_pool_asked_is_an_error_not_a_smaller_pool(
             json.dumps(
                 {"id": "not an id", "title": "T", "primary": "cs.RO", "listed": "2025-01-06"}
             ),
-            "'not an id'",
+            "paper 'not an id' is not one arXiv lists: id: not an arXiv id: 'not an id'$",
         ),
         ('{"title": "no id"}', "broken.jsonl:1"),
         ("not json", "broken.jsonl:1"),
@@ -118,3 +118,21 @@ def test_arxiv_papers_without_a_pool_is_a_usage_error() -> None:
 
     assert result.exit_code == 2
     assert "--arxiv-papers says how many of --arxiv-pool's papers: give both" in result.output
+
+
+def test_a_pool_the_corpus_cannot_give_is_one_line_of_error(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def seeding(*_args: object, **_kwargs: object) -> None:
+        raise ArxivPoolError(f"{corpus} has 482 papers to add, fewer than the 5000 asked")
+
+    monkeypatch.setattr("papermail_dev.bench.run_plan_only", seeding)
+
+    result = CliRunner().invoke(
+        main, ["bench", "--plan-only", "--arxiv-pool", str(corpus), "--arxiv-papers", "5000"]
+    )
+
+    assert result.exit_code == 1
+    assert "error:" in result.output
+    assert "fewer than the 5000 asked" in result.output
+    assert "Traceback" not in result.output

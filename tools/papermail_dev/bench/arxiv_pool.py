@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from papermail.sources.arxiv_entries import ArxivPaperIn
-from papermail.sources.base import FetchResult, PaperIn
+from papermail.sources.base import FetchResult, PaperIn, rejection_reason
 from papermail_dev.evaluate.corpus import CorpusError, CorpusPaper, load
 
 FOLLOWED_FIELDS = 6  # readers follow some of the pool's six biggest primary categories
@@ -65,20 +65,20 @@ def arxiv_papers(
             papers.append(_as_ingested(paper, published_at))
         except ValidationError as exc:
             raise ArxivPoolError(
-                f"{pool.corpus}: paper {paper.id!r} is not one arXiv lists: {exc}"
+                f"{pool.corpus}: paper {paper.id!r} is not one arXiv lists: {rejection_reason(exc)}"
             ) from exc
     return FetchResult(papers=papers, rejected=[], pages=1)
 
 
 def _as_ingested(paper: CorpusPaper, published_at: dt.datetime) -> ArxivPaperIn:
-    rest = [c for c in paper.categories if c != paper.primary]
+    seen = paper.paper  # what arXiv publishes: the primary category first
     return ArxivPaperIn(
-        id=paper.id,
-        title=paper.title,
-        summary=paper.abstract,
-        authors=list(paper.authors),
+        id=seen.paper_id,
+        title=seen.title,
+        summary=seen.abstract,
+        authors=list(seen.authors),
         published_at=published_at,
-        categories=[paper.primary, *rest],
+        categories=list(seen.categories),
     )
 
 
