@@ -162,7 +162,6 @@ def bench(
         _report(report_lines(result), result.as_json(), json_out)
         if result.delivered != subscribers or result.duplicates:
             raise click.ClickException("not every subscriber got exactly one message")
-
     except ArxivPoolError as exc:
         raise Fail(str(exc)) from exc
 

@@ -375,10 +375,11 @@ def prepare_run(
         sample = load_sample()
         ingest_stages.store_papers(w, result=sample, source="bundled sample")
         describe(w, sample)
+        earlier = earlier_papers(sample)
         fields: tuple[str, ...] = ()
         if arxiv_pool is not None:
             # Announced at the start of the sample's day: inside the edition's window.
-            taken = {p.id for p in [*sample.papers, *earlier_papers(sample).papers]}
+            taken = {p.id for p in [*sample.papers, *earlier.papers]}
             arxiv = arxiv_papers(arxiv_pool, published_at=SAMPLE_MIDNIGHT, exclude=taken)
             ingest_stages.store_papers(w, result=arxiv, source="bench: new on arXiv")
             fields = followed_fields(arxiv.papers)
@@ -388,7 +389,6 @@ def prepare_run(
             # Readers mark papers earlier emails sent them: never the edition's own (a
             # marked paper is never picked again). So the marks are on earlier papers,
             # the sample's texts under other ids, two weeks before the edition's window.
-            earlier = earlier_papers(sample)
             ingest_stages.store_papers(w, result=earlier, source="bench: earlier papers")
             describe(w, earlier)
             # Readers who joined before the history that follows.
