@@ -27,14 +27,19 @@ Vectorize = Callable[[Paper], tuple[sparse.csr_matrix, Vector]]
 
 class TopicBatch:
     """A batch's topics: each distinct one's similarity row once, each reader's rows into
-    them, and each reader's best-topic row (the cold-start score)."""
+    them, and each reader's best-topic row (the cold-start score).
+
+    ``topic_sims`` gives the rows of many topics at once: (topics, pool).
+    """
 
     def __init__(
-        self, n: int, topic_sims: Callable[[str], Vector], topics: Sequence[tuple[str, ...]]
+        self,
+        n: int,
+        topic_sims: Callable[[Sequence[str]], Vector],
+        topics: Sequence[tuple[str, ...]],
     ) -> None:
         at: dict[str, int] = {}
         names: list[str] = []
-        sims: list[Vector] = []
         groups: dict[tuple[str, ...], int] = {}
         group_rows: list[NDArray[np.intp]] = []
         self.rows: list[NDArray[np.intp]] = []
@@ -43,18 +48,17 @@ class TopicBatch:
             if (group := groups.get(typed)) is None:
                 rows = []
                 for name in _distinct(typed):
-                    key = " ".join(name.casefold().split())
+                    key = topic_key(name)
                     if (row := at.get(key)) is None:
                         row = at[key] = len(names)
                         names.append(name)
-                        sims.append(topic_sims(name))
                     rows.append(row)
                 group = groups[typed] = len(group_rows)
                 group_rows.append(np.array(rows, dtype=np.intp) if rows else EMPTY_ROWS)
             which[i] = group
             self.rows.append(group_rows[group])
         self.names = names
-        self.matrix: Vector = np.vstack(sims) if sims else np.zeros((0, n))
+        self.matrix: Vector = topic_sims(names) if names else np.zeros((0, n))
         best = [self.matrix[rows].max(axis=0) if rows.size else np.zeros(n) for rows in group_rows]
         self.best: Vector = np.vstack(best)[which] if best else np.zeros((0, n))
 
@@ -144,6 +148,11 @@ class RatedPapers:
         length = np.sqrt(np.maximum(squares, 0.0))
         scale = np.where(length > 0, length, 1.0)
         return total / scale[:, None]
+
+
+def topic_key(topic: str) -> str:
+    """Topics that differ only in case and spacing are one topic."""
+    return " ".join(topic.casefold().split())
 
 
 def _distinct(terms: Iterable[str]) -> tuple[str, ...]:

@@ -311,7 +311,10 @@ def _format(raw: str) -> str:
     return MailFormat(raw).value  # ValueError for a value no form can store
 
 
-@functools.lru_cache(maxsize=65_536)  # a million rows hold a few thousand distinct values
+# Decoded once per preference set the memo above misses (so bounded like it): readers type
+# their topics, and at 65,536 values typed ones held 30 MB (docs/performance.md,
+# "Sixteenth day"); decoding a value again costs a microsecond or two.
+@functools.lru_cache(maxsize=PREFERENCES_REMEMBERED)
 def _terms(raw: str | None) -> tuple[str, ...]:
     value = json.loads(raw) if raw else []
     return tuple(str(v) for v in value) if isinstance(value, list) else ()

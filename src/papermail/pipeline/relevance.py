@@ -45,6 +45,9 @@ SVM_C = 0.05  # a handful of examples, 10^5 features: a strongly regularised mod
 DISLIKE_WEIGHT = 3.0  # an explicit "Less like this" outweighs an unlabeled negative
 # The profile method: weights of the best topic, the liked centroid, the disliked one.
 ROCCHIO = (1.0, 1.0, 0.5)
+# Organisation names a pool remembers the matches of; readers type them, so start over
+# when full (most are asked again and again: "Meta AI", "Google DeepMind").
+ORG_TERMS_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +224,8 @@ class Pool:
                     if pattern.search(org)
                     for row in rows
                 }
+                if len(self._org_terms) >= ORG_TERMS_REMEMBERED:
+                    self._org_terms.clear()
                 self._org_terms[key] = matches
             for row, org in matches.items():
                 found.setdefault(row, org)

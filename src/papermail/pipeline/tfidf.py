@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from papermail.pipeline.batch_scoring import RatedPapers, TopicBatch
+from papermail.pipeline.batch_scoring import RatedPapers, TopicBatch, topic_key
 from papermail.pipeline.category_features import CategoryBlock, combined
 from papermail.pipeline.choosing import EMPTY_ROWS, Relevances
 from papermail.pipeline.relevance import (
@@ -30,11 +30,25 @@ from papermail.pipeline.relevance import (
     Vector,
 )
 
+# Typed topics a planning run remembers, bounded by their similarity rows' cells (2^21 cells
+# is 16 MB: 2,097 topics over a 1,000-paper pool) and by count (each keeps its key too).
+# Readers type their topics, so a list states thousands of distinct ones; unbounded, the
+# memo grew with every new one (docs/performance.md, "Sixteenth day").
+TOPIC_CELLS = 1 << 21
+TOPICS_REMEMBERED = 16_384
+TOPICS_AT_ONCE = 128  # new topics vectorized in one go: as fast a topic as 512, a third the memory
+
 
 @dataclass(frozen=True, slots=True)
-class _Topic:
-    vector: sparse.csr_matrix  # the pseudo-document, L2-normalised (1, features)
-    sims: Vector  # the pool's similarity to it
+class _Expansion:
+    """Typed topics' own words, and the pool papers that stand for each topic too."""
+
+    query: sparse.csr_matrix  # (topics, features): the typed words, L2-normalised
+    own: Vector  # (topics, pool): the pool's similarity to the typed words
+    best: NDArray[np.intp]  # (topics, EXPANSION_DOCS): the pool rows most like them...
+    chosen: NDArray[np.bool_]  # ...those of them with any likeness at all
+    picks: sparse.csr_matrix  # (topics, pool): 1 at each chosen row
+    expanded: NDArray[np.bool_]  # (topics,): any row chosen
 
 
 class TfidfScorer:
@@ -61,10 +75,12 @@ class TfidfScorer:
         self.seed = seed
         self._vectorizer: TfidfVectorizer | None = None
         self._matrix: sparse.csr_matrix | None = None
+        self._transposed: sparse.csr_matrix | None = None  # (features, pool), for _sims
         self._categories = CategoryBlock([])
         self._rows: dict[str, int] = {}
         self._negative_rows: NDArray[np.intp] = np.empty(0, dtype=np.intp)
-        self._topics: dict[str, _Topic] = {}
+        self._topic_sims: dict[str, Vector] = {}  # by normalised topic: its row over the pool
+        self._topic_vectors: dict[str, sparse.csr_matrix] = {}  # the SVM's positives
         self._rated = RatedPapers(0)
 
     def fit(self, papers: Sequence[Paper]) -> None:
@@ -79,16 +95,18 @@ class TfidfScorer:
         try:
             words = self._vectorizer.fit_transform([p.text for p in papers]).tocsr()
         except ValueError:  # no pool, or not one word that is not a stop word
-            self._matrix = None
+            self._matrix = self._transposed = None
         else:
             self._matrix = combined(words, self._categories.rows([p.categories for p in papers]))
+            self._transposed = self._matrix.T.tocsr()
         self._rows = {p.paper_id: i for i, p in enumerate(papers)}
         # The same unlabeled sample for every reader: deterministic, and its rows are
         # sliced once instead of once per reader.
         rng = np.random.default_rng(self.seed)
         n = len(papers)
         self._negative_rows = np.sort(rng.permutation(n)[: min(self.negatives, n)])
-        self._topics = {}
+        self._topic_sims = {}
+        self._topic_vectors = {}
         self._rated = RatedPapers(n)
 
     @property
@@ -107,35 +125,90 @@ class TfidfScorer:
 
     # -- what readers share, cached per pool --------------------------------------------------
 
-    def _transform(self, text: str) -> sparse.csr_matrix:
-        """Typed words (a topic): words only, no category."""
-        return self.encode([Paper(paper_id="", title="", abstract=text)])
-
     def _sims(self, vector: sparse.csr_matrix) -> Vector:
+        """The pool's similarity to each row of ``vector``: (rows, pool). Against the
+        pool's transpose, kept from the fit: the same products summed in the same order
+        as ``matrix @ vector.T``, without transposing ``vector`` (a third of a topic's
+        cost when many topics go at once)."""
+        assert self._transposed is not None
+        return np.asarray((vector @ self._transposed).toarray())
+
+    def _expand(self, keys: Sequence[str]) -> _Expansion:
+        """Pseudo-relevance feedback, for many typed topics (normalised keys) at once: the
+        EXPANSION_DOCS pool papers most like a topic's bare words stand for it too, which
+        brings in their vocabulary (a reader types "robotics"; papers say "robot",
+        "manipulation", "grasp"). One transform for the lot: a topic alone cost ~5 ms,
+        mostly the vectorizer's overhead a call, and readers type thousands of topics."""
         assert self._matrix is not None
-        return np.asarray((self._matrix @ vector.T).toarray()).ravel()
+        query = self.encode([Paper(paper_id="", title="", abstract=k) for k in keys])
+        own = self._sims(query)
+        best = np.argsort(-own, axis=1, kind="stable")[:, :EXPANSION_DOCS]
+        chosen = np.take_along_axis(own, best, axis=1) > 0
+        counts = chosen.sum(axis=1)
+        picks = sparse.csr_matrix(
+            (np.ones(int(counts.sum())), best[chosen], np.r_[0, np.cumsum(counts)]),
+            shape=(len(keys), self._matrix.shape[0]),
+        )
+        return _Expansion(query, own, best, chosen, picks, expanded=counts > 0)
 
-    def _topic(self, topic: str) -> _Topic:
-        key = " ".join(topic.casefold().split())
-        if (cached := self._topics.get(key)) is None:
-            assert self._matrix is not None
-            query = self._transform(key)
-            own = self._sims(query)
-            # Pseudo-relevance feedback: the pool papers most like the bare words stand
-            # for the topic too, which brings in their vocabulary (a reader types
-            # "robotics"; papers say "robot", "manipulation", "grasp").
-            best = np.argsort(-own, kind="stable")[:EXPANSION_DOCS]
-            best = best[own[best] > 0]
-            vector = query
-            if best.size:
-                centroid = sparse.csr_matrix(self._matrix[best].mean(axis=0))
-                vector = _normalised(query + EXPANSION_WEIGHT * _normalised(centroid))
-            cached = _Topic(vector=vector, sims=self._sims(vector))
-            self._topics[key] = cached
-        return cached
+    def _topics_sims(self, keys: Sequence[str]) -> Vector:
+        """The pool's similarity to typed topics' pseudo-documents: (topics, pool).
 
-    def _topic_sims(self, topic: str) -> Vector:
-        return self._topic(topic).sims
+        A topic's pseudo-document is v = (q + w·s/|s|) / |q + w·s/|s||: its words q, and
+        s, the sum of its expansion papers' rows, at weight w. Its similarity row M·v
+        follows from M·q and M·s by linearity, and both lengths from the same rows
+        (|s|² is the sum of M·s over the expansion papers, q·s that of M·q), so v itself
+        is never built: the sparse arithmetic of building it was most of a topic's cost.
+        """
+        assert self._matrix is not None
+        e = self._expand(keys)
+        dots = self._sims(e.picks @ self._matrix)  # M·s
+        s_length = np.sqrt(_over_chosen(dots, e))
+        expanded = e.expanded & (s_length > 0)
+        sims = e.own.copy()  # a topic nothing in the pool shares a word with: its words alone
+        if expanded.any():
+            w, length = EXPANSION_WEIGHT, s_length[expanded]
+            q_s = _over_chosen(e.own, e)[expanded]
+            q_q = _row_norms(e.query)[expanded] ** 2
+            v_length = np.sqrt(q_q + 2 * w * q_s / length + w * w)
+            sims[expanded] = (e.own[expanded] + w * dots[expanded] / length[:, None]) / v_length[
+                :, None
+            ]
+        return sims
+
+    def _topic_rows(self, names: Sequence[str]) -> Vector:
+        """The pool's similarity to each typed topic: (topics, pool), remembered per run
+        within TOPIC_CELLS (and TOPICS_REMEMBERED), starting over when full."""
+        keys = [topic_key(name) for name in names]
+        found = {k: row for k in keys if (row := self._topic_sims.get(k)) is not None}
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        for start in range(0, len(missing), TOPICS_AT_ONCE):
+            chunk = missing[start : start + TOPICS_AT_ONCE]
+            for key, row in zip(chunk, self._topics_sims(chunk), strict=True):
+                if len(self._topic_sims) >= self._topics_limit:
+                    self._topic_sims.clear()
+                # A copy: a row of the chunk's matrix would keep the whole matrix alive.
+                found[key] = self._topic_sims[key] = row.copy()
+        return np.vstack([found[k] for k in keys]) if keys else np.zeros((0, len(self._rows)))
+
+    @property
+    def _topics_limit(self) -> int:
+        return max(1, min(TOPICS_REMEMBERED, TOPIC_CELLS // max(1, len(self._rows))))
+
+    def _topic_vector(self, name: str) -> sparse.csr_matrix:
+        """A typed topic's pseudo-document (the SVM trains on it as a positive)."""
+        assert self._matrix is not None
+        key = topic_key(name)
+        if (vector := self._topic_vectors.get(key)) is None:
+            e = self._expand([key])
+            vector = e.query
+            if e.expanded[0]:
+                centroid = _normalised_rows(e.picks @ self._matrix)
+                vector = _normalised_rows(e.query + EXPANSION_WEIGHT * centroid)
+            if len(self._topic_vectors) >= self._topics_limit:
+                self._topic_vectors.clear()
+            self._topic_vectors[key] = vector
+        return vector
 
     def _vectorize(self, paper: Paper) -> tuple[sparse.csr_matrix, Vector]:
         """A marked paper's vector and the pool's similarity to it (it may predate the
@@ -143,7 +216,7 @@ class TfidfScorer:
         assert self._matrix is not None
         row = self._rows.get(paper.paper_id)
         vector = self._matrix[row] if row is not None else self.encode([paper])
-        return vector, self._sims(vector)
+        return vector, self._sims(vector)[0]
 
     # -- readers ----------------------------------------------------------------------------
 
@@ -184,7 +257,7 @@ class TfidfScorer:
             self._rated.clear()
         liked_rows = [self._rated_rows(ps) for ps in liked]
         disliked_rows = [self._rated_rows(ps) for ps in disliked]
-        topics = TopicBatch(n, self._topic_sims, [r.topics for r in readers])
+        topics = TopicBatch(n, self._topic_rows, [r.topics for r in readers])
         scores = topics.best.copy()  # (readers, pool): cold start, and the profile's first term
         with_feedback = [i for i, r in enumerate(readers) if r.has_feedback]
         if with_feedback and self.method == "profile":
@@ -194,8 +267,8 @@ class TfidfScorer:
             profile -= c * self._rated.centroid_sims([disliked_rows[i] for i in with_feedback])
             scores[with_feedback] = profile
         for i in with_feedback if self.method == "svm" else ():
-            topic_info = [self._topic(t) for t in topics.names_of(i)]
-            scores[i] = self._svm(topic_info, liked[i], disliked[i])
+            typed = [self._topic_vector(t) for t in topics.names_of(i)]
+            scores[i] = self._svm(typed, liked[i], disliked[i])
         return Relevances(
             scores=scores,
             topic_matrix=topics.matrix,
@@ -216,7 +289,10 @@ class TfidfScorer:
         return np.array(rows, dtype=np.intp)
 
     def _svm(
-        self, topic_info: Sequence[_Topic], liked: Sequence[Paper], disliked: Sequence[Paper]
+        self,
+        topics: Sequence[sparse.csr_matrix],
+        liked: Sequence[Paper],
+        disliked: Sequence[Paper],
     ) -> Vector:
         """arxiv-sanity-lite's model: a linear SVM trained for this reader alone.
 
@@ -227,7 +303,7 @@ class TfidfScorer:
         """
         assert self._matrix is not None
         positives = [self._rated.vector(r) for r in self._rated_rows(liked)]
-        positives += [t.vector for t in topic_info]
+        positives += topics
         b, c = ROCCHIO[1:]
         if not positives:
             # Only dislikes: nothing to move towards, so move away from what was disliked.
@@ -287,9 +363,19 @@ def _joined(first: Relevances, second: Relevances) -> Relevances:
     )
 
 
-def _normalised(vector: sparse.csr_matrix) -> sparse.csr_matrix:
-    norm = float(np.sqrt(vector.multiply(vector).sum()))
-    return (vector / norm).tocsr() if norm > 0 else vector
+def _over_chosen(values: Vector, e: _Expansion) -> Vector:
+    """Each topic's sum of ``values`` (topics, pool) over its expansion papers."""
+    return (np.take_along_axis(values, e.best, axis=1) * e.chosen).sum(axis=1)
+
+
+def _row_norms(matrix: sparse.csr_matrix) -> Vector:
+    return np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+
+
+def _normalised_rows(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    """Each row at length 1; a row of zeros stays zeros."""
+    norms = _row_norms(matrix)
+    return sparse.csr_matrix(sparse.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ matrix)
 
 
 def _distinct_papers(papers: Iterable[Paper]) -> tuple[Paper, ...]:

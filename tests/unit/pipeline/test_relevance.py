@@ -241,6 +241,22 @@ def test_followed_organisations_and_authors_come_first_and_say_so() -> None:
     assert all(field_of(p) == "robotics" for p in picks[2:])
 
 
+def test_typed_organisations_are_remembered_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(4)
+    papers = make_pool(per_field=2)
+    papers[0] = field_paper("security", 950, rng, organization="Cipher Works")
+    pool = Pool(papers)
+    monkeypatch.setattr(relevance, "ORG_TERMS_REMEMBERED", 3)
+    typed = [f"lab {n}" for n in range(10)] + ["cipher works", "CIPHER  works", "works"]
+
+    for term in typed * 2:
+        expected = {0: "Cipher Works"} if "works" in term.casefold() else {}
+        assert pool.by_organizations([term]) == expected
+        assert len(pool._org_terms) <= 3
+
+
 # --- the blend ----------------------------------------------------------------------------
 
 
