@@ -74,6 +74,12 @@ ARXIV_PAPERS = 500
     help=f"With --arxiv-pool: how many of its papers (default {ARXIV_PAPERS}, about two days "
     "of arXiv's busiest fields: a daily edition's window).",
 )
+@click.option(
+    "--typed-topics",
+    type=click.IntRange(min=1),
+    help="Readers type this many distinct topics between them (phrases of the pool's papers, "
+    "0-2 a reader), as a real list's do; by default they pick from twelve.",
+)
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the figures as JSON.")
 def bench(
     subscribers: int,
@@ -88,6 +94,7 @@ def bench(
     send_in_process: bool,
     arxiv_pool: Path | None,
     arxiv_papers: int | None,
+    typed_topics: int | None,
     json_out: Path | None,
 ) -> None:
     """Deliver one edition to N synthetic subscribers on PostgreSQL, Redis, Celery and SMTP.
@@ -107,6 +114,7 @@ def bench(
             ArxivPool,
             ArxivPoolError,
             BenchConfig,
+            TypedTopicsError,
             report_lines,
             run_bench,
             run_plan_only,
@@ -130,6 +138,7 @@ def bench(
         feedback_histories=feedback_histories,
         plan_only=plan_only,
         arxiv_pool=None if arxiv_pool is None else ArxivPool(arxiv_pool, arxiv_papers),
+        typed_topics=typed_topics,
     )
     commit = "async ledger commit" if async_commit else "durable ledger commit"
     if plan_only:
@@ -142,9 +151,12 @@ def bench(
         mode += ", feedback histories"
     if arxiv_pool is not None:
         mode += f", {arxiv_papers:,} papers new on arXiv"
+    if typed_topics is not None:
+        mode += f", {typed_topics:,} typed topics"
     console.rule(f"papermail bench: {subscribers:,} subscribers, {mode}")
-    # A corpus that cannot give the pool asked for is found while seeding, after the
-    # scratch database exists (the run drops it on the way out): one line, no traceback.
+    # A corpus that cannot give the pool asked for (or papers the topics) is found while
+    # seeding, after the scratch database exists (the run drops it on the way out): one
+    # line, no traceback.
     try:
         if plan_only:
             planned = run_plan_only(config, log=console.print)
@@ -162,7 +174,7 @@ def bench(
         _report(report_lines(result), result.as_json(), json_out)
         if result.delivered != subscribers or result.duplicates:
             raise click.ClickException("not every subscriber got exactly one message")
-    except ArxivPoolError as exc:
+    except (ArxivPoolError, TypedTopicsError) as exc:
         raise Fail(str(exc)) from exc
 
 

@@ -16,6 +16,7 @@ leaves nothing running or behind however it ends (SIGKILL aside).
     lifecycle.py       what a run started and created, gone on every exit (SIGTERM too)
     scratch.py         the scratch database, its edition, subscribers and their feedback
     arxiv_pool.py      --arxiv-pool: a corpus's papers new on arXiv in the edition's pool
+    typed_topics.py    --typed-topics: readers who type thousands of distinct topics
     celery_workers.py  worker processes, started as in production
     sink_process.py    the SMTP sink in a process of its own
     sampling.py        CPU/RSS sampling and counts in the database
@@ -44,6 +45,7 @@ from papermail_dev.bench.send_path import (
     run_send_in_process,
     send_path_report_lines,
 )
+from papermail_dev.bench.typed_topics import TypedTopicsError
 
 __all__ = [
     "ArxivPool",
@@ -52,6 +54,7 @@ __all__ = [
     "BenchResult",
     "PlanResult",
     "SendPathResult",
+    "TypedTopicsError",
     "prepare",
     "report_lines",
     "run_bench",

@@ -78,6 +78,9 @@ class BenchConfig:
     # A corpus's papers new on arXiv in the edition's pool, and readers who follow arXiv
     # categories: the pool of an operator who ingests arXiv (arxiv_pool.py).
     arxiv_pool: ArxivPool | None = None
+    # Readers who type that many distinct topics between them (typed_topics.py); else the
+    # twelve of scratch.TOPICS.
+    typed_topics: int | None = None
 
 
 @dataclass
@@ -107,6 +110,7 @@ class BenchResult:
     feedback_marks: int = 0  # feedback rows seeded
     pool_papers: int = 0  # the edition's papers every reader's picks come from
     arxiv_papers: int = 0  # of them, new on arXiv (--arxiv-pool)
+    typed_topics: int = 0  # distinct topics the readers typed (--typed-topics)
     # The pipeline worker (its main process and its one pool process): planning's cost.
     planner_cpu_seconds: float = 0.0
     planner_peak_rss_mb: float = 0.0
@@ -147,6 +151,7 @@ class PlanResult:
     feedback_histories: bool = False
     feedback_marks: int = 0
     arxiv_papers: int = 0  # of the pool, new on arXiv (--arxiv-pool)
+    typed_topics: int = 0  # distinct topics the readers typed (--typed-topics)
     seed_seconds: float = 0.0  # schema, papers, subscribers, feedback, edition
     # Importing the relevance model's libraries (scikit-learn, scipy): once a process, at
     # its first plan; not part of planning_seconds.
@@ -185,6 +190,10 @@ def pool_text(papers: int, arxiv: int) -> str:
     return f"{papers:,} papers" + (f" ({arxiv:,} new on arXiv)" if arxiv else "")
 
 
+def topics_text(typed: int) -> str:
+    return f"{typed:,} distinct, typed (0-2 a reader)"
+
+
 def report_lines(result: BenchResult | PlanResult) -> str:
     if isinstance(result, PlanResult):
         return plan_report_lines(result)
@@ -195,6 +204,8 @@ def report_lines(result: BenchResult | PlanResult) -> str:
         out.write(_line("feedback histories", _feedback_text(r.feedback_marks, r.subscribers)))
     if r.pool_papers:  # JSON from older runs lacks it
         out.write(_line("edition pool", pool_text(r.pool_papers, r.arxiv_papers)))
+    if r.typed_topics:
+        out.write(_line("reader topics", topics_text(r.typed_topics)))
     out.write(_line("delivered", f"{r.delivered:,} (duplicates: {r.duplicates})"))
     out.write(_line(PLANNING_LABEL, f"{r.planning_seconds:.1f} s"))
     out.write(_line("plan+deliver", f"{r.total_seconds:.1f} s"))
@@ -244,6 +255,8 @@ def plan_report_lines(r: PlanResult) -> str:
     if r.feedback_histories:
         out.write(_line("feedback histories", _feedback_text(r.feedback_marks, r.subscribers)))
     out.write(_line("edition pool", pool_text(r.pool_papers, r.arxiv_papers)))
+    if r.typed_topics:
+        out.write(_line("reader topics", topics_text(r.typed_topics)))
     out.write(_line("seeding", f"{r.seed_seconds:.1f} s"))
     out.write(_line("relevance model import", f"{r.model_import_seconds:.1f} s (once a process)"))
     out.write(_line(PLANNING_LABEL, f"{r.planning_seconds:.1f} s ({r.wall_seconds:.1f} s wall)"))
@@ -437,6 +450,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None] = print) -> Ben
         feedback_marks=prepared.feedback_marks,
         pool_papers=prepared.pool,
         arxiv_papers=prepared.arxiv_papers,
+        typed_topics=prepared.typed_topics,
         planner_cpu_seconds=planner_cpu,
         planner_peak_rss_mb=planner_rss / 2**20,
         peak_anonymous_mb_per_worker=peak_anonymous / 2**20,
@@ -460,6 +474,7 @@ def seed(
         seed=config.seed,
         feedback_histories=config.feedback_histories,
         arxiv_pool=config.arxiv_pool,
+        typed_topics=config.typed_topics,
     )
     seconds = time.perf_counter() - started
     log(seeded_line(config, prepared, seconds))
@@ -469,7 +484,8 @@ def seed(
 def seeded_line(config: BenchConfig, prepared: Prepared, seconds: float) -> str:
     marks = f" and {prepared.feedback_marks:,} feedback marks" if config.feedback_histories else ""
     pool = f", a pool of {pool_text(prepared.pool, prepared.arxiv_papers)}"
-    return f"seeded {config.subscribers:,} subscribers{marks}{pool} in {seconds:.1f} s"
+    topics = f", {prepared.typed_topics:,} typed topics" if prepared.typed_topics else ""
+    return f"seeded {config.subscribers:,} subscribers{marks}{pool}{topics} in {seconds:.1f} s"
 
 
 @dataclass
@@ -555,6 +571,7 @@ def run_plan_only(config: BenchConfig, *, log: Callable[[str], None] = print) ->
         feedback_histories=config.feedback_histories,
         feedback_marks=prepared.feedback_marks,
         arxiv_papers=prepared.arxiv_papers,
+        typed_topics=prepared.typed_topics,
         seed_seconds=seed_seconds,
         model_import_seconds=model_import_seconds,
         notes=notes,

@@ -31,6 +31,7 @@ from papermail_dev.bench.arxiv_pool import (
     reader_categories,
 )
 from papermail_dev.bench.sink_process import SinkProcess
+from papermail_dev.bench.typed_topics import typed_topics as typed
 
 TOPICS = (
     "diffusion",
@@ -120,18 +121,26 @@ SubscriberRow = tuple[str, str, str, int, str, str, str, str, str, int, str, str
 FeedbackRow = tuple[int, str, str, dt.datetime]
 
 
-def subscriber_rows(count: int, *, seed: int, now: str) -> Iterator[SubscriberRow]:
+def subscriber_rows(
+    count: int, *, seed: int, now: str, topics: Sequence[str] = TOPICS
+) -> Iterator[SubscriberRow]:
     """The COPY rows of ``count`` synthetic subscribers with mixed preferences, in the
-    order (and so the ids) they are inserted; the same seed gives the same rows."""
+    order (and so the ids) they are inserted; the same seed gives the same rows. Each
+    types 0-2 of ``topics``."""
     rng = random.Random(seed)
+    # Typed topics come from a stream of their own: the rest of each reader is the same
+    # whichever topics they type, seed for seed.
+    typing = random.Random(f"{seed}:topics")
     for n in range(count):
-        topics = rng.sample(TOPICS, rng.choice((0, 0, 1, 1, 2)))
+        typed = rng.sample(TOPICS, rng.choice((0, 0, 1, 1, 2)))
+        if topics is not TOPICS:
+            typed = typing.sample(topics, len(typed))
         yield (
             f"reader{n}@bench.example.org",
             "active",
             "daily",
             rng.choice((5, 10, 10, 15)),
-            json.dumps(topics),
+            json.dumps(typed),
             "[]",
             "[]",
             "text" if rng.random() < 0.2 else "html",
@@ -182,14 +191,16 @@ def seed_subscribers(
     weights: bool = False,
     now: dt.datetime | None = None,
     fields: Sequence[str] = (),
+    topics: Sequence[str] = TOPICS,
 ) -> None:
     """COPY synthetic subscribers with mixed preferences (a million in seconds); with
     ``weights``, each with one of WEIGHTS as their relevance weight (else the default);
-    with ``fields``, each following 0-2 of those arXiv categories (else none)."""
+    with ``fields``, each following 0-2 of those arXiv categories (else none); each typing
+    0-2 of ``topics``."""
     stamp = (now or dt.datetime.now(dt.UTC)).isoformat()
     columns = SUBSCRIBER_COLUMNS + (", relevance_weight" if weights else "")
     columns += ", arxiv_categories" if fields else ""
-    rows: Iterable[tuple[object, ...]] = subscriber_rows(count, seed=seed, now=stamp)
+    rows: Iterable[tuple[object, ...]] = subscriber_rows(count, seed=seed, now=stamp, topics=topics)
     if weights:
         rows = (
             (*row, weight)
@@ -308,6 +319,7 @@ class Prepared:
     pool: int  # the edition's papers: every reader's picks come from these
     feedback_marks: int  # feedback rows seeded (0 without histories)
     arxiv_papers: int = 0  # of the pool, new on arXiv (--arxiv-pool)
+    typed_topics: int = 0  # distinct topics readers typed (--typed-topics; else TOPICS)
 
 
 def prepare(
@@ -363,11 +375,13 @@ def prepare_run(
     seed: int,
     feedback_histories: bool = False,
     arxiv_pool: ArxivPool | None = None,
+    typed_topics: int | None = None,
 ) -> Prepared:
     """Schema, the sample edition (every paper of its window: the Settings' edition size),
     N subscribers and, with ``feedback_histories``, their marks and blend weights; with
     ``arxiv_pool``, that many of a corpus's papers new on arXiv in the edition's window,
-    and readers who follow arXiv categories."""
+    and readers who follow arXiv categories; with ``typed_topics``, readers who type that
+    many distinct topics between them (typed_topics.py), else TOPICS."""
     w = Wiring(settings)
     url = settings.effective_database_url
     try:
@@ -376,6 +390,7 @@ def prepare_run(
         ingest_stages.store_papers(w, result=sample, source="bundled sample")
         describe(w, sample)
         earlier = earlier_papers(sample)
+        texts = [f"{p.title} {p.summary}" for p in sample.papers]
         fields: tuple[str, ...] = ()
         if arxiv_pool is not None:
             # Announced at the start of the sample's day: inside the edition's window.
@@ -383,6 +398,8 @@ def prepare_run(
             arxiv = arxiv_papers(arxiv_pool, published_at=SAMPLE_MIDNIGHT, exclude=taken)
             ingest_stages.store_papers(w, result=arxiv, source="bench: new on arXiv")
             fields = followed_fields(arxiv.papers)
+            texts += [f"{p.title} {p.summary}" for p in arxiv.papers]
+        topics = TOPICS if typed_topics is None else typed(texts, typed_topics, seed=seed)
         now = dt.datetime.now(dt.UTC)
         marks = 0
         if feedback_histories:
@@ -394,12 +411,18 @@ def prepare_run(
             # Readers who joined before the history that follows.
             joined = now - dt.timedelta(days=HISTORY_DAYS + 1)
             seed_subscribers(
-                url, count=subscribers, seed=seed, weights=True, now=joined, fields=fields
+                url,
+                count=subscribers,
+                seed=seed,
+                weights=True,
+                now=joined,
+                fields=fields,
+                topics=topics,
             )
             papers = [paper.id for paper in earlier.papers]
             marks = seed_feedback(url, papers=papers, seed=seed, until=now)
         else:
-            seed_subscribers(url, count=subscribers, seed=seed, fields=fields)
+            seed_subscribers(url, count=subscribers, seed=seed, fields=fields, topics=topics)
         summary = stages.build_edition(
             w, day=SAMPLE_DAY + dt.timedelta(days=1), kind=EditionKind.DAILY, rank_hour=RANK_HOUR
         )
@@ -412,6 +435,7 @@ def prepare_run(
         pool=summary.papers,
         feedback_marks=marks,
         arxiv_papers=0 if arxiv_pool is None else arxiv_pool.papers,
+        typed_topics=0 if typed_topics is None else len(topics),
     )
 
 
