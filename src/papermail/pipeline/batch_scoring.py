@@ -16,9 +16,13 @@ from scipy import sparse
 from papermail.pipeline.choosing import EMPTY_ROWS
 from papermail.pipeline.relevance import Paper, Vector
 
-# Marked papers whose similarity rows a planning run keeps: 4,096 × a 1,000-paper pool is
-# 33 MB. Readers mark what earlier emails sent them, a few thousand papers in all.
+# Marked papers whose similarity rows a planning run keeps: at most 4,096, and at most
+# 2^22 cells of rows (32 MB: 4,096 rows over the default 1,000-paper pool, 419 over the
+# largest pool Settings.edition_size allows). Readers mark what earlier emails sent
+# them, a few thousand papers in all.
 RATED_LIMIT = 4_096
+RATED_CELLS = 1 << 22
+RATED_AT_LEAST = 64  # however large the pool: a batch needs its readers' marks at once
 GRAM_LIMIT = 2_048  # marked papers in one batch's Gram matrix (32 MB)
 GATHER_CELLS = 1 << 21  # pairwise dots gathered at once (16 MB)
 
@@ -71,14 +75,15 @@ class RatedPapers:
     vector and its similarity row over the pool, computed once per planning run.
 
     Bounded: at ``limit`` papers it starts over (a batch that needs more is split by the
-    caller), so a run's memory is limit × pool floats however many papers were marked.
+    caller), so a run's memory is limit × pool floats (RATED_CELLS) however many papers
+    were marked.
     Rows are appended, never rewritten: a batch's Relevances keep reading the rows they
     were given even after the registry grows or starts over.
     """
 
-    def __init__(self, pool: int, limit: int = RATED_LIMIT) -> None:
+    def __init__(self, pool: int) -> None:
         self.pool = pool
-        self.limit = limit
+        self.limit = max(RATED_AT_LEAST, min(RATED_LIMIT, RATED_CELLS // max(1, pool)))
         self.clear()
 
     def clear(self) -> None:
