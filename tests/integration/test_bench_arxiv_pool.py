@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from papermail.models import Delivery, Edition, Paper, Subscriber, Variant
+from papermail.models import Edition, Paper, Subscriber
 from papermail.wiring import Wiring
 from papermail_dev.bench.arxiv_pool import ArxivPool
 from papermail_dev.bench.scratch import bench_settings, prepare_run, scratch_database
-from tests.support.bench import plan_everyone
+from tests.support.bench import plan_everyone, planned_picks
 from tests.support.corpus import write_corpus
 from tests.support.services import PG_ADMIN_URL
 
@@ -43,12 +43,7 @@ def test_an_arxiv_pool_reaches_the_readers_who_follow_its_fields(
                 follows = {
                     s.id: set(s.arxiv_categories) for s in session.scalars(select(Subscriber))
                 }
-                picks = {
-                    d.subscriber_id: [pick[0] for pick in v.selection]
-                    for d, v in session.execute(
-                        select(Delivery, Variant).join(Variant, Variant.key == Delivery.variant_key)
-                    )
-                }
+                picks = {r: [paper for paper, _ in ps] for r, ps in planned_picks(session).items()}
         finally:
             w.engine.dispose()
             w.redis.close()

@@ -8,10 +8,10 @@ import re
 import pytest
 from sqlalchemy import select
 
-from papermail.models import Delivery, Subscriber, Variant
+from papermail.models import Subscriber
 from papermail.wiring import Wiring
 from papermail_dev.bench.scratch import bench_settings, prepare_run, scratch_database
-from tests.support.bench import plan_everyone
+from tests.support.bench import plan_everyone, planned_picks
 from tests.support.services import PG_ADMIN_URL
 
 pytestmark = pytest.mark.integration
@@ -32,10 +32,7 @@ def test_typed_topics_are_each_readers_own_and_planning_answers_them(
             with w.sessions() as session:
                 typed = {s.id: list(s.topics) for s in session.scalars(select(Subscriber))}
                 lines = {
-                    d.subscriber_id: [pick[1] for pick in v.selection]
-                    for d, v in session.execute(
-                        select(Delivery, Variant).join(Variant, Variant.key == Delivery.variant_key)
-                    )
+                    r: [why for _, why in picks] for r, picks in planned_picks(session).items()
                 }
         finally:
             w.engine.dispose()

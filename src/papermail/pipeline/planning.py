@@ -311,9 +311,9 @@ def _format(raw: str) -> str:
     return MailFormat(raw).value  # ValueError for a value no form can store
 
 
-# Decoded once per preference set the memo above misses (so bounded like it): readers type
-# their topics, and at 65,536 values typed ones held 30 MB (docs/performance.md,
-# "Sixteenth day"); decoding a value again costs a microsecond or two.
+# Decoded once per preference set the memo above misses, so bounded like it: readers type
+# their topics, and with typed ones the values are as many as the preference sets (the
+# bound was 65,536, eight times the memo's). Decoding one again costs a microsecond or two.
 @functools.lru_cache(maxsize=PREFERENCES_REMEMBERED)
 def _terms(raw: str | None) -> tuple[str, ...]:
     value = json.loads(raw) if raw else []

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from papermail.cli.main import main
 from papermail_dev.bench.scratch import TOPICS, subscriber_rows
-from papermail_dev.bench.typed_topics import FUNCTION_WORDS, TypedTopicsError, typed_topics
+from papermail_dev.bench.typed_topics import FUNCTION_WORDS, TypedTopicsError, topic_phrases
 
 TEXTS = [
     "Diffusion Policy for dexterous robot grasping with tactile sensing",
@@ -24,7 +24,7 @@ PHRASES = 36
 
 
 def test_topics_are_distinct_phrases_of_the_texts_without_function_words() -> None:
-    topics = typed_topics(TEXTS, 20, seed=1)
+    topics = topic_phrases(TEXTS, 20, seed=1)
 
     assert len(topics) == len(set(topics)) == 20
     text = " ".join(TEXTS).casefold()
@@ -32,23 +32,23 @@ def test_topics_are_distinct_phrases_of_the_texts_without_function_words() -> No
         assert 1 <= len(topic.split()) <= 3
         assert not set(topic.split()) & FUNCTION_WORDS
         assert all(word in text for word in topic.split())
-    assert typed_topics(TEXTS, 20, seed=1) == topics
-    assert typed_topics(TEXTS, 20, seed=2) != topics
+    assert topic_phrases(TEXTS, 20, seed=1) == topics
+    assert topic_phrases(TEXTS, 20, seed=2) != topics
 
-    every = set(typed_topics(TEXTS, PHRASES, seed=1))
+    every = set(topic_phrases(TEXTS, PHRASES, seed=1))
     assert {"robot grasping", "long-context language models", "cheaper", "sparse"} <= every
     assert not {w for t in every for w in t.split()} & {"results", "the", "with", "it"}
 
 
 def test_texts_too_short_for_the_topics_asked_is_an_error_that_says_how_many() -> None:
     with pytest.raises(TypedTopicsError, match=f"give {PHRASES} distinct topics, fewer than the"):
-        typed_topics(TEXTS, PHRASES + 1, seed=1)
+        topic_phrases(TEXTS, PHRASES + 1, seed=1)
     with pytest.raises(TypedTopicsError, match="at least 1"):
-        typed_topics(TEXTS, 0, seed=1)
+        topic_phrases(TEXTS, 0, seed=1)
 
 
 def test_readers_type_the_topics_and_are_otherwise_the_default_readers() -> None:
-    typed = typed_topics(TEXTS, 30, seed=1)
+    typed = topic_phrases(TEXTS, 30, seed=1)
     default = list(subscriber_rows(300, seed=5, now="2026-01-01T00:00:00+00:00"))
     rows = list(subscriber_rows(300, seed=5, now="2026-01-01T00:00:00+00:00", topics=typed))
 

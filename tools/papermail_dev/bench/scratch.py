@@ -31,7 +31,7 @@ from papermail_dev.bench.arxiv_pool import (
     reader_categories,
 )
 from papermail_dev.bench.sink_process import SinkProcess
-from papermail_dev.bench.typed_topics import typed_topics as typed
+from papermail_dev.bench.typed_topics import topic_phrases
 
 TOPICS = (
     "diffusion",
@@ -399,7 +399,7 @@ def prepare_run(
             ingest_stages.store_papers(w, result=arxiv, source="bench: new on arXiv")
             fields = followed_fields(arxiv.papers)
             texts += [f"{p.title} {p.summary}" for p in arxiv.papers]
-        topics = TOPICS if typed_topics is None else typed(texts, typed_topics, seed=seed)
+        topics = TOPICS if typed_topics is None else topic_phrases(texts, typed_topics, seed=seed)
         now = dt.datetime.now(dt.UTC)
         marks = 0
         if feedback_histories:

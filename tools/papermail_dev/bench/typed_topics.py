@@ -35,7 +35,7 @@ class TypedTopicsError(ValueError):
     """The pool's texts cannot give the topics asked for: the message says why."""
 
 
-def typed_topics(texts: Iterable[str], count: int, *, seed: int) -> tuple[str, ...]:
+def topic_phrases(texts: Iterable[str], count: int, *, seed: int) -> tuple[str, ...]:
     """``count`` distinct phrases of the texts, in an order of their own for ``seed``."""
     if count < 1:
         raise TypedTopicsError(f"--typed-topics must be at least 1, not {count}")
