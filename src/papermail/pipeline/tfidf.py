@@ -48,7 +48,11 @@ class _Expansion:
     best: NDArray[np.intp]  # (topics, EXPANSION_DOCS): the pool rows most like them...
     chosen: NDArray[np.bool_]  # ...those of them with any likeness at all
     picks: sparse.csr_matrix  # (topics, pool): 1 at each chosen row
-    expanded: NDArray[np.bool_]  # (topics,): any row chosen
+
+    @property
+    def expanded(self) -> NDArray[np.bool_]:
+        """(topics,): whether any pool paper stands for the topic."""
+        return np.asarray(self.chosen.any(axis=1), dtype=np.bool_)
 
 
 class TfidfScorer:
@@ -149,7 +153,7 @@ class TfidfScorer:
             (np.ones(int(counts.sum())), best[chosen], np.r_[0, np.cumsum(counts)]),
             shape=(len(keys), self._matrix.shape[0]),
         )
-        return _Expansion(query, own, best, chosen, picks, expanded=counts > 0)
+        return _Expansion(query, own, best, chosen, picks)
 
     def _topics_sims(self, keys: Sequence[str]) -> Vector:
         """The pool's similarity to typed topics' pseudo-documents: (topics, pool).
